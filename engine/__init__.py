@@ -1,0 +1,47 @@
+"""nbrules: neuroblastoma staging and risk-group criteria as versioned, cited rule files.
+
+Typical use::
+
+    from nbrules import RuleEngine
+
+    engine = RuleEngine.default()
+    result = engine.evaluate({"age_days": 183, "primary_idrfs": [], "metastatic_sites": ["liver"],
+                              "mibg_bone_or_marrow_avid": False})
+    result.outputs["inrgss_stage"]      # 'MS'
+    result.fired[0].rule                # 'MS-pattern'
+    result.to_json()                    # the full, deterministic result
+
+Errors raised on purpose derive from :class:`NbrulesError` and carry diagnostics.
+"""
+
+from ._version import __version__
+from .diagnostics import CODES, Diagnostic, Severity, format_diagnostic
+from .errors import EngineError, NbrulesError, PatientInputError, RuleSetError, VersionError
+from .pipeline import RuleSetBuild, build_bundled, build_directory, build_sources
+from .results import FiredRule, FromInput, Indeterminate, NotApplicable, Result, RulesetInfo, Settled
+from .runtime import RuleEngine
+
+__all__ = [
+    "CODES",
+    "Diagnostic",
+    "EngineError",
+    "FiredRule",
+    "FromInput",
+    "Indeterminate",
+    "NbrulesError",
+    "NotApplicable",
+    "PatientInputError",
+    "Result",
+    "RuleEngine",
+    "RuleSetBuild",
+    "RuleSetError",
+    "RulesetInfo",
+    "Settled",
+    "Severity",
+    "VersionError",
+    "__version__",
+    "build_bundled",
+    "build_directory",
+    "build_sources",
+    "format_diagnostic",
+]

@@ -1,0 +1,235 @@
+"""The ``nbrules`` command line.  Thin: every verb calls the Python API.
+
+Exit codes (also in the README):
+
+====  =====================================================================
+0     success; for validate/test/verify: no errors found
+1     findings: validate/verify found errors, or a case failed
+2     invalid patient input (one line per problem: pointer, expected, found)
+3     invalid rule files, or a requested version cannot run
+4     usage error, or a file that cannot be read
+70    internal error (a defect in nbrules; please report it)
+====  =====================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn, Sequence, TextIO
+
+from ._version import __version__
+from .cases import run_cases
+from .diagnostics import Diagnostic, format_diagnostic, sort_diagnostics
+from .errors import NbrulesError, PatientInputError
+from .explain import explain
+from .pipeline import RuleSetBuild, build_bundled, build_directory
+from .runtime import RuleEngine
+
+__all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_INTERNAL"]
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_PATIENT = 2
+EXIT_RULES = 3
+EXIT_USAGE = 4
+EXIT_INTERNAL = 70
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _rules_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
+    if positional:
+        p.add_argument("dir", nargs="?", metavar="DIR", help="rules directory (default: the bundled rules)")
+    p.add_argument("--rules", metavar="DIR", help="rules directory (default: the bundled rules)")
+
+
+def _build(args: argparse.Namespace) -> RuleSetBuild:
+    path = getattr(args, "dir", None) or args.rules
+    if path is None:
+        return build_bundled()
+    if not Path(path).is_dir():
+        raise _UsageError(f"rules directory '{path}' does not exist")
+    return build_directory(path)
+
+
+def _print_diagnostics(diags: Sequence[Diagnostic], stream: TextIO) -> None:
+    for d in sort_diagnostics(diags):
+        print(format_diagnostic(d), file=stream)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _counts(diags: Sequence[Diagnostic]) -> str:
+    errors = sum(1 for d in diags if d.is_error)
+    warnings = sum(1 for d in diags if d.severity and d.severity.value == "warning")
+    return f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}"
+
+
+def _engine(args: argparse.Namespace) -> RuleEngine:
+    build = _build(args)
+    if not build.ok:
+        _print_diagnostics(build.diagnostics, sys.stderr)
+        raise _RulesInvalid(build)
+    return RuleEngine(build, use=getattr(args, "use", None) or ())
+
+
+class _RulesInvalid(Exception):
+    def __init__(self, build: RuleSetBuild) -> None:
+        super().__init__(build.label)
+        self.build = build
+
+
+# -- verbs -----------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    build = _build(args)
+    if args.format == "json":
+        print(json.dumps([d.to_dict() for d in build.diagnostics], indent=2, ensure_ascii=False))
+    else:
+        _print_diagnostics(build.diagnostics, sys.stdout)
+        clean = [d for d in build.decisions if build.file_ok(d.source.display)]
+        print(f"{build.label}: {_plural(len(build.files), 'file')}, {_plural(len(clean), 'valid decision')}, "
+              f"{_counts(build.diagnostics)}")
+    failing = build.errors() or (args.strict and build.diagnostics)
+    return EXIT_FINDINGS if failing else EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    build = _build(args)
+    if not build.ok:
+        _print_diagnostics(build.diagnostics, sys.stdout)
+        print(f"{build.label}: cannot run cases, the rule files have errors ({_counts(build.diagnostics)})")
+        return EXIT_RULES
+    total = failed = 0
+    for decision in build.decisions:
+        results = list(run_cases([decision]))
+        bad = [r for r in results if not r.passed]
+        total += len(results)
+        failed += len(bad)
+        status = "ok" if not bad else "FAILED"
+        print(f"{decision.source.display}  {decision.key}  {_plural(len(results), 'case')}, "
+              f"{len(results) - len(bad)} passed  {status}")
+        for r in bad:
+            print(format_diagnostic(r.diagnostic()))
+            for line in r.failures:
+                print(f"      {line}")
+        if args.verbose:
+            for r in results:
+                if r.passed:
+                    print(f"    ok  {r.case.name}")
+    print(f"{_plural(total, 'case')}, {total - failed} passed, {failed} failed")
+    return EXIT_FINDINGS if failed else EXIT_OK
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise _UsageError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    data = _read_input(args.file)
+    try:
+        result = engine.evaluate_json(data)
+    except PatientInputError as exc:
+        for d in exc.diagnostics:
+            hint = f" ({d.hint})" if d.hint else ""
+            print(f"{d.pointer or '(record)'}: {d.code} [{d.name}] {d.message}{hint}", file=sys.stderr)
+        return EXIT_PATIENT
+    if args.format == "text":
+        sys.stdout.write(explain(result, {d.id: d for d in engine.decisions}))
+    else:
+        sys.stdout.write(result.to_json() + "\n")
+    return EXIT_OK
+
+
+def cmd_codes(args: argparse.Namespace) -> int:
+    from .diagnostics import CODES
+
+    for c in CODES.values():
+        print(f"{c.code}  {c.severity.value:<7}  {c.name:<24}  {c.summary}")
+    return EXIT_OK
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="nbrules", description="Neuroblastoma staging and risk classification from cited rule files.")
+    p.add_argument("--version", action="version", version=f"nbrules {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    v = sub.add_parser("validate", help="load, validate and check rule files; report every problem")
+    _rules_arg(v, positional=True)
+    v.add_argument("--format", choices=("text", "json"), default="text")
+    v.add_argument("--strict", action="store_true", help="fail on warnings too")
+    v.set_defaults(func=cmd_validate)
+
+    t = sub.add_parser("test", help="run the example cases of every rule file")
+    _rules_arg(t, positional=True)
+    t.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    t.set_defaults(func=cmd_test)
+
+    e = sub.add_parser("evaluate", help="evaluate one patient (JSON file, or - for stdin)")
+    e.add_argument("file", metavar="FILE|-")
+    _rules_arg(e)
+    e.add_argument("--format", choices=("json", "text"), default="json")
+    e.add_argument("--use", action="append", metavar="DECISION@VERSION", help="pin a version (repeatable)")
+    e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("codes", help="list every diagnostic code")
+    c.set_defaults(func=cmd_codes)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (also used as the console script)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return int(args.func(args))
+    except _UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except _RulesInvalid as exc:
+        print(f"{exc.build.label}: the rule files have errors ({_counts(exc.build.diagnostics)}); "
+              f"run 'nbrules validate' for details", file=sys.stderr)
+        return EXIT_RULES
+    except NbrulesError as exc:
+        print(exc.report(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a defect: say so plainly; the traceback only on request
+        if os.environ.get("NBRULES_DEBUG"):
+            raise
+        print(f"nbrules: internal error: {type(exc).__name__}: {exc}\n"
+              f"This is a defect in nbrules; rerun with NBRULES_DEBUG=1 for the traceback.", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

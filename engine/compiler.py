@@ -1,0 +1,180 @@
+"""Stage 4, *compile*: a checked decision becomes a durable-rules ruleset.
+
+Each rule's condition, in negation normal form, is translated atom by atom into
+durable-rules patterns.  Things durable-rules cannot express are prepared in
+Python before a fact is asserted (:func:`engine_fact`): the size of every list is
+added as ``<fact>__count`` because ``$iall``/``$iany`` are false on an empty list
+and there is no test for emptiness.  The compiled :class:`Program` carries the
+source map from engine rule names back to rule ids and ``file:line``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .conditions import FALSE, NNF, TRUE, And, Atom, Or, atoms, facts_in, params_in
+from .domain import DecisionDomain, decision_domain, decision_nnf
+from .model import Decision, Rule, Scope
+from .vocabulary import FactSpec
+
+__all__ = ["CompiledRule", "Program", "compile_decision", "engine_fact", "COUNT_SUFFIX"]
+
+COUNT_SUFFIX = "__count"
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """One rule (or scope exclusion) with what the trace needs about it."""
+
+    index: int
+    engine_name: str
+    rule: Rule | Scope
+    nnf: NNF
+    facts: tuple[str, ...]
+    params: tuple[str, ...]
+    unknown_tests: frozenset[str]  # facts tested with `known: false`
+
+    @property
+    def is_scope(self) -> bool:
+        return isinstance(self.rule, Scope)
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """A decision compiled under one binding of its parameters."""
+
+    decision: Decision
+    params: Mapping[str, Any]
+    rules: tuple[CompiledRule, ...]
+    scopes: tuple[CompiledRule, ...]
+    definition: Mapping[str, Mapping[str, Any]]
+    domain: DecisionDomain
+
+    @property
+    def label(self) -> str:
+        return f"{self.decision.key}:{self.decision.sha256[:12]}"
+
+    def by_engine_name(self) -> dict[str, CompiledRule]:
+        return {r.engine_name: r for r in self.rules + self.scopes}
+
+
+def engine_fact(facts: Mapping[str, Any], specs: Mapping[str, FactSpec]) -> dict[str, Any]:
+    """The fact asserted into durable-rules: known facts plus list sizes."""
+    out: dict[str, Any] = {}
+    for name, value in facts.items():
+        out[name] = value
+        spec = specs.get(name)
+        if spec is not None and spec.kind == "set":
+            out[name + COUNT_SUFFIX] = len(value)
+    return out
+
+
+def _items(field: str, values: Any, op: str) -> dict[str, Any]:
+    tests = [{"$i": v} if op == "eq" else {"$neq": {"$i": v}} for v in values]
+    inner = tests[0] if len(tests) == 1 else {"$or" if op == "eq" else "$and": tests}
+    return {field: inner}
+
+
+def _atom(a: Atom) -> dict[str, Any]:
+    f, v, op = a.fact, a.value, a.op
+    count = f + COUNT_SUFFIX
+    if op == "eq":
+        return {f: v}
+    if op == "ne":
+        return {"$neq": {f: v}}
+    if op == "in":
+        return {f: v[0]} if len(v) == 1 else {"$or": [{f: x} for x in v]}
+    if op == "nin":
+        return {"$neq": {f: v[0]}} if len(v) == 1 else {"$and": [{"$neq": {f: x}} for x in v]}
+    if op in ("lt", "le", "gt", "ge"):
+        return {{"lt": "$lt", "le": "$lte", "gt": "$gt", "ge": "$gte"}[op]: {f: v}}
+    if op == "known":
+        return {"$ex": {f: 1}}
+    if op == "unknown":
+        return {"$nex": {f: 1}}
+    if op == "empty":
+        return {count: 0}
+    if op == "nonempty":
+        return {"$gt": {count: 0}}
+    if op == "any":
+        return {"$iany": _items(f, v, "eq")}
+    if op == "none":  # no item of v; true for an empty list, where $iall is false
+        return {"$or": [{count: 0}, {"$iall": _items(f, v, "ne")}]}
+    if op == "all":
+        return _and([{"$iany": _items(f, (x,), "eq")} for x in v])
+    if op == "notall":
+        return _or([_atom(Atom(f, "none", (x,), a.origin)) for x in v])
+    if op == "subset":  # every item is in v; true for an empty list
+        return {"$or": [{count: 0}, {"$iall": _items(f, v, "eq")}]}
+    raise ValueError(f"atom {op} must be rewritten before compiling")  # pragma: no cover
+
+
+def _and(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+def _or(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return parts[0] if len(parts) == 1 else {"$or": parts}
+
+
+def _pattern(node: NNF, specs: Mapping[str, FactSpec]) -> dict[str, Any]:
+    if isinstance(node, Atom):
+        if node.op == "notsubset":  # some item outside v  ==  contains any of the complement
+            rest = tuple(x for x in specs[node.fact].values if x not in node.value)
+            if not rest:
+                return {"$and": [{"$ex": {node.fact: 1}}, {"$nex": {node.fact: 1}}]}  # never true
+            return _atom(Atom(node.fact, "any", rest, node.origin))
+        return _atom(node)
+    if isinstance(node, And):
+        return _and([_pattern(x, specs) for x in node.items])
+    if isinstance(node, Or):
+        return _or([_pattern(x, specs) for x in node.items])
+    raise ValueError("constants are folded before compiling")  # pragma: no cover
+
+
+def _rule_json(node: NNF, specs: Mapping[str, FactSpec]) -> dict[str, Any] | None:
+    """The durable-rules rule for one condition; None for a condition that is never true."""
+    if node is FALSE:
+        return None
+    if node is TRUE:
+        return {"all": [{"m": {"$and": [{"__nb": 1}]}}]}
+    return {"all": [{"m": {"$and": [{"__nb": 1}, _pattern(node, specs)]}}]}
+
+
+def _reads_order(decision: Decision) -> Any:
+    order = {name: i for i, name in enumerate(decision.reads)}
+    return lambda fact: order.get(fact, len(order))
+
+
+def compile_decision(decision: Decision, params: Mapping[str, Any] | None = None) -> Program:
+    """Compile ``decision`` with its parameters (optionally overridden)."""
+    bound = decision.param_values(params)
+    rule_nnf, scope_nnf = decision_nnf(decision, bound)
+    compiled: list[CompiledRule] = []
+    scopes: list[CompiledRule] = []
+    definition: dict[str, dict[str, Any]] = {}
+    items: list[tuple[str, Rule | Scope, NNF]] = [(f"r{i}", r, n) for i, (r, n) in enumerate(zip(decision.rules, rule_nnf))]
+    items += [(f"s{i}", s, n) for i, (s, n) in enumerate(zip(decision.scopes, scope_nnf))]
+    for index, (name, rule, node) in enumerate(items):
+        cr = CompiledRule(
+            index=index,
+            engine_name=name,
+            rule=rule,
+            nnf=node,
+            facts=tuple(sorted(facts_in(rule.when, decision.conditions), key=_reads_order(decision))),
+            params=tuple(params_in(rule.when, decision.conditions)),
+            unknown_tests=frozenset(a.fact for a in atoms(node) if a.op == "unknown"),
+        )
+        (scopes if isinstance(rule, Scope) else compiled).append(cr)
+        pattern = _rule_json(node, decision.facts)
+        if pattern is not None:
+            definition[name] = pattern
+    return Program(
+        decision=decision,
+        params=bound,
+        rules=tuple(compiled),
+        scopes=tuple(scopes),
+        definition=definition,
+        domain=decision_domain(decision, bound),
+    )

@@ -1,0 +1,263 @@
+"""Diagnostics: immutable findings with a stable code, a location and a hint.
+
+Every problem nbrules reports about a rule file or a patient record is a
+:class:`Diagnostic`.  Codes are stable and grouped by pipeline stage
+(NB1xx load, NB2xx validate, NB3xx check, NB4xx compile, NB5xx evaluate,
+NB6xx verify, NB7xx test, NB8xx governance); each has a kebab-case name and is
+documented in ``docs/diagnostics.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+__all__ = [
+    "CODES",
+    "Code",
+    "Diagnostic",
+    "Severity",
+    "did_you_mean",
+    "format_diagnostic",
+    "has_errors",
+    "sort_diagnostics",
+]
+
+
+class Severity(str, enum.Enum):
+    """How serious a finding is.  Only errors make a rule set unusable."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class Code:
+    """One entry of the code registry."""
+
+    code: str
+    name: str
+    severity: Severity
+    summary: str
+
+
+def _registry(*codes: Code) -> dict[str, Code]:
+    table: dict[str, Code] = {}
+    for c in codes:
+        if c.code in table:  # pragma: no cover - guards the table itself
+            raise ValueError(f"duplicate diagnostic code {c.code}")
+        table[c.code] = c
+    return table
+
+
+E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+#: Every diagnostic code nbrules can emit.  docs/diagnostics.md documents each one;
+#: a test keeps the two in step.
+CODES: dict[str, Code] = _registry(
+    # load
+    Code("NB101", "yaml-syntax", E, "the file is not well-formed YAML"),
+    Code("NB102", "duplicate-key", E, "a mapping repeats a key"),
+    Code("NB103", "yaml-tag", E, "an explicit YAML tag such as !!python/object is used"),
+    Code("NB104", "yaml-alias", E, "a YAML anchor, alias or merge key is used"),
+    Code("NB105", "unreadable-file", E, "the file cannot be read or is not UTF-8"),
+    Code("NB106", "multiple-documents", E, "the file holds more than one YAML document"),
+    Code("NB107", "non-string-key", E, "a mapping key is not a plain string"),
+    Code("NB108", "no-rule-files", E, "the rules directory holds no *.yaml files"),
+    # validate (JSON Schema of the rule-file format)
+    Code("NB201", "wrong-type", E, "a value has the wrong type"),
+    Code("NB202", "missing-key", E, "a required key is missing"),
+    Code("NB203", "unknown-key", E, "a key is not part of the rule-file format"),
+    Code("NB204", "value-not-allowed", E, "a value is not one of the allowed values"),
+    Code("NB205", "bad-format", E, "a value does not have the required form"),
+    Code("NB206", "bad-size", E, "a value is too small, too large, too short or too long"),
+    Code("NB207", "duplicate-item", E, "a list that must hold distinct items repeats one"),
+    # check (meaning across rules and files)
+    Code("NB301", "unknown-fact", E, "a fact is neither patient input nor the output of a decision"),
+    Code("NB302", "value-outside-domain", E, "a value is outside the value set of its fact or output"),
+    Code("NB303", "type-mismatch", E, "a comparison does not fit the type of its fact"),
+    Code("NB304", "duplicate-rule-id", E, "two rules (or scope exclusions) share an id"),
+    Code("NB305", "undeclared-parameter", E, "a parameter is used but not declared"),
+    Code("NB306", "unknown-citation", E, "a citation names no entry of `sources`"),
+    Code("NB307", "output-decided-twice", E, "two decisions decide the same output"),
+    Code("NB308", "decision-cycle", E, "decisions depend on each other in a cycle"),
+    Code("NB309", "fact-not-read", E, "a condition uses a fact missing from `reads`"),
+    Code("NB310", "unknown-output", E, "a rule or case sets an output the decision does not decide"),
+    Code("NB311", "duplicate-decision", E, "two files hold the same decision and version"),
+    Code("NB312", "bad-case", E, "an example case is not valid"),
+    Code("NB313", "unknown-condition", E, "a named condition is used but not declared"),
+    Code("NB314", "condition-cycle", E, "named conditions refer to each other in a cycle"),
+    Code("NB315", "bad-date", E, "an effective date is not a real calendar date"),
+    Code("NB316", "output-domain-mismatch", E, "an output's value set differs from the patient schema"),
+    Code("NB317", "bad-pending-value", E, "a pending value is not a value of its fact"),
+    Code("NB318", "unknown-rule", E, "a case expects a rule id that does not exist"),
+    Code("NB319", "self-dependency", E, "a decision reads an output it decides itself"),
+    Code("NB330", "unused-parameter", W, "a declared parameter is never used"),
+    Code("NB331", "unused-source", W, "a declared source is never cited"),
+    Code("NB332", "unused-read", W, "a fact in `reads` is never tested"),
+    Code("NB333", "unused-condition", W, "a named condition is never used"),
+    Code("NB334", "bad-alternative", E, "a parameter alternative has a different type from its value"),
+    # compile
+    Code("NB401", "engine-rejected", E, "durable-rules refused the compiled ruleset (a bug in nbrules)"),
+    # evaluate (patient input and runtime)
+    Code("NB501", "input-not-json", E, "the patient record is not valid JSON"),
+    Code("NB502", "input-wrong-type", E, "a patient fact has the wrong type"),
+    Code("NB503", "input-unknown-fact", E, "a patient record holds a fact nbrules does not know"),
+    Code("NB504", "input-value-not-allowed", E, "a patient fact has a value outside its value set"),
+    Code("NB505", "input-out-of-range", E, "a number is outside its allowed range"),
+    Code("NB506", "input-duplicate", E, "a list repeats an item, or an object repeats a key"),
+    Code("NB507", "input-not-object", E, "the patient record is not a JSON object"),
+    Code("NB510", "contradiction", E, "two patient facts contradict each other"),
+    Code("NB511", "suspicious-input", W, "two patient facts are unlikely together"),
+    Code("NB520", "rules-disagree", W, "rules of one decision set different values for an output"),
+    Code("NB521", "given-differs", W, "a value given in the input differs from what the rules derive"),
+    Code("NB530", "engine-failure", E, "the rule engine failed while evaluating"),
+    # verify
+    Code("NB601", "gap", E, "a combination of known facts where no rule fires"),
+    Code("NB602", "overlap", E, "a combination of facts where two rules fire"),
+    Code("NB603", "dead-rule", E, "a rule that fires for no patient"),
+    Code("NB604", "dead-condition", W, "a test that is always true or always false where it stands"),
+    Code("NB605", "declared-gap", I, "a combination outside the system's declared scope"),
+    Code("NB606", "scope-overlaps-rule", E, "a rule fires inside a declared scope exclusion"),
+    Code("NB607", "dead-scope", W, "a scope exclusion that covers no patient"),
+    # test (example cases)
+    Code("NB701", "case-failed", E, "an example case gives other outputs or rules than expected"),
+    # governance
+    Code("NB801", "active-not-clean", E, "an active rule file does not validate, verify or pass its cases"),
+    Code("NB802", "version-conflict", E, "a pinned version is not installed or not allowed"),
+    Code("NB803", "retired-in-use", W, "a retired rule file is used because it was pinned"),
+    Code("NB804", "future-effective", W, "an active rule file takes effect after today"),
+)
+
+del E, W, I
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding.
+
+    ``path``/``line``/``column`` locate it in a rule file (1-based);
+    ``pointer`` is the JSON pointer of the offending node or patient fact.
+    ``end_column`` (exclusive) lets the caret underline the whole token.
+    """
+
+    code: str
+    message: str
+    path: str | None = None
+    line: int | None = None
+    column: int | None = None
+    end_column: int | None = None
+    pointer: str | None = None
+    hint: str | None = None
+    source_line: str | None = None
+    severity: Severity | None = None
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise ValueError(f"unregistered diagnostic code {self.code}")
+        if self.severity is None:
+            object.__setattr__(self, "severity", CODES[self.code].severity)
+
+    @property
+    def name(self) -> str:
+        """The kebab-case name of the code, e.g. ``unknown-fact``."""
+        return CODES[self.code].name
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def location(self) -> str:
+        """``path:line:col``, or the JSON pointer for patient input."""
+        if self.path is not None:
+            parts = [self.path]
+            if self.line is not None:
+                parts.append(str(self.line))
+                if self.column is not None:
+                    parts.append(str(self.column))
+            return ":".join(parts)
+        return self.pointer if self.pointer is not None else ""
+
+    def headline(self) -> str:
+        """The one-line form: ``path:line:col: severity CODE [name] message``."""
+        sev = self.severity.value if self.severity else "error"
+        loc = self.location()
+        prefix = f"{loc}: " if loc else ""
+        return f"{prefix}{sev} {self.code} [{self.name}] {self.message}"
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "code": self.code,
+            "name": self.name,
+            "severity": self.severity.value if self.severity else "error",
+            "message": self.message,
+        }
+        for key in ("path", "line", "column", "pointer", "hint"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+def format_diagnostic(d: Diagnostic) -> str:
+    """Render a diagnostic with its source line, a caret and the hint."""
+    lines = [d.headline()]
+    if d.source_line is not None and d.line is not None:
+        gutter = str(d.line)
+        text = d.source_line.rstrip("\n").expandtabs(1)
+        lines.append(f"  {gutter:>4} | {text}")
+        col = d.column or 1
+        end = d.end_column if d.end_column and d.end_column > col else col + 1
+        end = min(end, max(len(text) + 1, col + 1))
+        lines.append(f"  {'':>4} | {' ' * (col - 1)}{'^' * (end - col)}")
+    if d.hint:
+        lines.append(f"  hint: {d.hint}")
+    return "\n".join(lines)
+
+
+def sort_diagnostics(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Sort by file, position and code; drop exact duplicates."""
+    seen: set[tuple[object, ...]] = set()
+    unique: list[Diagnostic] = []
+    for d in diags:
+        key = (d.code, d.path, d.line, d.column, d.pointer, d.message)
+        if key not in seen:
+            seen.add(key)
+            unique.append(d)
+    return sorted(
+        unique,
+        key=lambda d: (d.path or "", d.line or 0, d.column or 0, d.pointer or "", d.code, d.message),
+    )
+
+
+def has_errors(diags: Iterable[Diagnostic]) -> bool:
+    return any(d.is_error for d in diags)
+
+
+def did_you_mean(word: str, candidates: Sequence[str] | Iterable[str]) -> str | None:
+    """A ``did you mean 'x'?`` hint, or None when nothing is close."""
+    pool = sorted(set(candidates))
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return None
+
+
+@dataclass
+class DiagnosticSink:
+    """Collects diagnostics during one stage (mutable on purpose: stages append)."""
+
+    items: list[Diagnostic] = field(default_factory=list)
+
+    def add(self, d: Diagnostic) -> None:
+        self.items.append(d)
+
+    def extend(self, ds: Iterable[Diagnostic]) -> None:
+        self.items.extend(ds)
+
+    @property
+    def has_errors(self) -> bool:
+        return has_errors(self.items)

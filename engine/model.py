@@ -1,0 +1,207 @@
+"""The checked, frozen intermediate representation of rule files.
+
+The *check* stage turns validated YAML data into these objects; everything after
+it (compile, evaluate, verify, render, diff) works on them only.  Every node keeps
+the JSON pointer of its origin so later stages can point back into the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+from .loader import LoadedFile
+from .sources import RuleSource
+from .vocabulary import FactSpec
+
+__all__ = [
+    "All",
+    "AnyOf",
+    "Case",
+    "CondRef",
+    "Condition",
+    "Decision",
+    "ExpectIndeterminate",
+    "Not",
+    "ParamRef",
+    "ParamTest",
+    "Parameter",
+    "Rule",
+    "Scope",
+    "Test",
+    "TEST_OPERATORS",
+]
+
+#: Operators of a test on one fact, in the order the docs list them.
+TEST_OPERATORS = (
+    "is",
+    "in",
+    "less_than",
+    "at_most",
+    "greater_than",
+    "at_least",
+    "contains_any",
+    "contains_all",
+    "subset_of",
+    "empty",
+    "known",
+)
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """``{param: name}`` used in place of a literal."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Test:
+    """A test on one fact: ``{fact: age_days, less_than: 547}``."""
+
+    fact: str
+    op: str
+    value: Any  # scalar, tuple of scalars, bool (empty/known) or ParamRef
+    pointer: str
+
+
+@dataclass(frozen=True)
+class ParamTest:
+    """A test on a parameter, decided at compile time: ``{param: policy, is: unfavorable}``."""
+
+    param: str
+    op: str  # "is" | "in"
+    value: Any
+    pointer: str
+
+
+@dataclass(frozen=True)
+class All:
+    items: tuple["Condition", ...]
+    pointer: str
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple["Condition", ...]
+    pointer: str
+
+
+@dataclass(frozen=True)
+class Not:
+    item: "Condition"
+    pointer: str
+
+
+@dataclass(frozen=True)
+class CondRef:
+    """``{condition: name}``: a named condition of the same file."""
+
+    name: str
+    pointer: str
+
+
+Condition = Union[Test, ParamTest, All, AnyOf, Not, CondRef]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    value: Any
+    note: str
+    cite: tuple[str, ...]
+    alternatives: tuple[tuple[Any, str], ...]
+    pointer: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    cite: tuple[str, ...]
+    when: Condition
+    then: Mapping[str, str]
+    pointer: str
+    line: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A declared gap: a combination the source system does not classify."""
+
+    id: str
+    when: Condition
+    reason: str
+    cite: tuple[str, ...]
+    pointer: str
+    line: int
+
+
+@dataclass(frozen=True)
+class ExpectIndeterminate:
+    candidates: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    given: Mapping[str, Any]
+    expect: Mapping[str, Union[str, None, ExpectIndeterminate]]
+    fired: tuple[str, ...] | None
+    parameters: Mapping[str, Any]
+    pointer: str
+    line: int
+    note: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """One checked rule file."""
+
+    id: str
+    title: str
+    description: str
+    version: str
+    status: str
+    effective: str
+    sources: Mapping[str, str]
+    hit_policy: str
+    parameters: Mapping[str, Parameter]
+    conditions: Mapping[str, Condition]
+    reads: tuple[str, ...]
+    facts: Mapping[str, FactSpec]
+    pending: Mapping[str, tuple[str, ...]]
+    decides: Mapping[str, tuple[str, ...]]
+    scopes: tuple[Scope, ...]
+    rules: tuple[Rule, ...]
+    cases: tuple[Case, ...]
+    source: RuleSource
+    file: LoadedFile = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        """``decision@version``, the name used to pin a version."""
+        return f"{self.id}@{self.version}"
+
+    @property
+    def sha256(self) -> str:
+        return self.source.sha256
+
+    def param_values(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Parameter values in force, with optional overrides (cases, what-if)."""
+        values = {name: p.value for name, p in self.parameters.items()}
+        if overrides:
+            values.update(overrides)
+        return values
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def location(self, pointer: str) -> str:
+        """``display-path:line`` of a node."""
+        span = self.file.span(pointer)
+        return f"{self.source.display}:{span.line if span else 1}"

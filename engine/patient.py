@@ -1,0 +1,198 @@
+"""Patient facts: parse, validate against ``patient.schema.json``, find contradictions.
+
+Facts are checked strictly before they reach durable-rules, which would otherwise
+compare ``"9"`` with ``18`` as text and match ``"true"`` or ``1`` with ``true``.
+Every problem is a :class:`~nbrules.diagnostics.Diagnostic` carrying the JSON
+pointer of the fact, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any, Iterable, Mapping
+
+from jsonschema import Draft202012Validator
+
+from .diagnostics import Diagnostic, has_errors
+from .loader import join_pointer
+from .resources import read_schema
+from .validator import describe_value, schema_problems
+from .vocabulary import FactSpec
+
+__all__ = [
+    "PatientValidator",
+    "parse_patient_json",
+    "canonical_facts",
+    "canonical_json",
+    "facts_sha256",
+    "contradictions",
+]
+
+_CODES = {
+    "type": "NB502",
+    "unknown-key": "NB503",
+    "enum": "NB504",
+    "size": "NB505",
+    "duplicate": "NB506",
+    "format": "NB502",
+    "required": "NB502",
+}
+
+_NON_NB_CATEGORIES = ("ganglioneuroblastoma_intermixed", "ganglioneuroma_maturing", "ganglioneuroma_mature")
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number in JSON")
+
+
+def parse_patient_json(text: str | bytes) -> tuple[Any, list[Diagnostic]]:
+    """Parse one JSON document strictly: no duplicate keys, no NaN/Infinity."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8-sig")
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant), []
+    except _DuplicateKey as exc:
+        return None, [Diagnostic(code="NB506", message=f"key '{exc.key}' appears twice in one object",
+                                 pointer=join_pointer("", exc.key), hint="give each fact once")]
+    except UnicodeDecodeError:
+        return None, [Diagnostic(code="NB501", message="input is not UTF-8 text", pointer="")]
+    except json.JSONDecodeError as exc:
+        return None, [Diagnostic(code="NB501", message=f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                                 pointer="")]
+    except ValueError as exc:
+        return None, [Diagnostic(code="NB501", message=f"not valid JSON: {exc}", pointer="")]
+
+
+def canonical_facts(facts: Mapping[str, Any], specs: Mapping[str, FactSpec]) -> dict[str, Any]:
+    """Facts in canonical form: lists sorted by value-set order, whole numbers as int."""
+    out: dict[str, Any] = {}
+    for name in specs:
+        if name not in facts:
+            continue
+        value = facts[name]
+        spec = specs[name]
+        if spec.kind == "set":
+            order = {v: i for i, v in enumerate(spec.values)}
+            value = sorted(value, key=lambda x: order.get(x, len(order)))
+        elif spec.kind in ("integer", "number") and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        out[name] = value
+    return out
+
+
+def canonical_json(value: Any) -> str:
+    """Compact, key-sorted JSON: the form that is hashed."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def facts_sha256(facts: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(facts).encode("utf-8")).hexdigest()
+
+
+def contradictions(facts: Mapping[str, Any]) -> list[Diagnostic]:
+    """Facts that cannot all be true (NB510) or are unlikely together (NB511)."""
+    out: list[Diagnostic] = []
+    sites = facts.get("metastatic_sites")
+    pct = facts.get("bone_marrow_tumor_percent")
+    category = facts.get("histology_category")
+    if pct is not None and pct > 0 and sites is not None and "bone_marrow" not in sites:
+        out.append(Diagnostic(
+            code="NB510", pointer="/bone_marrow_tumor_percent",
+            message=f"expected 0 when metastatic_sites does not list bone_marrow, found the number {pct:g}",
+            hint="add bone_marrow to metastatic_sites, or correct the percentage"))
+    if pct is not None and pct == 0 and sites is not None and "bone_marrow" in sites:
+        out.append(Diagnostic(
+            code="NB510", pointer="/metastatic_sites",
+            message="bone_marrow is listed as a metastatic site but bone_marrow_tumor_percent is 0",
+            hint="remove bone_marrow from metastatic_sites, or give the tumour percentage"))
+    if category in _NON_NB_CATEGORIES:
+        for fact in ("differentiation_grade", "mki", "mki_count"):
+            if fact in facts:
+                out.append(Diagnostic(
+                    code="NB510", pointer=f"/{fact}",
+                    message=f"{fact} applies to neuroblastoma and ganglioneuroblastoma nodular only, "
+                            f"found with histology_category {category}",
+                    hint=f"remove {fact}, or correct histology_category (criteria.md §4.1-4.2)"))
+    count, mki = facts.get("mki_count"), facts.get("mki")
+    if count is not None and mki is not None:
+        expected = "low" if count < 100 else "intermediate" if count < 200 else None if count == 200 else "high"
+        if expected is not None and mki != expected:
+            out.append(Diagnostic(
+                code="NB510", pointer="/mki",
+                message=f"mki_count {count} per 5,000 cells is MKI class {expected}, found {mki}",
+                hint="correct the class or the count (criteria.md §4.2)"))
+    inss = facts.get("inss_stage")
+    age = facts.get("age_days")
+    if inss == "4S" and age is not None and age >= 365:
+        out.append(Diagnostic(
+            code="NB510", pointer="/inss_stage",
+            message=f"INSS 4S is defined for infants younger than 365 days, found age_days {age}",
+            hint="an older child with a 4S pattern is INSS stage 4 (criteria.md §3.1, §3.2)"))
+    if inss is not None and sites is not None:
+        metastatic_inss = inss in ("4", "4S")
+        if metastatic_inss and not sites:
+            out.append(Diagnostic(
+                code="NB511", pointer="/inss_stage",
+                message=f"INSS {inss} means distant disease, but metastatic_sites is empty"))
+        if not metastatic_inss and sites:
+            out.append(Diagnostic(
+                code="NB511", pointer="/inss_stage",
+                message=f"INSS {inss} means no distant disease, but metastatic_sites lists {', '.join(sites)}"))
+    if facts.get("mibg_bone_or_marrow_avid") is True and sites is not None and not sites:
+        out.append(Diagnostic(
+            code="NB511", pointer="/mibg_bone_or_marrow_avid",
+            message="MIBG uptake in bone or marrow, but metastatic_sites is empty",
+            hint="list the bone or bone_marrow site, or confirm the uptake is not tumour"))
+    return out
+
+
+class PatientValidator:
+    """Validates patient records against the patient schema (optionally extended).
+
+    ``extra`` adds facts that are not patient input, e.g. the outputs of other
+    decisions given in a rule file's example case.
+    """
+
+    def __init__(self, specs: Mapping[str, FactSpec], extra: Iterable[FactSpec] = ()) -> None:
+        schema = copy.deepcopy(read_schema("patient.schema.json"))
+        self.specs: dict[str, FactSpec] = dict(specs)
+        for spec in extra:
+            if spec.name not in schema["properties"]:
+                schema["properties"][spec.name] = {"type": "string", "enum": list(spec.values)}
+                self.specs[spec.name] = spec
+        self._validator = Draft202012Validator(schema)
+
+    def check(self, record: Any) -> list[Diagnostic]:
+        """Every schema problem and contradiction of one record."""
+        if not isinstance(record, dict):
+            return [Diagnostic(code="NB507", pointer="",
+                               message=f"expected a JSON object of patient facts, found {describe_value(record)}")]
+        diags = []
+        for p in schema_problems(self._validator, record):
+            message = p.message
+            if p.kind == "unknown-key":
+                message = f"expected a patient fact, found unknown fact '{p.pointer.rsplit('/', 1)[-1]}'"
+            diags.append(Diagnostic(code=_CODES[p.kind], pointer=p.pointer, message=message, hint=p.hint))
+        if not has_errors(diags):
+            diags.extend(contradictions(record))
+        return diags
+
+    def canonical(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return canonical_facts(record, self.specs)

@@ -1,0 +1,138 @@
+"""The front half of the pipeline: load → validate → check, over a set of rule files.
+
+Every stage collects all its findings; a file that fails to load is not
+validated, and a file that fails validation is not checked, but the other
+files still are, so one run reports every problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .checker import check_files, dependency_order
+from .diagnostics import Diagnostic, has_errors, sort_diagnostics
+from .loader import LoadedFile, load_source
+from .model import Decision
+from .resources import bundled_rules_dir
+from .sources import RuleSource, directory_sources
+from .validator import validate_rule_file
+from .vocabulary import FactSpec, input_facts
+
+__all__ = ["RuleSetBuild", "build_sources", "build_directory", "build_bundled"]
+
+
+@dataclass(frozen=True)
+class RuleSetBuild:
+    """Checked decisions (in dependency order) and every diagnostic of the three stages."""
+
+    decisions: tuple[Decision, ...]
+    diagnostics: tuple[Diagnostic, ...]
+    vocabulary: Mapping[str, FactSpec]
+    files: tuple[LoadedFile, ...]
+    label: str
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.diagnostics)
+
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    def file_ok(self, display: str) -> bool:
+        """True when no error concerns the file shown as ``display``."""
+        return not any(d.is_error and d.path == display for d in self.diagnostics)
+
+
+def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSetBuild:
+    """Load, validate and check ``sources``."""
+    diags: list[Diagnostic] = []
+    if not sources:
+        diags.append(Diagnostic(code="NB108", message=f"no rule files (*.yaml) found in {label}", path=label,
+                                hint="point --rules at a directory of rule files"))
+    loaded = [load_source(s) for s in sources]
+    checkable: list[LoadedFile] = []
+    ignored: dict[str, set[str]] = {}
+    for f in loaded:
+        diags.extend(f.diagnostics)
+        if not f.ok:
+            continue
+        schema_diags = validate_rule_file(f)
+        diags.extend(schema_diags)
+        if not has_errors(schema_diags):
+            checkable.append(f)
+            continue
+        pruned = _prune(f, [d.pointer or "" for d in schema_diags if d.is_error])
+        if pruned is not None:
+            checkable.append(pruned[0])
+            ignored[f.source.display] = pruned[1]
+    checked = check_files(checkable, input_facts(), ignored)
+    diags.extend(checked.diagnostics)
+    decisions = tuple(dependency_order(checked.decisions))
+    return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), checked.vocabulary, tuple(loaded), label)
+
+
+#: Top-level keys without which a file cannot be checked at all.
+_STRUCTURAL = ("reads", "decides", "sources", "pending_values")
+#: Placeholders for metadata with schema errors, so the rest of the file can still be checked.
+_PLACEHOLDERS = {"version": "0.0.0-invalid", "status": "draft", "effective": "1970-01-01", "title": "?",
+                 "description": "", "hit_policy": "unique"}
+_LISTS = ("rules", "cases", "out_of_scope")
+_MAPS = ("parameters", "conditions")
+
+
+def _prune(f: LoadedFile, pointers: Sequence[str]) -> tuple[LoadedFile, set[str]] | None:
+    """A copy of ``f`` without the parts that failed schema validation, and the names
+    (rule ids, parameters, conditions) it dropped — or None when the file cannot be
+    checked at all.  This lets one run report the meaning errors of the valid parts too.
+    """
+    data = f.data
+    if not isinstance(data, dict) or not isinstance(data.get("decision"), str):
+        return None
+    drop: dict[str, set[Any]] = {k: set() for k in _LISTS + _MAPS}
+    fixed = dict(data)
+    for ptr in pointers:
+        tokens = [t.replace("~1", "/").replace("~0", "~") for t in ptr.split("/")[1:]]
+        if not tokens:
+            return None  # a missing required top-level key
+        top = tokens[0]
+        if top in _STRUCTURAL or top == "decision":
+            return None
+        if top in _PLACEHOLDERS:
+            fixed[top] = _PLACEHOLDERS[top]
+        elif top in _LISTS + _MAPS and len(tokens) > 1:
+            drop[top].add(int(tokens[1]) if top in _LISTS and tokens[1].isdigit() else tokens[1])
+        elif top in _LISTS + _MAPS:
+            fixed[top] = [] if top in _LISTS else {}
+        else:
+            fixed.pop(top, None)  # an unknown top-level key
+    names: set[str] = set()
+    for key in _LISTS:
+        items = fixed.get(key, [])
+        if not isinstance(items, list):
+            return None
+        for i in drop[key]:
+            if isinstance(i, int) and i < len(items) and isinstance(items[i], dict) and isinstance(items[i].get("id"), str):
+                names.add(items[i]["id"])
+        fixed[key] = [x for i, x in enumerate(items) if i not in drop[key]]
+    for key in _MAPS:
+        table = fixed.get(key, {})
+        if not isinstance(table, dict):
+            return None
+        names.update(str(n) for n in drop[key])
+        fixed[key] = {k: v for k, v in table.items() if k not in drop[key]}
+    copy = LoadedFile(source=f.source, data=fixed, values=f.values, keys=f.keys, lines=f.lines)
+    return copy, names
+
+
+def build_directory(path: str | Path, label: str | None = None) -> RuleSetBuild:
+    """Load, validate and check every ``*.yaml`` file below ``path``."""
+    root = Path(path)
+    name = label if label is not None else (root.resolve().name or str(root))
+    return build_sources(directory_sources(root, name), name)
+
+
+def build_bundled() -> RuleSetBuild:
+    """The rule files shipped with nbrules, shown as ``rules/...``."""
+    return build_directory(bundled_rules_dir(), "rules")

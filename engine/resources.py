@@ -1,0 +1,43 @@
+"""The bundled rules and schemas.
+
+In an installed wheel they live inside the package (``nbrules/rules``,
+``nbrules/schemas``) and are found with :mod:`importlib.resources`.  In a source
+checkout or an editable install the package directory is ``engine/`` and the
+data sit beside it at the repository's top level (``rules/``, ``schemas/``).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+__all__ = ["bundled_rules_dir", "schemas_dir", "read_schema"]
+
+
+def _data_dir(kind: str) -> Path:
+    packaged = files("nbrules") / kind
+    if packaged.is_dir():
+        return Path(str(packaged))
+    checkout = Path(__file__).resolve().parent.parent / kind
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(f"nbrules is installed without its bundled {kind}/ directory")
+
+
+def bundled_rules_dir() -> Path:
+    """Directory of the rule files shipped with nbrules."""
+    return _data_dir("rules")
+
+
+def schemas_dir() -> Path:
+    """Directory of ``ruleset.schema.json`` and ``patient.schema.json``."""
+    return _data_dir("schemas")
+
+
+@lru_cache(maxsize=None)
+def read_schema(name: str) -> Any:
+    """Parse one of the bundled JSON Schemas (cached; treat the result as read-only)."""
+    return json.loads((schemas_dir() / name).read_text(encoding="utf-8"))

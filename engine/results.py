@@ -1,0 +1,185 @@
+"""The result of one evaluation: outputs, what is undetermined and why, and the trace.
+
+A :class:`Result` is plain, ordered, immutable data.  ``to_json()`` gives
+byte-identical text for the same input and rules: there are no clocks, timings or
+random identifiers in it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = [
+    "FiredRule",
+    "Indeterminate",
+    "NotApplicable",
+    "Settled",
+    "FromInput",
+    "RulesetInfo",
+    "Result",
+]
+
+
+@dataclass(frozen=True)
+class FiredRule:
+    """One rule that fired: where it is written, why it fired and what it set."""
+
+    order: int
+    decision: str
+    version: str
+    rule: str
+    source: str
+    cite: tuple[str, ...]
+    matched: Mapping[str, Any]
+    set: Mapping[str, str]
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "order": self.order,
+            "decision": self.decision,
+            "version": self.version,
+            "rule": self.rule,
+            "source": self.source,
+            "cite": list(self.cite),
+            "matched": dict(self.matched),
+            "set": dict(self.set),
+        }
+        if self.parameters:
+            out["parameters"] = dict(self.parameters)
+        return out
+
+
+@dataclass(frozen=True)
+class Indeterminate:
+    """An output missing facts would settle: the values it could take and which facts."""
+
+    decision: str
+    candidates: tuple[str, ...]
+    missing: tuple[str, ...]
+    via: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    may_be_out_of_scope: bool = False
+    conflict: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"decision": self.decision, "candidates": list(self.candidates),
+                               "missing": list(self.missing)}
+        if self.via:
+            out["via"] = {k: list(v) for k, v in self.via.items()}
+        if self.may_be_out_of_scope:
+            out["may_be_out_of_scope"] = True
+        if self.conflict:
+            out["conflicting_rules"] = list(self.conflict)
+        return out
+
+
+@dataclass(frozen=True)
+class NotApplicable:
+    """An output the system does not assign for these facts (a declared gap)."""
+
+    decision: str
+    reason: str
+    scope: str | None = None
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"decision": self.decision, "reason": self.reason}
+        if self.scope:
+            out["scope"] = self.scope
+        if self.source:
+            out["source"] = self.source
+        return out
+
+
+@dataclass(frozen=True)
+class Settled:
+    """An output no rule fired for, but every completion of the missing facts gives the same value."""
+
+    decision: str
+    value: str
+    rules: tuple[str, ...]
+    unknown: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision, "value": self.value, "rules": list(self.rules),
+                "irrelevant_unknown_facts": list(self.unknown)}
+
+
+@dataclass(frozen=True)
+class FromInput:
+    """An output given in the input; the decision that could derive it did not override it."""
+
+    decision: str
+    value: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision, "value": self.value}
+
+
+@dataclass(frozen=True)
+class RulesetInfo:
+    decision: str
+    version: str
+    status: str
+    file: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision, "version": self.version, "status": self.status,
+                "file": self.file, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Result:
+    """Everything one evaluation established.
+
+    * ``outputs``: every output of every decision that ran, ``None`` when not determined;
+    * ``indeterminate``: outputs that missing facts would settle, with candidates;
+    * ``not_applicable``: outputs outside the system's scope for these facts;
+    * ``settled``: outputs no rule fired for although every completion agrees;
+    * ``from_input``: outputs taken from the input instead of derived;
+    * ``fired``: the ordered trace of rules that fired;
+    * ``warnings``: diagnostics that did not stop the evaluation;
+    * ``rulesets``: version and sha256 of every rule file used;
+    * ``input_sha256``: hash of the canonical input.
+    """
+
+    outputs: Mapping[str, str | None]
+    indeterminate: Mapping[str, Indeterminate]
+    not_applicable: Mapping[str, NotApplicable]
+    settled: Mapping[str, Settled]
+    from_input: Mapping[str, FromInput]
+    fired: tuple[FiredRule, ...]
+    warnings: tuple[Mapping[str, Any], ...]
+    rulesets: tuple[RulesetInfo, ...]
+    input: Mapping[str, Any]
+    input_sha256: str
+    engine: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data, in a fixed key order."""
+        return {
+            "type": "nbrules.result",
+            "outputs": dict(self.outputs),
+            "indeterminate": {k: v.to_dict() for k, v in self.indeterminate.items()},
+            "not_applicable": {k: v.to_dict() for k, v in self.not_applicable.items()},
+            "settled": {k: v.to_dict() for k, v in self.settled.items()},
+            "from_input": {k: v.to_dict() for k, v in self.from_input.items()},
+            "fired": [f.to_dict() for f in self.fired],
+            "warnings": [dict(w) for w in self.warnings],
+            "rulesets": [r.to_dict() for r in self.rulesets],
+            "input": dict(self.input),
+            "input_sha256": self.input_sha256,
+            "engine": self.engine,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The result as JSON text; identical bytes for identical input and rules."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+
+    @property
+    def complete(self) -> bool:
+        """True when every output has a value."""
+        return all(v is not None for v in self.outputs.values())
