@@ -70,13 +70,22 @@ def engine_fact(facts: Mapping[str, Any], specs: Mapping[str, FactSpec]) -> dict
     return out
 
 
-def _items(field: str, values: Any, op: str) -> dict[str, Any]:
-    tests = [{"$i": v} if op == "eq" else {"$neq": {"$i": v}} for v in values]
-    inner = tests[0] if len(tests) == 1 else {"$or" if op == "eq" else "$and": tests}
-    return {field: inner}
+def _any_item(field: str, values: Any) -> dict[str, Any]:
+    # One $iany per item under an outer $or.  durable-rules 2.0.28 must not see an $or
+    # inside $iany/$iall: createAlpha (rete.c) then branches on the uninitialised
+    # expression of the $or's forward node (valgrind: "conditional jump depends on
+    # uninitialised value"), and ruleset creation can fail at random.
+    return _or([{"$iany": {field: {"$i": v}}} for v in values])
 
 
-def _atom(a: Atom) -> dict[str, Any]:
+def _no_item(field: str, values: Any) -> dict[str, Any]:
+    # True for an empty list, where $iall is false; $and inside $iall is safe.
+    tests = [{"$neq": {"$i": v}} for v in values]
+    inner = tests[0] if len(tests) == 1 else {"$and": tests}
+    return {"$or": [{field + COUNT_SUFFIX: 0}, {"$iall": {field: inner}}]}
+
+
+def _atom(a: Atom, specs: Mapping[str, FactSpec]) -> dict[str, Any]:
     f, v, op = a.fact, a.value, a.op
     count = f + COUNT_SUFFIX
     if op == "eq":
@@ -98,16 +107,19 @@ def _atom(a: Atom) -> dict[str, Any]:
     if op == "nonempty":
         return {"$gt": {count: 0}}
     if op == "any":
-        return {"$iany": _items(f, v, "eq")}
-    if op == "none":  # no item of v; true for an empty list, where $iall is false
-        return {"$or": [{count: 0}, {"$iall": _items(f, v, "ne")}]}
+        return _any_item(f, v)
+    if op == "none":
+        return _no_item(f, v)
     if op == "all":
-        return _and([{"$iany": _items(f, (x,), "eq")} for x in v])
+        return _and([{"$iany": {f: {"$i": x}}} for x in v])
     if op == "notall":
-        return _or([_atom(Atom(f, "none", (x,), a.origin)) for x in v])
-    if op == "subset":  # every item is in v; true for an empty list
-        return {"$or": [{count: 0}, {"$iall": _items(f, v, "eq")}]}
-    raise ValueError(f"atom {op} must be rewritten before compiling")  # pragma: no cover
+        return _or([_no_item(f, (x,)) for x in v])
+    rest = tuple(x for x in specs[f].values if x not in v)
+    if op == "subset":  # no item outside v
+        return _no_item(f, rest) if rest else {"$ex": {f: 1}}
+    if op == "notsubset":  # some item outside v
+        return _any_item(f, rest) if rest else {"$and": [{"$ex": {f: 1}}, {"$nex": {f: 1}}]}
+    raise ValueError(f"unknown atom operator {op}")  # pragma: no cover
 
 
 def _and(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,12 +132,7 @@ def _or(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _pattern(node: NNF, specs: Mapping[str, FactSpec]) -> dict[str, Any]:
     if isinstance(node, Atom):
-        if node.op == "notsubset":  # some item outside v  ==  contains any of the complement
-            rest = tuple(x for x in specs[node.fact].values if x not in node.value)
-            if not rest:
-                return {"$and": [{"$ex": {node.fact: 1}}, {"$nex": {node.fact: 1}}]}  # never true
-            return _atom(Atom(node.fact, "any", rest, node.origin))
-        return _atom(node)
+        return _atom(node, specs)
     if isinstance(node, And):
         return _and([_pattern(x, specs) for x in node.items])
     if isinstance(node, Or):
