@@ -384,7 +384,8 @@ class _FileChecker:
                 self.err("NB305", f"parameter '{value.name}' is not declared", f"{vptr}/param",
                          hint=did_you_mean(value.name, self.params) or "declare it under 'parameters'", name=value.name)
                 return test
-            for v, label in [(p.value, "value")] + [(a, "alternative") for a, _ in p.alternatives]:
+            same_kind = [(a, "alternative") for a, _ in p.alternatives if _kind(a) == _kind(p.value)]  # else NB334
+            for v, label in [(p.value, "value")] + same_kind:
                 self._value_fits(spec, op, v, vptr, f"parameter '{p.name}' ({label} {describe_value(v)}): ")
         else:
             self._value_fits(spec, op, value, vptr, "")

@@ -238,9 +238,31 @@ def has_errors(diags: Iterable[Diagnostic]) -> bool:
 
 
 def did_you_mean(word: str, candidates: Sequence[str] | Iterable[str]) -> str | None:
-    """A ``did you mean 'x'?`` hint, or None when nothing is close."""
+    """A ``did you mean 'x'?`` hint, or None when nothing is close.
+
+    Close spellings first (``limt`` -> ``limit``), then a shared beginning
+    (``citation`` -> ``cite``, ``mycn_amplifed`` -> ``mycn_status``).
+    """
     pool = sorted(set(candidates))
-    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    lowered = {c.lower(): c for c in pool}
+    if word.lower() in lowered:
+        return f"did you mean '{lowered[word.lower()]}'?"
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.75)
+    if not close:
+        def prefix(c: str) -> int:
+            n = 0
+            for a, b in zip(word.lower(), c.lower()):
+                if a != b:
+                    break
+                n += 1
+            return n
+
+        scored = [(prefix(c), difflib.SequenceMatcher(None, word, c).ratio(), c) for c in pool]
+        scored = [t for t in scored if t[0] >= 3 and t[0] >= 0.4 * len(t[2])]
+        if scored:
+            close = [max(scored)[2]]
+    if not close:
+        close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"
     return None

@@ -59,6 +59,8 @@ class ParamRef:
 class Test:
     """A test on one fact: ``{fact: age_days, less_than: 547}``."""
 
+    __test__ = False  # not a pytest test class
+
     fact: str
     op: str
     value: Any  # scalar, tuple of scalars, bool (empty/known) or ParamRef

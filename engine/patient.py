@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 from jsonschema import Draft202012Validator
 
-from .diagnostics import Diagnostic, has_errors
+from .diagnostics import Diagnostic, did_you_mean, has_errors
 from .loader import join_pointer
 from .resources import read_schema
 from .validator import describe_value, schema_problems
@@ -187,9 +187,12 @@ class PatientValidator:
         diags = []
         for p in schema_problems(self._validator, record):
             message = p.message
+            hint = p.hint
             if p.kind == "unknown-key":
-                message = f"expected a patient fact, found unknown fact '{p.pointer.rsplit('/', 1)[-1]}'"
-            diags.append(Diagnostic(code=_CODES[p.kind], pointer=p.pointer, message=message, hint=p.hint))
+                name = p.pointer.rsplit("/", 1)[-1]
+                message = f"expected a patient fact, found unknown fact '{name}'"
+                hint = did_you_mean(name, self.specs) or "the patient facts are listed in schemas/patient.schema.json"
+            diags.append(Diagnostic(code=_CODES[p.kind], pointer=p.pointer, message=message, hint=hint))
         if not has_errors(diags):
             diags.extend(contradictions(record))
         return diags

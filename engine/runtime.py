@@ -29,7 +29,7 @@ from ._version import __version__
 from .backend import EngineRuleset
 from .compiler import CompiledRule, Program, compile_decision, engine_fact
 from .diagnostics import Diagnostic, has_errors
-from .errors import PatientInputError, RuleSetError, VersionError
+from .errors import EngineError, PatientInputError, RuleSetError, VersionError
 from .model import Decision
 from .patient import PatientValidator, facts_sha256, parse_patient_json
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_sources
@@ -79,7 +79,12 @@ class DecisionRunner:
     def __init__(self, program: Program, cache_size: int = 0) -> None:
         self.program = program
         self.decision = program.decision
-        self.engine = EngineRuleset(program.label, program.definition)
+        try:
+            self.engine = EngineRuleset(program.label, program.definition)
+        except EngineError as exc:
+            d = program.decision
+            raise EngineError(str(exc), [Diagnostic(code="NB401", message=str(exc), path=d.source.display, line=1,
+                                                    column=1)]) from exc
         self._by_name = program.by_engine_name()
         self._outputs = tuple(self.decision.decides)
         self._cache_size = cache_size
@@ -95,7 +100,11 @@ class DecisionRunner:
 
     def _fire(self, facts: Mapping[str, Any]) -> tuple[list[CompiledRule], list[CompiledRule]]:
         self.engine_runs += 1
-        names = self.engine.run(engine_fact(facts, self.decision.facts))
+        try:
+            names = self.engine.run(engine_fact(facts, self.decision.facts))
+        except EngineError as exc:
+            raise EngineError(f"{self.decision.key}: {exc}",
+                              [Diagnostic(code="NB530", message=f"{self.decision.key}: {exc}")]) from exc
         hits = sorted((self._by_name[n] for n in names), key=lambda r: r.index)
         return [r for r in hits if not r.is_scope], [r for r in hits if r.is_scope]
 

@@ -1,0 +1,58 @@
+"""Condition semantics: negation normal form and three-valued evaluation."""
+
+from __future__ import annotations
+
+from nbrules.conditions import FALSE, TRUE, And, Atom, Or, evaluate, to_nnf
+from nbrules.model import All, AnyOf, CondRef, Not, ParamRef, ParamTest, Test
+
+
+def t(fact: str, op: str, value: object) -> Test:
+    return Test(fact, op, value, f"/{fact}")
+
+
+def test_negation_is_pushed_to_the_atoms() -> None:
+    cond = Not(All((t("age_days", "less_than", 547), t("mycn_status", "is", "amplified")), ""), "")
+    nnf = to_nnf(cond, {}, {})
+    assert nnf == Or((Atom("age_days", "ge", 547, "/age_days"), Atom("mycn_status", "ne", "amplified", "/mycn_status")))
+
+
+def test_list_operators_negate_to_their_duals() -> None:
+    ops = {"contains_any": "none", "contains_all": "notall", "subset_of": "notsubset"}
+    for op, neg in ops.items():
+        assert to_nnf(Not(t("symptoms", op, ("coagulopathy",)), ""), {}, {}).op == neg  # type: ignore[union-attr]
+    assert to_nnf(Not(t("symptoms", "empty", True), ""), {}, {}).op == "nonempty"  # type: ignore[union-attr]
+    assert to_nnf(Not(t("ploidy", "known", False), ""), {}, {}).op == "known"  # type: ignore[union-attr]
+
+
+def test_parameters_fold_and_simplify() -> None:
+    policy = ParamTest("policy", "is", "unfavorable", "")
+    cond = AnyOf((t("chr11q_status", "is", "aberrant"), All((policy, t("chr11q_status", "known", False)), "")), "")
+    assert to_nnf(cond, {}, {"policy": "indeterminate"}) == Atom("chr11q_status", "eq", "aberrant", "/chr11q_status")
+    folded = to_nnf(cond, {}, {"policy": "unfavorable"})
+    assert isinstance(folded, Or) and len(folded.items) == 2
+    assert to_nnf(Not(policy, ""), {}, {"policy": "unfavorable"}) is FALSE
+    assert to_nnf(All((policy,), ""), {}, {"policy": "unfavorable"}) is TRUE
+
+
+def test_parameter_values_and_named_conditions_resolve() -> None:
+    named = {"infant": t("age_days", "less_than", ParamRef("limit"))}
+    nnf = to_nnf(Not(CondRef("infant", ""), ""), named, {"limit": 365})
+    assert nnf == Atom("age_days", "ge", 365, "/age_days")
+
+
+def test_kleene_logic_with_missing_facts() -> None:
+    young = Atom("age_days", "lt", 547, "")
+    amp = Atom("mycn_status", "eq", "amplified", "")
+    assert evaluate(And((young, amp)), {"age_days": 100}) is None
+    assert evaluate(And((young, amp)), {"age_days": 900}) is False
+    assert evaluate(Or((young, amp)), {"age_days": 100}) is True
+    assert evaluate(Or((young, amp)), {"age_days": 900}) is None
+    assert evaluate(Atom("mycn_status", "ne", "amplified", ""), {}) is None
+    assert evaluate(Atom("mycn_status", "unknown", None, ""), {}) is True
+
+
+def test_list_semantics_on_empty_lists() -> None:
+    assert evaluate(Atom("s", "subset", ("liver",), ""), {"s": []}) is True
+    assert evaluate(Atom("s", "any", ("liver",), ""), {"s": []}) is False
+    assert evaluate(Atom("s", "none", ("liver",), ""), {"s": []}) is True
+    assert evaluate(Atom("s", "all", ("liver",), ""), {"s": []}) is False

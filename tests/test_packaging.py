@@ -1,0 +1,54 @@
+"""A wheel built from the repository works in a fresh venv outside it.
+
+Slow: builds a wheel and a virtual environment (durable-rules comes from pip's cache
+when it was built before).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_wheel_carries_rules_and_schemas_and_evaluates_outside_the_repo(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)])
+    [wheel] = list(dist.glob("nbrules-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "nbrules/rules/staging/inrgss.yaml" in names
+    assert "nbrules/schemas/patient.schema.json" in names and "nbrules/schemas/ruleset.schema.json" in names
+    assert "nbrules/py.typed" in names
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    _run([str(py), "-m", "pip", "install", "-q", str(wheel)])
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    (work / "p.json").write_text(json.dumps({"age_days": 900, "metastatic_sites": ["bone"]}))
+    nbrules = env_dir / "bin" / "nbrules"
+    out = subprocess.run([str(nbrules), "evaluate", "p.json"], cwd=work, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["outputs"]["inrgss_stage"] == "M"
+    assert result["rulesets"][0]["file"] == "rules/staging/inrgss.yaml"
+    for verb in ("validate", "test"):
+        proc = subprocess.run([str(nbrules), verb], cwd=work, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    probe = subprocess.run([str(py), "-c", "import nbrules, pathlib; print(pathlib.Path(nbrules.__file__).parent)"],
+                           cwd=work, capture_output=True, text=True, check=True)
+    assert str(REPO) not in probe.stdout
