@@ -27,8 +27,8 @@ import threading
 import weakref
 from typing import Any, Callable, Mapping
 
-import durable_rules_engine
-from durable.engine import Host, MessageNotHandledException
+import durable_rules_engine  # type: ignore[import-not-found]
+from durable.engine import Host, MessageNotHandledException  # type: ignore[import-untyped]
 
 from .errors import EngineError
 
@@ -85,7 +85,7 @@ class EngineRuleset:
         self._fired: set[str] = set()
         self._failure: BaseException | None = None
         self._on_fire = on_fire
-        rules = copy.deepcopy(dict(definition))
+        rules: dict[str, dict[str, Any]] = copy.deepcopy({k: dict(v) for k, v in definition.items()})
         rules[CATCH_ALL] = {"all": [{"m": {DISCRIMINATOR: 1}}]}
         for rule_name, rule in rules.items():
             rule["run"] = self._action(rule_name)

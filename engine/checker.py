@@ -120,7 +120,7 @@ def _cross_file(decisions: Sequence[Decision]) -> list[Diagnostic]:
 
 def _graph(decisions: Sequence[Decision]) -> dict[str, set[str]]:
     """decision id -> ids of the decisions whose outputs it reads."""
-    owner = {}
+    owner: dict[str, str] = {}
     for d in decisions:
         for out in d.decides:
             owner.setdefault(out, d.id)

@@ -36,8 +36,22 @@ class CompiledRule:
     unknown_tests: frozenset[str]  # facts tested with `known: false`
 
     @property
+    def id(self) -> str:
+        return self.rule.id
+
+    @property
     def is_scope(self) -> bool:
         return isinstance(self.rule, Scope)
+
+    @property
+    def then(self) -> Mapping[str, str]:
+        """Outputs the rule sets (nothing for a scope exclusion)."""
+        return self.rule.then if isinstance(self.rule, Rule) else {}
+
+    @property
+    def reason(self) -> str:
+        """Why a scope exclusion applies (empty for a rule)."""
+        return self.rule.reason if isinstance(self.rule, Scope) else ""
 
 
 @dataclass(frozen=True, eq=False)

@@ -215,7 +215,7 @@ class DecisionDomain:
     def cells(self, fixed: Mapping[str, int] | None = None,
               restrict: Mapping[str, Sequence[int]] | None = None) -> Iterator[tuple[int, ...]]:
         """Every fully known cell, optionally with some facts fixed or restricted."""
-        ranges = []
+        ranges: list[tuple[int, ...]] = []
         for name in self.facts:
             if fixed and name in fixed:
                 ranges.append((fixed[name],))

@@ -143,12 +143,12 @@ class _Composer(yaml.SafeLoader):
         super().__init__(stream)
         self._report = report
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:  # type: ignore[override]
-        event = self.peek_event()
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
         if isinstance(event, AliasEvent):
-            self.get_event()
+            self.get_event()  # type: ignore[no-untyped-call]
             self._report.append(("NB104", f"alias '*{event.anchor}' is not allowed in rule files", event.start_mark))
-            return ScalarNode("tag:yaml.org,2002:null", "", event.start_mark, event.end_mark)
+            return ScalarNode("tag:yaml.org,2002:null", "", event.start_mark, event.end_mark)  # type: ignore[arg-type]
         if isinstance(event, (ScalarEvent, MappingStartEvent, SequenceStartEvent)):
             if event.anchor is not None:
                 self._report.append(("NB104", f"anchor '&{event.anchor}' is not allowed in rule files", event.start_mark))
@@ -159,7 +159,7 @@ class _Composer(yaml.SafeLoader):
                 event.tag = None
                 if isinstance(event, ScalarEvent):
                     event.implicit = (True, True)
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
 
 def _span(node: Node) -> Span:

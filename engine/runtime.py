@@ -141,11 +141,11 @@ class DecisionRunner:
         results: dict[str, OutputOutcome] = {}
         open_outputs: list[str] = []
         for out in self._outputs:
-            values = _ordered({r.rule.then[out] for r in fired if out in r.rule.then}, self.decision.decides[out])
+            values = _ordered({r.then[out] for r in fired if out in r.then}, self.decision.decides[out])
             if len(values) == 1:
                 results[out] = OutputOutcome("set", values[0])
             elif len(values) > 1:
-                setters = tuple(r.rule.id for r in fired if out in r.rule.then)
+                setters = tuple(r.id for r in fired if out in r.then)
                 results[out] = OutputOutcome("conflict", None, candidates=values, rules=setters)
             else:
                 open_outputs.append(out)
@@ -163,8 +163,7 @@ class DecisionRunner:
 
     def _no_rule(self, scopes: Sequence[CompiledRule]) -> OutputOutcome:
         if scopes:
-            s = scopes[0]
-            return OutputOutcome("not_applicable", reason=s.rule.reason, scope=s.rule.id)  # type: ignore[union-attr]
+            return OutputOutcome("not_applicable", reason=scopes[0].reason, scope=scopes[0].id)
         return OutputOutcome("not_applicable", reason=f"no rule of {self.decision.key} applies to these facts")
 
     # -- what the missing facts could change -------------------------------------------
@@ -197,10 +196,10 @@ class DecisionRunner:
             values: dict[str, frozenset[str] | None] = {}
             setters: dict[str, frozenset[str]] = {}
             for out in self._outputs:
-                got = frozenset(r.rule.then[out] for r in trusted if out in r.rule.then)
+                got = frozenset(r.then[out] for r in trusted if out in r.then)
                 if got:
                     values[out] = got
-                    setters[out] = frozenset(r.rule.id for r in trusted if out in r.rule.then)
+                    setters[out] = frozenset(r.id for r in trusted if out in r.then)
             settled = len(values) == len(self._outputs) or bool(trusted_scopes)
             if settled or not remaining:
                 for out in self._outputs:
@@ -233,16 +232,15 @@ class DecisionRunner:
             if got is None:
                 out_of_scope = True
                 for sid in sorted(leaf.scopes):
-                    scope = next(s for s in self.program.scopes if s.rule.id == sid)
-                    reasons.append((scope.rule.reason, sid))  # type: ignore[union-attr]
+                    scope = next(s for s in self.program.scopes if s.id == sid)
+                    reasons.append((scope.reason, sid))
             else:
                 values |= got
                 rules |= leaf.rules[out]
         candidates = _ordered(values, self.decision.decides[out])
         if not candidates:
             if reasons:
-                reason, scope = reasons[0]
-                return OutputOutcome("not_applicable", reason=reason, scope=scope)
+                return OutputOutcome("not_applicable", reason=reasons[0][0], scope=reasons[0][1])
             blocked = [f for f in order if f in restrict and not self._allowed(f, restrict)]
             if blocked:
                 return OutputOutcome("not_applicable",
@@ -500,7 +498,7 @@ class RuleEngine:
         out_diags = []
         for out, oc in outcome.outputs.items():
             if oc.status in ("set", "settled") and oc.value != given[out]:
-                rules = ", ".join(r.rule.id for r in outcome.fired if out in r.rule.then) or "analysis"
+                rules = ", ".join(r.id for r in outcome.fired if out in r.then) or "analysis"
                 out_diags.append(Diagnostic(
                     code="NB521", pointer=f"/{out}",
                     message=f"{out} is given as {given[out]}, but {d.key} derives {oc.value} from the given facts "
@@ -519,7 +517,7 @@ class RuleEngine:
             source=f"{d.source.display}:{rule.line}",
             cite=rule.cite,
             matched={f: view.get(f) for f in cr.facts},
-            set=dict(rule.then),  # type: ignore[union-attr]
+            set=dict(cr.then),
             parameters={k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
         )
 

@@ -63,9 +63,10 @@ def describe_value(value: Any) -> str:
 
 
 def _type_words(types: Any) -> str:
+    words: list[str]
     if isinstance(types, str):
         types = [types]
-    words = [_TYPE_WORDS.get(t, t) for t in types]
+    words = [str(_TYPE_WORDS.get(t, t)) for t in types]
     if "a mapping" in words and len(words) > 1:
         words = [w for w in words if w != "a mapping"] + ["{param: name}"]
     if len(words) == 1:
@@ -102,11 +103,12 @@ def _translate(err: jsonschema.ValidationError) -> Iterator[Problem]:
     custom = schema.get("x-messages", {}).get(err.validator) if isinstance(schema.get("x-messages"), dict) else None
     inst = err.instance
     v = err.validator
+    value: Any = err.validator_value
     if v == "type":
-        yield Problem("type", pointer, f"expected {_type_words(err.validator_value)}, found {describe_value(inst)}",
-                      hint=_type_hint(err.validator_value, inst))
+        yield Problem("type", pointer, f"expected {_type_words(value)}, found {describe_value(inst)}",
+                      hint=_type_hint(value, inst))
     elif v == "required":
-        missing = [k for k in err.validator_value if isinstance(inst, dict) and k not in inst]
+        missing = [k for k in value if isinstance(inst, dict) and k not in inst]
         message = schema.get("x-message")
         for key in missing:
             if message:
@@ -123,24 +125,25 @@ def _translate(err: jsonschema.ValidationError) -> Iterator[Problem]:
                 hint = did_you_mean(key, allowed) or (f"allowed keys here: {', '.join(allowed)}" if allowed else None)
                 yield Problem("unknown-key", join_pointer(pointer, key), f"unknown key '{key}'", hint=hint, on_key=True)
     elif v == "enum":
-        allowed_values = [str(x) for x in err.validator_value]
+        allowed_values = [str(x) for x in value]
         hint = did_you_mean(str(inst), allowed_values) if isinstance(inst, str) else None
         yield Problem("enum", pointer, f"expected one of {', '.join(allowed_values)}; found {describe_value(inst)}", hint=hint)
     elif v == "pattern":
         yield Problem("format", pointer, f"{describe_value(inst)} does not have the required form", hint=schema.get("x-hint"))
     elif v == "propertyNames":
         sub = err.context[0] if err.context else None
-        pattern = sub.validator_value if sub is not None and sub.validator == "pattern" else None
-        hint = "use lower-case letters, digits and '_'" if pattern and "_" in pattern else None
+        pattern = str(sub.validator_value) if sub is not None and sub.validator == "pattern" else ""
+        hint = "use lower-case letters, digits and '_'" if "_" in pattern else None
         yield Problem("format", join_pointer(pointer, str(inst)), f"key '{inst}' does not have the required form", hint=hint, on_key=True)
     elif v == "uniqueItems":
-        idx = _first_duplicate(inst) if isinstance(inst, list) else None
+        items: list[Any] = inst if isinstance(inst, list) else []
+        idx = _first_duplicate(items)
         where = join_pointer(pointer, idx) if idx is not None else pointer
-        shown = describe_value(inst[idx]) if idx is not None else "an item"
+        shown = describe_value(items[idx]) if idx is not None else "an item"
         yield Problem("duplicate", where, f"{shown} appears more than once in this list", hint="list each item once")
     elif v in ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties", "minimum", "maximum",
                "exclusiveMinimum", "exclusiveMaximum"):
-        yield Problem("size", pointer, custom or _size_message(v, err.validator_value, inst))
+        yield Problem("size", pointer, custom or _size_message(v, value, inst))
     elif v is None or v == "false":  # a `false` schema
         yield Problem("unknown-key", pointer, "this value is not allowed here")
     else:  # pragma: no cover - keywords not used by our schemas
