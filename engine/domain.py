@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from .conditions import NNF, Atom, atoms, to_nnf
 from .model import Decision
+from .patient import CONTRADICTION_CUTS
 from .vocabulary import FactSpec
 
 __all__ = ["Cell", "Partition", "DecisionDomain", "decision_domain", "decision_nnf"]
@@ -252,7 +253,9 @@ def decision_domain(decision: Decision, params: Mapping[str, Any] | None = None)
         elif spec.kind == "boolean":
             partitions[name] = _BoolPartition(spec)
         elif spec.kind in ("integer", "number"):
-            partitions[name] = _NumberPartition(spec, _cuts(found))
+            cuts = _cuts(found)
+            cuts |= {(t, 0 if side == "lt" else 1) for t, side in CONTRADICTION_CUTS.get(name, ())}
+            partitions[name] = _NumberPartition(spec, cuts)
         else:
             sets = [(frozenset(a.value), a.op in ("all", "notall")) for a in found if a.value is not None]
             partitions[name] = _SetPartition(spec, sets)

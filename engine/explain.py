@@ -90,7 +90,7 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
             out.append(f"  {w.get('pointer', '')}: {w['code']} [{w['name']}] {w['message']}")
     out.append("")
     out.append("Why: the rules that fired, in order")
-    cited: dict[str, str] = {}
+    cited: dict[str, dict[str, str]] = {}
     if not result.fired:
         out.append("  (no rule fired)")
     for f in result.fired:
@@ -110,12 +110,14 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
         for c in f.cite:
             key = c.split()[0]
             if d is not None and key in d.sources:
-                cited.setdefault(key, d.sources[key])
+                cited.setdefault(f"{d.id} {d.version}", {}).setdefault(key, d.sources[key])
     if cited:
         out.append("")
-        out.append("Sources cited")
-        for key, text in cited.items():
-            out.extend(_wrap(f"{key}: {text}", "  "))
+        out.append("Sources cited (keys are local to each rule file)")
+        for label, sources in cited.items():
+            out.append(f"  {label}")
+            for key, text in sources.items():
+                out.extend(_wrap(f"{key}: {text}", "    "))
     out.append("")
     out.append("Rule files")
     for r in result.rulesets:

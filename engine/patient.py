@@ -28,6 +28,8 @@ __all__ = [
     "canonical_json",
     "facts_sha256",
     "contradictions",
+    "is_contradictory",
+    "CONTRADICTION_CUTS",
 ]
 
 _CODES = {
@@ -106,6 +108,16 @@ def facts_sha256(facts: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(facts).encode("utf-8")).hexdigest()
 
 
+#: Numeric thresholds used by :func:`contradictions` ("lt": t starts a new range;
+#: "le": t ends one).  Decision domains are cut at them too, so every cell of a
+#: domain is either wholly consistent or wholly contradictory.
+CONTRADICTION_CUTS: Mapping[str, tuple[tuple[float, str], ...]] = {
+    "bone_marrow_tumor_percent": ((0, "le"),),
+    "age_days": ((365, "lt"),),
+    "mki_count": ((100, "lt"), (200, "lt"), (200, "le")),
+}
+
+
 def contradictions(facts: Mapping[str, Any]) -> list[Diagnostic]:
     """Facts that cannot all be true (NB510) or are unlikely together (NB511)."""
     out: list[Diagnostic] = []
@@ -161,6 +173,11 @@ def contradictions(facts: Mapping[str, Any]) -> list[Diagnostic]:
             message="MIBG uptake in bone or marrow, but metastatic_sites is empty",
             hint="list the bone or bone_marrow site, or confirm the uptake is not tumour"))
     return out
+
+
+def is_contradictory(facts: Mapping[str, Any]) -> bool:
+    """True when the facts cannot all hold for one patient (an NB510 contradiction)."""
+    return any(d.is_error for d in contradictions(facts))
 
 
 class PatientValidator:

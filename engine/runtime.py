@@ -31,7 +31,7 @@ from .compiler import CompiledRule, Program, compile_decision, engine_fact
 from .diagnostics import Diagnostic, has_errors
 from .errors import EngineError, PatientInputError, RuleSetError, VersionError
 from .model import Decision
-from .patient import PatientValidator, facts_sha256, parse_patient_json
+from .patient import PatientValidator, facts_sha256, is_contradictory, parse_patient_json
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_sources
 from .results import FiredRule, FromInput, Indeterminate, NotApplicable, Result, RulesetInfo, Settled
 from .sources import RuleSource
@@ -89,7 +89,7 @@ class DecisionRunner:
         self._outputs = tuple(self.decision.decides)
         self._cache_size = cache_size
         self._cache: OrderedDict[Any, DecisionOutcome] = OrderedDict()
-        self._analysis: OrderedDict[Any, tuple[list[_Leaf], tuple[str, ...]]] = OrderedDict()
+        self._analysis: OrderedDict[Any, dict[str, OutputOutcome]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.engine_runs = 0
 
@@ -155,9 +155,7 @@ class DecisionRunner:
                 for out in open_outputs:
                     results[out] = self._no_rule(scopes)
             else:
-                leaves, order = self._analyse(view, unknown, restrict)
-                for out in open_outputs:
-                    results[out] = self._summarise(out, leaves, order, restrict)
+                results.update(self._open_outputs(view, unknown, restrict, tuple(open_outputs)))
         ordered = {out: results[out] for out in self._outputs}
         return DecisionOutcome(tuple(fired), tuple(scopes), ordered)
 
@@ -175,20 +173,36 @@ class DecisionRunner:
             return sorted({i for i in idx if i is not None})
         return list(range(len(part)))
 
-    def _analyse(self, view: Mapping[str, Any], unknown: tuple[str, ...],
-                 restrict: Mapping[str, Sequence[str]]) -> tuple[list[_Leaf], tuple[str, ...]]:
-        domain = self.program.domain
-        key = (domain.classify(view), unknown, tuple(sorted((k, tuple(v)) for k, v in restrict.items())))
+    def _open_outputs(self, view: Mapping[str, Any], unknown: tuple[str, ...], restrict: Mapping[str, Sequence[str]],
+                      outputs: tuple[str, ...]) -> dict[str, OutputOutcome]:
+        """What the missing facts allow for ``outputs``.  A pure function of the cell of
+        ``view``, so it is memoised (bounded)."""
+        key = (self.program.domain.classify(view), unknown,
+               tuple(sorted((k, tuple(v)) for k, v in restrict.items())), outputs)
         with self._cache_lock:
             hit = self._analysis.get(key)
         if hit is not None:
             return hit
+        leaves = self._analyse(view, unknown, restrict)
+        result = {out: self._summarise(out, leaves, unknown, restrict) for out in outputs}
+        with self._cache_lock:
+            self._analysis[key] = result
+            if len(self._analysis) > max(self._cache_size, _ANALYSIS_MEMO):
+                self._analysis.popitem(last=False)
+        return result
+
+    def _analyse(self, view: Mapping[str, Any], unknown: tuple[str, ...],
+                 restrict: Mapping[str, Sequence[str]]) -> list[_Leaf]:
+        """Split the unknown facts into cells until the engine settles every box."""
+        domain = self.program.domain
         leaves: list[_Leaf] = []
 
         def visit(cells: dict[str, int], remaining: tuple[str, ...]) -> None:
             facts = dict(view)
             for fact, idx in cells.items():
                 facts[fact] = domain.partitions[fact].cells[idx].representative
+            if cells and is_contradictory(facts):
+                return  # no patient has these facts (e.g. an MKI class for a ganglioneuroma)
             rules, scopes = self._fire(facts)
             pending = set(remaining)
             trusted = [r for r in rules if not (r.unknown_tests & pending)]
@@ -213,13 +227,7 @@ class DecisionRunner:
                 visit({**cells, fact: idx}, rest)
 
         visit({}, unknown)
-        result = (leaves, unknown)
-        # The analysis is a pure function of its key (cells, not values): memoise it, bounded.
-        with self._cache_lock:
-            self._analysis[key] = result
-            if len(self._analysis) > max(self._cache_size, _ANALYSIS_MEMO):
-                self._analysis.popitem(last=False)
-        return result
+        return leaves
 
     def _summarise(self, out: str, leaves: list[_Leaf], order: tuple[str, ...],
                    restrict: Mapping[str, Sequence[str]]) -> OutputOutcome:
@@ -245,6 +253,9 @@ class DecisionRunner:
             if blocked:
                 return OutputOutcome("not_applicable",
                                      reason=f"needs {', '.join(blocked)}, which has no value for this patient")
+            if not leaves:
+                return OutputOutcome("not_applicable",
+                                     reason="no value of the missing facts is consistent with the given facts")
             return OutputOutcome("not_applicable", reason=f"no rule of {self.decision.key} applies to these facts")
         if len(candidates) == 1 and not out_of_scope:
             ruleids = tuple(r.id for r in self.decision.rules if r.id in rules)
