@@ -161,6 +161,75 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    import time
+
+    from .verify import verify_decision
+
+    build = _build(args)
+    if not build.ok:
+        _print_diagnostics(build.diagnostics, sys.stdout)
+    # Errors inside example cases do not stop the analysis of the rules themselves.
+    broken = {d.path for d in build.errors() if not (d.pointer or "").startswith("/cases")}
+    start = time.perf_counter()
+    reports = []
+    skipped = [d for d in build.decisions if d.source.display in broken]
+    for d in skipped:
+        print(f"{d.key}: not verified, {d.source.display} has errors")
+    for d in build.decisions:
+        if d in skipped:
+            continue
+        runs: list[tuple[str, dict[str, object] | None]] = [("", None)]
+        if args.all_parameters:
+            runs += [(f" with {name} = {json.dumps(v)}", {name: v})
+                     for name, p in d.parameters.items() for v, _ in p.alternatives]
+        for label, params in runs:
+            report = verify_decision(d, params)
+            reports.append((label, report))
+    failed = False
+    if args.format == "json":
+        print(json.dumps([{"decision": r.decision.id, "version": r.decision.version, "parameters": label.strip(),
+                           "complete_cells": r.known_cells, "cells": r.cells, "ok": r.ok,
+                           "findings": r.findings} for label, r in reports], indent=2, ensure_ascii=False))
+        failed = any(not r.ok for _, r in reports)
+    else:
+        for label, r in reports:
+            shown = [d for d in r.diagnostics if args.verbose or d.severity.value != "info"]  # type: ignore[union-attr]
+            _print_diagnostics(shown, sys.stdout)
+            print(r.summary().replace(":", label + ":", 1))
+            failed = failed or not r.ok
+        total = sum(r.known_cells for _, r in reports)
+        print(f"{len(reports)} verification{'s' if len(reports) != 1 else ''}, {total} complete cells in "
+              f"{time.perf_counter() - start:.2f} s: {'errors found' if failed else 'no gaps, overlaps or dead rules'}")
+    if skipped and not reports:
+        return EXIT_RULES
+    return EXIT_FINDINGS if failed or not build.ok else EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .render import render_html, render_markdown
+
+    build = _build(args)
+    if not build.ok:
+        _print_diagnostics(build.diagnostics, sys.stderr)
+        raise _RulesInvalid(build)
+    chosen = list(build.decisions)
+    if args.decision:
+        chosen = [d for d in chosen if args.decision in (d.id, d.key)]
+        if not chosen:
+            raise _UsageError(f"no decision '{args.decision}'; installed: "
+                              + ", ".join(d.key for d in build.decisions))
+    text = render_html(chosen) if args.format == "html" else render_markdown(chosen)
+    if args.out:
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _UsageError(f"cannot write '{args.out}': {exc.strerror or exc}") from exc
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def cmd_codes(args: argparse.Namespace) -> int:
     from .diagnostics import CODES
 
@@ -194,6 +263,21 @@ def _parser() -> _Parser:
     e.add_argument("--format", choices=("json", "text"), default="json")
     e.add_argument("--use", action="append", metavar="DECISION@VERSION", help="pin a version (repeatable)")
     e.set_defaults(func=cmd_evaluate)
+
+    vf = sub.add_parser("verify", help="check every decision over its whole input domain: gaps, overlaps, dead rules")
+    _rules_arg(vf, positional=True)
+    vf.add_argument("--all-parameters", action="store_true",
+                    help="also verify under each documented alternative value of each parameter")
+    vf.add_argument("--format", choices=("text", "json"), default="text")
+    vf.add_argument("-v", "--verbose", action="store_true", help="show information findings (declared gaps) too")
+    vf.set_defaults(func=cmd_verify)
+
+    r = sub.add_parser("render", help="write decisions as tables for clinical review")
+    r.add_argument("decision", nargs="?", metavar="DECISION", help="decision id or id@version (default: all)")
+    _rules_arg(r)
+    r.add_argument("--format", choices=("html", "md"), default="md")
+    r.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    r.set_defaults(func=cmd_render)
 
     c = sub.add_parser("codes", help="list every diagnostic code")
     c.set_defaults(func=cmd_codes)

@@ -123,6 +123,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB605", "declared-gap", I, "a combination outside the system's declared scope"),
     Code("NB606", "scope-overlaps-rule", E, "a rule fires inside a declared scope exclusion"),
     Code("NB607", "dead-scope", W, "a scope exclusion that covers no patient"),
+    Code("NB608", "parameter-gated", I, "a rule or scope exclusion that applies only under another parameter value"),
     # test (example cases)
     Code("NB701", "case-failed", E, "an example case gives other outputs or rules than expected"),
     # governance

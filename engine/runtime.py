@@ -223,7 +223,12 @@ class DecisionRunner:
                                     frozenset(s.rule.id for s in trusted_scopes)))
                 return
             fact, rest = remaining[0], remaining[1:]
-            for idx in self._allowed(fact, restrict):
+            part = domain.partitions[fact]
+            options = [idx for idx in self._allowed(fact, restrict)
+                       if not is_contradictory({**facts, fact: part.cells[idx].representative})]
+            if not options and self._allowed(fact, restrict):
+                visit(cells, rest)  # inapplicable here (a grade for a ganglioneuroma): the fact stays unknown
+            for idx in options:
                 visit({**cells, fact: idx}, rest)
 
         visit({}, unknown)

@@ -1,0 +1,95 @@
+"""nbrules render: decisions as tables for clinical sign-off, checked in a real browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from nbrules import build_bundled
+from nbrules.cli import main
+from nbrules.render import render_html, render_markdown
+
+BUILD = build_bundled()
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.urls: list[str] = []
+        self.rows = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "tr":
+            self.rows += 1
+        for k, v in attrs:
+            if k in ("src", "href") and v and not v.startswith("#"):
+                self.urls.append(v)
+
+
+def test_markdown_has_a_row_per_rule_and_a_column_per_fact() -> None:
+    d = next(x for x in BUILD.decisions if x.id == "cog-risk")
+    md = render_markdown([d])
+    header = next(line for line in md.splitlines() if line.startswith("| rule |"))
+    for fact in ("inrgss_stage", "age_days", "mycn_status", "inpc_histology", "resection_extent"):
+        assert f"| {fact} |" in header
+    for rule in d.rules:
+        assert re.search(rf"^\| {re.escape(rule.id)} \|", md, re.M), rule.id
+    assert f"version **{d.version}** ({d.status})" in md and d.sha256 in md
+    assert "| unknown_biology_policy | indeterminate |" in md  # parameters with notes and readings
+    v21 = next(line for line in md.splitlines() if line.startswith("| V2-1 |"))
+    assert "= L1" in v21 and "= not_amplified" in v21 and "cog_risk = low" in v21 and "criteria.md V2-1" in v21
+
+
+def test_html_is_self_contained() -> None:
+    page = render_html(list(BUILD.decisions))
+    parser = _Collect()
+    parser.feed(page)
+    assert "script" not in parser.tags and "link" not in parser.tags and "img" not in parser.tags
+    assert parser.urls == []  # nothing fetched: only in-page anchors
+    # per decision: a rules table (header + one row per rule or exclusion) and a parameters table
+    expected = sum(1 + len(d.rules) + len(d.scopes) + (1 + len(d.parameters) if d.parameters else 0)
+                   for d in BUILD.decisions)
+    assert parser.rows == expected
+
+
+def test_render_cli_writes_one_decision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "inrg.html"
+    assert main(["render", "inrg", "--format", "html", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "INRG pretreatment classification" in text and "COG" not in text.split("<body>")[1][:200]
+    assert main(["render", "no-such-decision"]) == 4
+    assert "installed: " in capsys.readouterr().err
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_html_opens_in_a_headless_browser(tmp_path: Path) -> None:
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("NBRULES_REQUIRE_BROWSER"):
+            pytest.fail("NBRULES_REQUIRE_BROWSER is set but no Chromium is installed")
+        pytest.skip("no Chromium installed (CI installs it)")
+    page = tmp_path / "decisions.html"
+    page.write_text(render_html(list(BUILD.decisions)))
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count("<table class=\"rules\">") == len(BUILD.decisions)
+    assert "V2-13" in dom.stdout and "criteria.md V2-13" in dom.stdout
+    shot = tmp_path / "decisions.png"
+    proc = subprocess.run(flags + ["--window-size=1400,1600", f"--screenshot={shot}", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a rendered page, not a blank one
