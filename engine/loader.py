@@ -1,7 +1,7 @@
 """Stage 1, *load*: read a rule file safely and remember where every node is.
 
-PyYAML's composer gives nodes with marks; we build plain JSON-like data from the
-node tree ourselves so that:
+PyYAML's parser (libyaml's C parser when available) gives events with marks; we
+build plain JSON-like data from the event stream ourselves so that:
 
 * explicit tags (``!!python/object`` …) are refused (NB103);
 * anchors, aliases and merge keys are refused before anything is expanded (NB104);
@@ -15,11 +15,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
-from yaml.events import AliasEvent, MappingStartEvent, ScalarEvent, SequenceStartEvent
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
 
 from .diagnostics import Diagnostic, Severity
 from .sources import RuleSource
@@ -115,56 +123,124 @@ _BOOL_FALSE = re.compile(r"^(?:false|False|FALSE)$")
 _INT = re.compile(r"^[-+]?[0-9]+$")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
 
-
-def _scalar_value(node: ScalarNode) -> Any:
-    text = node.value
-    if node.style is not None:  # quoted or block scalar: always a string
-        return text
-    if _NULL.match(text):
-        return None
-    if _BOOL_TRUE.match(text):
-        return True
-    if _BOOL_FALSE.match(text):
-        return False
-    if _INT.match(text):
-        return int(text)
-    if _FLOAT.match(text):
-        return float(text)
-    return text
-
-
 _STD_TAG = "tag:yaml.org,2002:"
+#: libyaml's C parser when PyYAML was built with it (several times faster); same events.
+_PARSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_ALIAS_HINT = "write the value out in full; rule files do not support YAML references"
+_TAG_HINT = "remove the tag; rule files hold plain strings, numbers, booleans, lists and mappings"
 
 
-class _Composer(yaml.SafeLoader):
-    """A composer that reports tags and aliases instead of honouring them."""
+def _scalar(value: str, plain: bool) -> Any:
+    """YAML 1.2 core schema for plain scalars; quoted and block scalars stay text."""
+    if not plain:
+        return value
+    if _NULL.match(value):
+        return None
+    if _BOOL_TRUE.match(value):
+        return True
+    if _BOOL_FALSE.match(value):
+        return False
+    if _INT.match(value):
+        return int(value)
+    if _FLOAT.match(value):
+        return float(value)
+    return value
 
-    def __init__(self, stream: str, report: list[tuple[str, str, Any]]) -> None:
-        super().__init__(stream)
-        self._report = report
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
+def _span_of(start: Any, end: Any) -> Span:
+    return Span(start.line + 1, start.column + 1, end.line + 1, end.column + 1)
+
+
+def _point(span: Span) -> Span:
+    return Span(span.line, span.column, span.line, span.column + 1)
+
+
+class _Composer:
+    """Builds plain data from the YAML event stream, indexing positions by JSON pointer.
+
+    Tags, anchors, aliases and merge keys are reported, never honoured (an alias is
+    never expanded); duplicate keys are reported instead of silently keeping the last.
+    """
+
+    def __init__(self, out: "LoadedFile", events: Iterator[Any]) -> None:
+        self.out = out
+        self.events = events
+        self.last_end: Any = None  # end mark of the node consumed last
+
+    def _report(self, code: str, message: str, span: Span, hint: str | None) -> None:
+        self.out.diagnostics.append(self.out.diag(code, message, span=span, hint=hint))
+
+    def _check(self, event: Any) -> None:
+        span = _span_of(event.start_mark, event.end_mark)
+        if getattr(event, "anchor", None) is not None:
+            self._report("NB104", f"anchor '&{event.anchor}' is not allowed in rule files", _point(span), _ALIAS_HINT)
+        tag = getattr(event, "tag", None)
+        if tag not in (None, "!"):
+            shown = "!!" + tag[len(_STD_TAG):] if tag.startswith(_STD_TAG) else tag
+            self._report("NB103", f"explicit tag '{shown}' is not allowed in rule files", _point(span), _TAG_HINT)
+
+    def node(self, event: Any, pointer: str, record: bool = True) -> Any:
+        """Consume the node that starts with ``event``; return its data."""
+        values = self.out.values if record else {}
         if isinstance(event, AliasEvent):
-            self.get_event()  # type: ignore[no-untyped-call]
-            self._report.append(("NB104", f"alias '*{event.anchor}' is not allowed in rule files", event.start_mark))
-            return ScalarNode("tag:yaml.org,2002:null", "", event.start_mark, event.end_mark)  # type: ignore[arg-type]
-        if isinstance(event, (ScalarEvent, MappingStartEvent, SequenceStartEvent)):
-            if event.anchor is not None:
-                self._report.append(("NB104", f"anchor '&{event.anchor}' is not allowed in rule files", event.start_mark))
-                event.anchor = None
-            if event.tag not in (None, "!"):
-                shown = "!!" + event.tag[len(_STD_TAG):] if event.tag.startswith(_STD_TAG) else event.tag
-                self._report.append(("NB103", f"explicit tag '{shown}' is not allowed in rule files", event.start_mark))
-                event.tag = None
-                if isinstance(event, ScalarEvent):
-                    event.implicit = (True, True)
-        return super().compose_node(parent, index)
+            span = _span_of(event.start_mark, event.end_mark)
+            values[pointer] = span
+            self.last_end = event.end_mark
+            self._report("NB104", f"alias '*{event.anchor}' is not allowed in rule files", _point(span), _ALIAS_HINT)
+            return None
+        self._check(event)
+        if isinstance(event, ScalarEvent):
+            values[pointer] = _span_of(event.start_mark, event.end_mark)
+            self.last_end = event.end_mark
+            return _scalar(event.value, event.style in (None, "") and event.tag in (None, "!"))
+        if isinstance(event, SequenceStartEvent):
+            items: list[Any] = []
+            while True:
+                ev = next(self.events)
+                if isinstance(ev, SequenceEndEvent):
+                    values[pointer] = _span_of(event.start_mark, ev.end_mark)
+                    self.last_end = ev.end_mark
+                    return items
+                items.append(self.node(ev, join_pointer(pointer, len(items)), record))
+        if isinstance(event, MappingStartEvent):
+            return self._mapping(event, pointer, record)
+        raise TypeError(f"unexpected YAML event {event!r}")  # pragma: no cover
 
-
-def _span(node: Node) -> Span:
-    s, e = node.start_mark, node.end_mark
-    return Span(s.line + 1, s.column + 1, e.line + 1, e.column + 1)
+    def _mapping(self, event: Any, pointer: str, record: bool) -> dict[str, Any]:
+        values = self.out.values if record else {}
+        result: dict[str, Any] = {}
+        first: dict[str, Span] = {}
+        values[pointer] = _span_of(event.start_mark, event.start_mark)
+        while True:
+            key_ev = next(self.events)
+            if isinstance(key_ev, MappingEndEvent):
+                values[pointer] = _span_of(event.start_mark, key_ev.end_mark)
+                self.last_end = key_ev.end_mark
+                return result
+            key_span = _span_of(key_ev.start_mark, key_ev.end_mark)
+            if not isinstance(key_ev, ScalarEvent):
+                self.node(key_ev, pointer, record=False)
+                key_span = _span_of(key_ev.start_mark, self.last_end)
+                self._report("NB107", "a mapping key must be a plain string, not a list or mapping", key_span, None)
+                self.node(next(self.events), pointer, record=False)
+                continue
+            self._check(key_ev)
+            key = key_ev.value
+            value_ev = next(self.events)
+            if key == "<<" and key_ev.style in (None, ""):
+                self._report("NB104", "merge key '<<' is not allowed in rule files", key_span, "write the keys out in full")
+                self.node(value_ev, pointer, record=False)
+                continue
+            if key in first:
+                self._report("NB102", f"key '{key}' appears twice in this mapping", key_span,
+                             f"the first '{key}' is at line {first[key].line}; YAML would silently keep only the last one")
+                self.node(value_ev, pointer, record=False)
+                continue
+            child = join_pointer(pointer, key)
+            first[key] = key_span
+            if record:
+                self.out.keys[child] = key_span
+            result[key] = self.node(value_ev, child, record)
 
 
 def load_source(source: RuleSource) -> LoadedFile:
@@ -179,52 +255,31 @@ def load_source(source: RuleSource) -> LoadedFile:
         text = source.data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = source.data[: exc.start].count(b"\n") + 1
-        out.diagnostics.append(
-            Diagnostic(
-                code="NB105",
-                message=f"file is not UTF-8 (byte 0x{source.data[exc.start]:02x} at offset {exc.start})",
-                path=source.display,
-                line=line,
-                column=1,
-                hint="save the file as UTF-8",
-            )
-        )
+        out.diagnostics.append(Diagnostic(
+            code="NB105", message=f"file is not UTF-8 (byte 0x{source.data[exc.start]:02x} at offset {exc.start})",
+            path=source.display, line=line, column=1, hint="save the file as UTF-8"))
         return out
     out.lines = text.splitlines()
-    report: list[tuple[str, str, Any]] = []
-    loader = _Composer(text, report)
+    out.values[""] = Span(1, 1, 1, 1)
     try:
-        root = loader.get_single_node()
-    except yaml.composer.ComposerError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        code = "NB106" if "single document" in (exc.context or "") else "NB101"
-        msg = "the file holds more than one YAML document" if code == "NB106" else f"{exc.context or ''} {exc.problem or ''}".strip()
-        out.diagnostics.append(_mark_diag(out, code, msg, mark, hint="a rule file is one YAML document; remove the second '---'" if code == "NB106" else None))
-        return out
+        events = iter(yaml.parse(text, Loader=_PARSER))
+        next(events)  # StreamStart
+        if isinstance(next(events), StreamEndEvent):  # an empty file
+            return out
+        out.data = _Composer(out, events).node(next(events), "")
+        next(events)  # DocumentEnd
+        following = next(events)
+        if isinstance(following, DocumentStartEvent):
+            out.diagnostics.append(_mark_diag(out, "NB106", "the file holds more than one YAML document",
+                                              following.start_mark,
+                                              hint="a rule file is one YAML document; remove the second '---'"))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or "syntax error"
         context = f" {exc.context}" if exc.context else ""
-        hint = "indent with spaces, not tabs" if "\\t" in problem or "tab" in problem else "check indentation and quoting near this position"
+        hint = "indent with spaces, not tabs" if "tab" in problem else "check indentation and quoting near this position"
         out.diagnostics.append(_mark_diag(out, "NB101", f"{problem}{context}", mark, hint=hint))
-        return out
-    except yaml.YAMLError as exc:  # pragma: no cover - reader errors are MarkedYAMLErrors
-        out.diagnostics.append(Diagnostic(code="NB101", message=str(exc), path=source.display, line=1, column=1))
-        return out
-    finally:
-        loader.dispose()
-    for code, msg, mark in report:
-        hint = (
-            "write the value out in full; rule files do not support YAML references"
-            if code == "NB104"
-            else "remove the tag; rule files hold plain strings, numbers, booleans, lists and mappings"
-        )
-        out.diagnostics.append(_mark_diag(out, code, msg, mark, hint=hint))
-    if root is None:
         out.data = None
-        out.values[""] = Span(1, 1, 1, 1)
-        return out
-    out.data = _build(root, "", out)
     return out
 
 
@@ -232,45 +287,3 @@ def _mark_diag(out: LoadedFile, code: str, message: str, mark: Any, hint: str | 
     line = mark.line + 1 if mark is not None else 1
     col = mark.column + 1 if mark is not None else 1
     return out.diag(code, message, span=Span(line, col, line, col + 1), hint=hint)
-
-
-def _build(node: Node, pointer: str, out: LoadedFile) -> Any:
-    out.values[pointer] = _span(node)
-    if isinstance(node, ScalarNode):
-        return _scalar_value(node)
-    if isinstance(node, SequenceNode):
-        return [_build(child, join_pointer(pointer, i), out) for i, child in enumerate(node.value)]
-    if isinstance(node, MappingNode):
-        result: dict[str, Any] = {}
-        first_seen: dict[str, Span] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode):
-                d = _node_diag(out, key_node, "NB107", "a mapping key must be a plain string, not a list or mapping")
-                out.diagnostics.append(d)
-                continue
-            key = key_node.value
-            if key == "<<" and key_node.style is None:
-                out.diagnostics.append(
-                    _node_diag(out, key_node, "NB104", "merge key '<<' is not allowed in rule files",
-                               hint="write the keys out in full")
-                )
-                continue
-            child = join_pointer(pointer, key)
-            if key in first_seen:
-                prev = first_seen[key]
-                out.diagnostics.append(
-                    _node_diag(
-                        out, key_node, "NB102", f"key '{key}' appears twice in this mapping",
-                        hint=f"the first '{key}' is at line {prev.line}; YAML would silently keep only the last one",
-                    )
-                )
-                continue
-            first_seen[key] = _span(key_node)
-            out.keys[child] = _span(key_node)
-            result[key] = _build(value_node, child, out)
-        return result
-    raise TypeError(f"unexpected YAML node {node!r}")  # pragma: no cover
-
-
-def _node_diag(out: LoadedFile, node: Node, code: str, message: str, hint: str | None = None) -> Diagnostic:
-    return out.diag(code, message, span=_span(node), hint=hint)

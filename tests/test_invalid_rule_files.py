@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nbrules import build_directory, format_diagnostic
 
@@ -20,6 +21,8 @@ FIXTURES = sorted(p for p in (DATA / "invalid").iterdir() if p.is_dir())
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[p.name for p in FIXTURES])
 def test_exact_diagnostics(fixture: Path) -> None:
+    if fixture.name.startswith("NB101") and not yaml.__with_libyaml__:
+        pytest.skip("the syntax-error wording is libyaml's; pure-Python PyYAML words it differently")
     build = build_directory(fixture / "rules", label="rules")
     text = "".join(format_diagnostic(d) + "\n" for d in build.diagnostics)
     expected = (fixture / "expected.txt").read_text(encoding="utf-8")
