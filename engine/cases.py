@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from .compiler import compile_decision
 from .diagnostics import Diagnostic
 from .model import Case, Decision, ExpectIndeterminate
-from .runtime import DecisionOutcome, DecisionRunner, OutputOutcome
+from .runner import DecisionOutcome, DecisionRunner, OutputOutcome
 
 __all__ = ["CaseResult", "run_cases", "describe_outcome"]
 

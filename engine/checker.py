@@ -172,7 +172,7 @@ def dependency_order(decisions: Sequence[Decision]) -> list[Decision]:
         n = ready[0]
         pending.discard(n)
         done.add(n)
-        order.extend(by_id[n])
+        order.extend(sorted(by_id[n], key=lambda d: d.version_key))
     return order
 
 
@@ -203,9 +203,13 @@ class _FileChecker:
     def run(self) -> Decision | None:
         d = self.data
         try:
-            datetime.date.fromisoformat(d["effective"])
+            effective = datetime.date.fromisoformat(d["effective"])
         except ValueError:
             self.err("NB315", f"'{d['effective']}' is not a calendar date", "/effective", hint="write YYYY-MM-DD, e.g. 2021-10-01")
+        else:
+            if d["status"] == "active" and effective > datetime.date.today():
+                self.err("NB804", f"this active version takes effect on {effective}, after today", "/effective",
+                         hint="keep it as draft until it is in force, or correct the date")
         self._check_reads()
         self._check_decides()
         for name, p in d.get("parameters", {}).items():

@@ -15,11 +15,12 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence, TextIO
+from typing import Callable, NoReturn, Sequence, TextIO
 
 from ._version import __version__
 from .cases import run_cases
@@ -27,7 +28,8 @@ from .diagnostics import Diagnostic, format_diagnostic, sort_diagnostics
 from .errors import NbrulesError, PatientInputError
 from .explain import explain
 from .pipeline import RuleSetBuild, build_bundled, build_directory
-from .runtime import RuleEngine
+from .model import Decision
+from .runtime import RuleEngine, select_versions
 
 __all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_INTERNAL"]
 
@@ -230,6 +232,100 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _resolve(ref: str, build: RuleSetBuild) -> "Decision":
+    """decision@version, or the path of a rule file of the build."""
+    if "@" in ref and not Path(ref).exists():
+        match = [d for d in build.decisions if d.key == ref]
+        if not match:
+            raise _UsageError(f"'{ref}' is not installed; installed: " + ", ".join(d.key for d in build.decisions))
+        return match[0]
+    path = Path(ref).resolve()
+    match = [d for d in build.decisions if d.source.path is not None and d.source.path.resolve() == path]
+    if not match:
+        raise _UsageError(f"'{ref}' is neither decision@version nor a rule file of {build.label}")
+    return match[0]
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .cohort import CohortFormatError, detect_format, read_rows
+    from .diff import DecisionDiff, diff_cohort, diff_decisions
+
+    old_dir, new_dir = Path(args.old), Path(args.new)
+    pairs = []
+    if old_dir.is_dir() and new_dir.is_dir():
+        old_build, new_build = build_directory(old_dir), build_directory(new_dir)
+        for one in (old_build, new_build):
+            if not one.ok:
+                _print_diagnostics(one.diagnostics, sys.stderr)
+                raise _RulesInvalid(one)
+        old_sel, _ = select_versions(old_build.decisions)
+        new_sel, _ = select_versions(new_build.decisions)
+        old_by = {d.id: d for d in old_sel}
+        new_by = {d.id: d for d in new_sel}
+        ids = list(old_by) + [i for i in new_by if i not in old_by]
+        pairs = [(old_by.get(i), new_by.get(i)) for i in ids]
+        engines = (lambda: RuleEngine(old_build, cache_size=_COHORT_CACHE),
+                   lambda: RuleEngine(new_build, cache_size=_COHORT_CACHE))
+    else:
+        build = _build(args)
+        if not build.ok:
+            _print_diagnostics(build.diagnostics, sys.stderr)
+            raise _RulesInvalid(build)
+        old, new = _resolve(args.old, build), _resolve(args.new, build)
+        pairs = [(old, new)]
+        engines = (lambda: RuleEngine(build, use=[old.key], cache_size=_COHORT_CACHE),
+                   lambda: RuleEngine(build, use=[new.key], cache_size=_COHORT_CACHE))
+    diffs = [diff_decisions(a, b) if a is not None and b is not None else DecisionDiff(a, b) for a, b in pairs]
+    cohort = None
+    if args.cohort:
+        fmt = args.input_format or _format_of(args.cohort, detect_format)
+        old_engine, new_engine = engines[0](), engines[1]()
+        # every output, downstream decisions included: a new stage can change the risk groups
+        outputs = list(dict.fromkeys(o for e in (old_engine, new_engine) for d in e.decisions for o in d.decides))
+        try:
+            with _open_text(args.cohort) as stream:
+                cohort = diff_cohort(old_engine, new_engine, read_rows(stream, fmt, args.id_column), outputs)
+        except CohortFormatError as exc:
+            raise _UsageError(str(exc)) from exc
+        finally:
+            old_engine.close()
+            new_engine.close()
+    if args.format == "json":
+        payload: dict[str, object] = {"decisions": [d.to_dict() for d in diffs]}
+        if cohort is not None:
+            payload["cohort"] = cohort.to_dict()
+        print(json.dumps(payload, indent=2, ensure_ascii=False))
+    else:
+        print("\n\n".join(d.text() for d in diffs))
+        if cohort is not None:
+            print()
+            print(cohort.text(args.cohort))
+    if cohort is not None:
+        cohort.close()
+    return EXIT_OK
+
+
+_COHORT_CACHE = 65536
+
+
+def _format_of(path: str, detect: Callable[[str], str]) -> str:
+    from .cohort import CohortFormatError
+
+    try:
+        return detect(path)
+    except CohortFormatError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+def _open_text(path: str) -> TextIO:
+    if path == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    try:
+        return open(path, encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise _UsageError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+
+
 def cmd_codes(args: argparse.Namespace) -> int:
     from .diagnostics import CODES
 
@@ -278,6 +374,16 @@ def _parser() -> _Parser:
     r.add_argument("--format", choices=("html", "md"), default="md")
     r.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
     r.set_defaults(func=cmd_render)
+
+    df = sub.add_parser("diff", help="what changes between two versions of a decision, or two rules directories")
+    df.add_argument("old", metavar="OLD", help="decision@version, a rule file, or a rules directory")
+    df.add_argument("new", metavar="NEW", help="decision@version, a rule file, or a rules directory")
+    _rules_arg(df)
+    df.add_argument("--cohort", metavar="FILE", help="also run a cohort (JSONL or CSV with an id column; - for stdin)")
+    df.add_argument("--input-format", choices=("jsonl", "csv"), help="cohort format (default: from the file name)")
+    df.add_argument("--id-column", default="id", help="name of the id column (default: id)")
+    df.add_argument("--format", choices=("text", "json"), default="text")
+    df.set_defaults(func=cmd_diff)
 
     c = sub.add_parser("codes", help="list every diagnostic code")
     c.set_defaults(func=cmd_codes)

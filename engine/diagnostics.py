@@ -110,6 +110,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB505", "input-out-of-range", E, "a number is outside its allowed range"),
     Code("NB506", "input-duplicate", E, "a list repeats an item, or an object repeats a key"),
     Code("NB507", "input-not-object", E, "the patient record is not a JSON object"),
+    Code("NB508", "missing-id", E, "a cohort or batch row has no identifier"),
     Code("NB510", "contradiction", E, "two patient facts contradict each other"),
     Code("NB511", "suspicious-input", W, "two patient facts are unlikely together"),
     Code("NB520", "rules-disagree", W, "rules of one decision set different values for an output"),

@@ -24,7 +24,7 @@ from .model import Decision
 from .patient import CONTRADICTION_CUTS
 from .vocabulary import FactSpec
 
-__all__ = ["Cell", "Partition", "DecisionDomain", "decision_domain", "decision_nnf"]
+__all__ = ["Cell", "Partition", "DecisionDomain", "decision_domain", "decision_nnf", "joint_domain"]
 
 
 @dataclass(frozen=True)
@@ -236,20 +236,35 @@ def decision_nnf(decision: Decision, params: Mapping[str, Any]) -> tuple[list[NN
 
 def decision_domain(decision: Decision, params: Mapping[str, Any] | None = None) -> DecisionDomain:
     """Partition every fact ``decision`` reads, given parameter values."""
-    bound = decision.param_values(params)
-    rules, scopes = decision_nnf(decision, bound)
+    return joint_domain([(decision, params)])
+
+
+def joint_domain(parts: Sequence[tuple[Decision, Mapping[str, Any] | None]]) -> DecisionDomain:
+    """One partition refining those of several decisions (e.g. two versions being diffed):
+    the facts any of them reads, cut at every test any of them makes.  A value pending in
+    any of them is treated as unknown."""
     by_fact: dict[str, list[Atom]] = {}
-    for node in rules + scopes:
-        for a in atoms(node):
-            by_fact.setdefault(a.fact, []).append(a)
+    reads: list[str] = []
+    specs: dict[str, FactSpec] = {}
+    pending: dict[str, set[str]] = {}
+    for decision, params in parts:
+        bound = decision.param_values(params)
+        rules, scopes = decision_nnf(decision, bound)
+        for node in rules + scopes:
+            for a in atoms(node):
+                by_fact.setdefault(a.fact, []).append(a)
+        for name in decision.reads:
+            if name not in reads and name in decision.facts:
+                reads.append(name)
+                specs[name] = decision.facts[name]
+        for name, values in decision.pending.items():
+            pending.setdefault(name, set()).update(values)
     partitions: dict[str, Partition] = {}
-    for name in decision.reads:
-        spec = decision.facts.get(name)
-        if spec is None:
-            continue
+    for name in reads:
+        spec = specs[name]
         found = by_fact.get(name, [])
         if spec.kind == "enum":
-            partitions[name] = _EnumPartition(spec, decision.pending.get(name, ()))
+            partitions[name] = _EnumPartition(spec, tuple(pending.get(name, ())))
         elif spec.kind == "boolean":
             partitions[name] = _BoolPartition(spec)
         elif spec.kind in ("integer", "number"):
@@ -259,7 +274,7 @@ def decision_domain(decision: Decision, params: Mapping[str, Any] | None = None)
         else:
             sets = [(frozenset(a.value), a.op in ("all", "notall")) for a in found if a.value is not None]
             partitions[name] = _SetPartition(spec, sets)
-    return DecisionDomain(decision, partitions)
+    return DecisionDomain(parts[0][0], partitions)
 
 
 def _cuts(found: Sequence[Atom]) -> set[tuple[float, int]]:

@@ -190,6 +190,13 @@ class Decision:
     def sha256(self) -> str:
         return self.source.sha256
 
+    @property
+    def version_key(self) -> tuple[Any, ...]:
+        """Sort key of the semantic version (a pre-release sorts before its release)."""
+        core, _, pre = self.version.partition("-")
+        nums = tuple(int(x) if x.isdigit() else 0 for x in core.split("."))
+        return nums + ((1, "") if not pre else (0, pre))
+
     def param_values(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Parameter values in force, with optional overrides (cases, what-if)."""
         values = {name: p.value for name, p in self.parameters.items()}

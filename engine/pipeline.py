@@ -7,6 +7,8 @@ files still are, so one run reports every problem.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -51,14 +53,14 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
     if not sources:
         diags.append(Diagnostic(code="NB108", message=f"no rule files (*.yaml) found in {label}", path=label,
                                 hint="point --rules at a directory of rule files"))
-    loaded = [load_source(s) for s in sources]
+    loaded_pairs = [_load_and_validate(s) for s in sources]
+    loaded = [f for f, _ in loaded_pairs]
     checkable: list[LoadedFile] = []
     ignored: dict[str, set[str]] = {}
-    for f in loaded:
+    for f, schema_diags in loaded_pairs:
         diags.extend(f.diagnostics)
         if not f.ok:
             continue
-        schema_diags = validate_rule_file(f)
         diags.extend(schema_diags)
         if not has_errors(schema_diags):
             checkable.append(f)
@@ -71,6 +73,31 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
     diags.extend(checked.diagnostics)
     decisions = tuple(dependency_order(checked.decisions))
     return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), checked.vocabulary, tuple(loaded), label)
+
+
+_MEMO: "OrderedDict[tuple[str, str], tuple[LoadedFile, tuple[Diagnostic, ...]]]" = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+_MEMO_SIZE = 512
+
+
+def _load_and_validate(source: RuleSource) -> tuple[LoadedFile, tuple[Diagnostic, ...]]:
+    """Load and validate one file, memoised by display path and content hash (both stages
+    are pure functions of the bytes; later stages never modify what they return)."""
+    if source.read_error is not None:
+        return load_source(source), ()
+    key = (source.display, source.sha256)
+    with _MEMO_LOCK:
+        hit = _MEMO.get(key)
+        if hit is not None:
+            _MEMO.move_to_end(key)
+            return hit
+    f = load_source(source)
+    result = (f, tuple(validate_rule_file(f)) if f.ok else ())
+    with _MEMO_LOCK:
+        _MEMO[key] = result
+        if len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
+    return result
 
 
 #: Top-level keys without which a file cannot be checked at all.

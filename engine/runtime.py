@@ -1,305 +1,36 @@
 """Stage 5, *evaluate*: run the compiled decisions on one patient.
 
 Decisions run in dependency order; each one's outputs become facts for the next.
-A value given in the input is not re-derived.  When no rule sets an output, the
-runner asks what the missing facts could change: it splits the unknown facts into
-the cells of the decision's domain (:mod:`nbrules.domain`) and runs the engine on
-each box until every box is settled.  The answer is exact:
-
-* every completion gives one value → the output is *settled* (shown as such);
-* completions differ → *indeterminate*, with the candidate values and the facts
-  whose value changes the answer;
-* no completion gives a value → *not applicable* (a declared gap), with the reason.
-
-A rule that fired with facts still missing holds for every completion, because a
-test on a missing fact never matches — except a ``known: false`` test, so rules
-with one are not trusted until the fact it tests has been filled in.
+A value given in the input is not re-derived (the result says so, and warns when
+the rules would derive another value).  Each decision runs through a
+:class:`~nbrules.runner.DecisionRunner`; an output no rule sets is answered by its
+missing-fact analysis.  The engine can :meth:`~RuleEngine.reload` its rule files
+atomically and watch them for changes.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ._version import __version__
-from .backend import EngineRuleset
-from .compiler import CompiledRule, Program, compile_decision, engine_fact
+from .compiler import CompiledRule, compile_decision
 from .diagnostics import Diagnostic, has_errors
-from .errors import EngineError, PatientInputError, RuleSetError, VersionError
+from .errors import NbrulesError, PatientInputError, RuleSetError, VersionError
+from .governance import governance_problems
 from .model import Decision
-from .patient import PatientValidator, facts_sha256, is_contradictory, parse_patient_json
+from .patient import PatientValidator, facts_sha256, parse_patient_json
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_sources
+from .resources import bundled_rules_dir
+from .runner import DecisionRunner
 from .results import FiredRule, FromInput, Indeterminate, NotApplicable, Result, RulesetInfo, Settled
 from .sources import RuleSource
 from .vocabulary import input_facts
 
-__all__ = ["RuleEngine", "DecisionRunner", "OutputOutcome", "DecisionOutcome", "select_versions"]
+__all__ = ["RuleEngine", "ReloadReport", "select_versions"]
 
-#: How many missing-fact analyses each decision remembers (they are pure functions of the cell).
-_ANALYSIS_MEMO = 4096
-
-
-@dataclass(frozen=True)
-class OutputOutcome:
-    """What one decision established about one output."""
-
-    status: str  # set | settled | indeterminate | conflict | not_applicable
-    value: str | None = None
-    candidates: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-    may_be_out_of_scope: bool = False
-    reason: str | None = None
-    scope: str | None = None
-    rules: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DecisionOutcome:
-    fired: tuple[CompiledRule, ...]
-    scopes: tuple[CompiledRule, ...]
-    outputs: Mapping[str, OutputOutcome]
-
-
-@dataclass
-class _Leaf:
-    cells: dict[str, int]
-    remaining: tuple[str, ...]
-    values: dict[str, frozenset[str] | None]
-    rules: dict[str, frozenset[str]]
-    scopes: frozenset[str] = field(default_factory=frozenset)
-
-
-class DecisionRunner:
-    """A compiled decision loaded into durable-rules, with its missing-fact analysis."""
-
-    def __init__(self, program: Program, cache_size: int = 0) -> None:
-        self.program = program
-        self.decision = program.decision
-        try:
-            self.engine = EngineRuleset(program.label, program.definition)
-        except EngineError as exc:
-            d = program.decision
-            raise EngineError(str(exc), [Diagnostic(code="NB401", message=str(exc), path=d.source.display, line=1,
-                                                    column=1)]) from exc
-        self._by_name = program.by_engine_name()
-        self._outputs = tuple(self.decision.decides)
-        self._cache_size = cache_size
-        self._cache: OrderedDict[Any, DecisionOutcome] = OrderedDict()
-        self._analysis: OrderedDict[Any, dict[str, OutputOutcome]] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self.engine_runs = 0
-
-    def close(self) -> None:
-        self.engine.close()
-
-    # -- running the engine ----------------------------------------------------------
-
-    def _fire(self, facts: Mapping[str, Any]) -> tuple[list[CompiledRule], list[CompiledRule]]:
-        self.engine_runs += 1
-        try:
-            names = self.engine.run(engine_fact(facts, self.decision.facts))
-        except EngineError as exc:
-            raise EngineError(f"{self.decision.key}: {exc}",
-                              [Diagnostic(code="NB530", message=f"{self.decision.key}: {exc}")]) from exc
-        hits = sorted((self._by_name[n] for n in names), key=lambda r: r.index)
-        return [r for r in hits if not r.is_scope], [r for r in hits if r.is_scope]
-
-    def view(self, known: Mapping[str, Any]) -> dict[str, Any]:
-        """The facts this decision sees: what it reads, minus pending values."""
-        out: dict[str, Any] = {}
-        for name in self.decision.reads:
-            if name in known and known[name] not in self.decision.pending.get(name, ()):
-                out[name] = known[name]
-        return out
-
-    def decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]] | None = None) -> DecisionOutcome:
-        """Run the decision on ``view`` (known facts only); ``restrict`` limits unknown
-        derived facts to the values their own decision left open."""
-        restrict = restrict or {}
-        key = None
-        if self._cache_size:
-            key = (self.program.domain.classify(view), tuple(sorted((k, tuple(v)) for k, v in restrict.items())))
-            with self._cache_lock:
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
-                    return hit
-        outcome = self._decide(view, restrict)
-        if key is not None:
-            with self._cache_lock:
-                self._cache[key] = outcome
-                if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-        return outcome
-
-    def _decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> DecisionOutcome:
-        fired, scopes = self._fire(view)
-        results: dict[str, OutputOutcome] = {}
-        open_outputs: list[str] = []
-        for out in self._outputs:
-            values = _ordered({r.then[out] for r in fired if out in r.then}, self.decision.decides[out])
-            if len(values) == 1:
-                results[out] = OutputOutcome("set", values[0])
-            elif len(values) > 1:
-                setters = tuple(r.id for r in fired if out in r.then)
-                results[out] = OutputOutcome("conflict", None, candidates=values, rules=setters)
-            else:
-                open_outputs.append(out)
-        if open_outputs:
-            unknown = tuple(f for f in self.decision.reads if f not in view and f in self.program.domain.partitions)
-            if not unknown:
-                for out in open_outputs:
-                    results[out] = self._no_rule(scopes)
-            else:
-                results.update(self._open_outputs(view, unknown, restrict, tuple(open_outputs)))
-        ordered = {out: results[out] for out in self._outputs}
-        return DecisionOutcome(tuple(fired), tuple(scopes), ordered)
-
-    def _no_rule(self, scopes: Sequence[CompiledRule]) -> OutputOutcome:
-        if scopes:
-            return OutputOutcome("not_applicable", reason=scopes[0].reason, scope=scopes[0].id)
-        return OutputOutcome("not_applicable", reason=f"no rule of {self.decision.key} applies to these facts")
-
-    # -- what the missing facts could change -------------------------------------------
-
-    def _allowed(self, fact: str, restrict: Mapping[str, Sequence[str]]) -> list[int]:
-        part = self.program.domain.partitions[fact]
-        if fact in restrict:
-            idx = [part.classify(v) for v in restrict[fact]]
-            return sorted({i for i in idx if i is not None})
-        return list(range(len(part)))
-
-    def _open_outputs(self, view: Mapping[str, Any], unknown: tuple[str, ...], restrict: Mapping[str, Sequence[str]],
-                      outputs: tuple[str, ...]) -> dict[str, OutputOutcome]:
-        """What the missing facts allow for ``outputs``.  A pure function of the cell of
-        ``view``, so it is memoised (bounded)."""
-        key = (self.program.domain.classify(view), unknown,
-               tuple(sorted((k, tuple(v)) for k, v in restrict.items())), outputs)
-        with self._cache_lock:
-            hit = self._analysis.get(key)
-        if hit is not None:
-            return hit
-        leaves = self._analyse(view, unknown, restrict)
-        result = {out: self._summarise(out, leaves, unknown, restrict) for out in outputs}
-        with self._cache_lock:
-            self._analysis[key] = result
-            if len(self._analysis) > max(self._cache_size, _ANALYSIS_MEMO):
-                self._analysis.popitem(last=False)
-        return result
-
-    def _analyse(self, view: Mapping[str, Any], unknown: tuple[str, ...],
-                 restrict: Mapping[str, Sequence[str]]) -> list[_Leaf]:
-        """Split the unknown facts into cells until the engine settles every box."""
-        domain = self.program.domain
-        leaves: list[_Leaf] = []
-
-        def visit(cells: dict[str, int], remaining: tuple[str, ...]) -> None:
-            facts = dict(view)
-            for fact, idx in cells.items():
-                facts[fact] = domain.partitions[fact].cells[idx].representative
-            if cells and is_contradictory(facts):
-                return  # no patient has these facts (e.g. an MKI class for a ganglioneuroma)
-            rules, scopes = self._fire(facts)
-            pending = set(remaining)
-            trusted = [r for r in rules if not (r.unknown_tests & pending)]
-            trusted_scopes = [s for s in scopes if not (s.unknown_tests & pending)]
-            values: dict[str, frozenset[str] | None] = {}
-            setters: dict[str, frozenset[str]] = {}
-            for out in self._outputs:
-                got = frozenset(r.then[out] for r in trusted if out in r.then)
-                if got:
-                    values[out] = got
-                    setters[out] = frozenset(r.id for r in trusted if out in r.then)
-            settled = len(values) == len(self._outputs) or bool(trusted_scopes)
-            if settled or not remaining:
-                for out in self._outputs:
-                    values.setdefault(out, None)
-                    setters.setdefault(out, frozenset())
-                leaves.append(_Leaf(dict(cells), remaining, values, setters,
-                                    frozenset(s.rule.id for s in trusted_scopes)))
-                return
-            fact, rest = remaining[0], remaining[1:]
-            part = domain.partitions[fact]
-            options = [idx for idx in self._allowed(fact, restrict)
-                       if not is_contradictory({**facts, fact: part.cells[idx].representative})]
-            if not options and self._allowed(fact, restrict):
-                visit(cells, rest)  # inapplicable here (a grade for a ganglioneuroma): the fact stays unknown
-            for idx in options:
-                visit({**cells, fact: idx}, rest)
-
-        visit({}, unknown)
-        return leaves
-
-    def _summarise(self, out: str, leaves: list[_Leaf], order: tuple[str, ...],
-                   restrict: Mapping[str, Sequence[str]]) -> OutputOutcome:
-        values: set[str] = set()
-        rules: set[str] = set()
-        out_of_scope = False
-        reasons: list[tuple[str, str | None]] = []
-        for leaf in leaves:
-            got = leaf.values[out]
-            if got is None:
-                out_of_scope = True
-                for sid in sorted(leaf.scopes):
-                    scope = next(s for s in self.program.scopes if s.id == sid)
-                    reasons.append((scope.reason, sid))
-            else:
-                values |= got
-                rules |= leaf.rules[out]
-        candidates = _ordered(values, self.decision.decides[out])
-        if not candidates:
-            if reasons:
-                return OutputOutcome("not_applicable", reason=reasons[0][0], scope=reasons[0][1])
-            blocked = [f for f in order if f in restrict and not self._allowed(f, restrict)]
-            if blocked:
-                return OutputOutcome("not_applicable",
-                                     reason=f"needs {', '.join(blocked)}, which has no value for this patient")
-            if not leaves:
-                return OutputOutcome("not_applicable",
-                                     reason="no value of the missing facts is consistent with the given facts")
-            return OutputOutcome("not_applicable", reason=f"no rule of {self.decision.key} applies to these facts")
-        if len(candidates) == 1 and not out_of_scope:
-            ruleids = tuple(r.id for r in self.decision.rules if r.id in rules)
-            return OutputOutcome("settled", candidates[0], rules=ruleids, missing=order)
-        missing = self._relevant(out, leaves, order, restrict)
-        return OutputOutcome("indeterminate", candidates=candidates, missing=missing, may_be_out_of_scope=out_of_scope)
-
-    def _relevant(self, out: str, leaves: list[_Leaf], order: tuple[str, ...],
-                  restrict: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
-        """Unknown facts whose value alone can change ``out``: those worth asking for."""
-        table: dict[tuple[int, ...], frozenset[str] | None] = {}
-        for leaf in leaves:
-            for combo in _expand(leaf, order, lambda f: self._allowed(f, restrict)):
-                table[combo] = leaf.values[out]
-        relevant: list[str] = []
-        for k, fact in enumerate(order):
-            groups: dict[tuple[int, ...], frozenset[str] | None] = {}
-            for combo, val in table.items():
-                rest = combo[:k] + combo[k + 1:]
-                if rest in groups and groups[rest] != val:
-                    relevant.append(fact)
-                    break
-                groups.setdefault(rest, val)
-        return tuple(relevant)
-
-
-def _expand(leaf: _Leaf, order: tuple[str, ...], allowed: Any) -> Iterable[tuple[int, ...]]:
-    ranges = []
-    for fact in order:
-        if fact in leaf.cells:
-            ranges.append((leaf.cells[fact],))
-        else:
-            ranges.append(tuple(allowed(fact)))
-    return itertools.product(*ranges)
-
-
-def _ordered(values: Iterable[str], declared: Sequence[str]) -> tuple[str, ...]:
-    vals = set(values)
-    return tuple(v for v in declared if v in vals) + tuple(sorted(vals - set(declared)))
 
 
 def select_versions(decisions: Sequence[Decision], use: Iterable[str] = ()) -> tuple[list[Decision], list[Diagnostic]]:
@@ -335,7 +66,7 @@ def select_versions(decisions: Sequence[Decision], use: Iterable[str] = ()) -> t
             continue
         active = [d for d in versions if d.status == "active"]
         if active:
-            chosen.append(max(active, key=lambda d: _semver_key(d.version)))
+            chosen.append(max(active, key=lambda d: d.version_key))
     for did in pins:
         if did not in by_id:
             diags.append(Diagnostic(code="NB802", message=f"no decision '{did}' is installed",
@@ -345,10 +76,58 @@ def select_versions(decisions: Sequence[Decision], use: Iterable[str] = ()) -> t
     return chosen, diags
 
 
-def _semver_key(version: str) -> tuple[Any, ...]:
-    core, _, pre = version.partition("-")
-    nums = tuple(int(x) for x in core.split("."))
-    return nums + ((1,) if not pre else (0, pre))
+@dataclass(frozen=True)
+class ReloadReport:
+    """What :meth:`RuleEngine.reload` did: swapped in a new rule set, kept the old one, or
+    found nothing changed.  ``diagnostics`` says why a reload was refused."""
+
+    ok: bool
+    changed: bool
+    diagnostics: tuple[Diagnostic, ...]
+    rulesets: tuple[RulesetInfo, ...]
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"reload refused, still serving the previous rules: {len(self.diagnostics)} problem(s)"
+        if not self.changed:
+            return "rules unchanged"
+        return "reloaded: " + ", ".join(f"{r.decision} {r.version}" for r in self.rulesets)
+
+
+class _State:
+    """One complete, checked, compiled rule set.  Immutable once built; evaluations in
+    flight keep the state they started with, and it is freed when the last one ends."""
+
+    def __init__(self, build: RuleSetBuild, use: Iterable[str], cache_size: int) -> None:
+        if not build.ok:
+            raise RuleSetError(f"the rule files in {build.label} have errors", build.errors())
+        refused = [p for d in build.decisions for p in governance_problems(d)]
+        if refused:
+            raise RuleSetError(f"the rule files in {build.label} include active files that are not clean", refused)
+        chosen, version_diags = select_versions(build.decisions, use)
+        if has_errors(version_diags):
+            raise VersionError("cannot select the requested versions", [d for d in version_diags if d.is_error])
+        self.build = build
+        self.version_warnings = tuple(d for d in version_diags if not d.is_error)
+        self.decisions: tuple[Decision, ...] = tuple(chosen)
+        runners: list[DecisionRunner] = []
+        try:
+            for d in self.decisions:
+                runners.append(DecisionRunner(compile_decision(d), cache_size=cache_size))
+        except BaseException:
+            for r in runners:
+                r.close()
+            raise
+        self.runners: tuple[DecisionRunner, ...] = tuple(runners)
+        self.rulesets = tuple(RulesetInfo(d.id, d.version, d.status, d.source.display, d.sha256)
+                              for d in self.decisions)
+        self.fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
+        self.in_flight = 0
+        self.retired = False
+
+    def close(self) -> None:
+        for r in self.runners:
+            r.close()
 
 
 class RuleEngine:
@@ -356,34 +135,36 @@ class RuleEngine:
 
     Create one with :meth:`default` (the bundled rules) or :meth:`from_directory`,
     then call :meth:`evaluate`.  An engine is safe to share between threads; calls
-    into durable-rules are serialised by the adapter's lock.
+    into durable-rules are serialised by the adapter's lock.  :meth:`reload` swaps in
+    changed rule files atomically, only when all of them pass every check.
+
+    Loading refuses rule files with errors, and ``active`` files that do not verify
+    clean or fail their example cases (:mod:`nbrules.governance`).  ``use`` pins
+    versions (``["cog-risk@1.0.0"]``); ``cache_size`` > 0 memoises each decision's
+    outcome per cell of its input domain (identical results, faster).
     """
 
-    def __init__(self, build: RuleSetBuild, *, use: Iterable[str] = (), cache_size: int = 0) -> None:
-        if not build.ok:
-            raise RuleSetError(f"the rule files in {build.label} have errors", build.errors())
-        chosen, version_diags = select_versions(build.decisions, use)
-        if has_errors(version_diags):
-            raise VersionError("cannot select the requested versions", [d for d in version_diags if d.is_error])
-        self.build = build
-        self.version_warnings = tuple(d for d in version_diags if not d.is_error)
-        self.decisions: tuple[Decision, ...] = tuple(chosen)
+    def __init__(self, build: RuleSetBuild, *, use: Iterable[str] = (), cache_size: int = 0,
+                 origin: Callable[[], RuleSetBuild] | None = None, directory: Path | None = None) -> None:
+        self._use = tuple(use)
         self.cache_size = cache_size
-        self.runners: tuple[DecisionRunner, ...] = tuple(
-            DecisionRunner(compile_decision(d), cache_size=cache_size) for d in self.decisions
-        )
-        inputs = input_facts()
-        self._inputs = inputs
-        self._validator = PatientValidator(inputs)
-        self._owner = {out: r for r in self.runners for out in r.decision.decides}
+        self._origin = origin
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._state = _State(build, self._use, cache_size)
+        self._validator = PatientValidator(input_facts())
         self._engine_label = f"nbrules {__version__}"
+        self._watcher: threading.Thread | None = None
+        self._stop_watching = threading.Event()
 
     # -- construction ------------------------------------------------------------------
 
     @classmethod
     def default(cls, *, use: Iterable[str] = (), cache_size: int = 0) -> "RuleEngine":
         """An engine over the rule files bundled with nbrules."""
-        return cls(build_bundled(), use=use, cache_size=cache_size)
+        return cls(build_bundled(), use=use, cache_size=cache_size, origin=build_bundled,
+                   directory=bundled_rules_dir())
 
     @classmethod
     def from_directory(cls, path: str | Path, *, use: Iterable[str] = (), cache_size: int = 0) -> "RuleEngine":
@@ -391,18 +172,134 @@ class RuleEngine:
 
         Raises :class:`RuleSetError` with every diagnostic when a file is invalid.
         """
-        return cls(build_directory(path), use=use, cache_size=cache_size)
+        root = Path(path)
+        return cls(build_directory(root), use=use, cache_size=cache_size, origin=lambda: build_directory(root),
+                   directory=root)
 
     @classmethod
     def from_sources(cls, sources: Sequence[RuleSource], label: str = "rules", *, use: Iterable[str] = (),
                      cache_size: int = 0) -> "RuleEngine":
-        """An engine over rule files held in memory."""
+        """An engine over rule files held in memory (it cannot :meth:`reload`)."""
         return cls(build_sources(sources, label), use=use, cache_size=cache_size)
 
+    # -- the rule set in force -----------------------------------------------------------
+
+    @property
+    def build(self) -> RuleSetBuild:
+        return self._state.build
+
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        """The decision versions in force, in the order they run."""
+        return self._state.decisions
+
+    @property
+    def runners(self) -> tuple[DecisionRunner, ...]:
+        return self._state.runners
+
+    @property
+    def version_warnings(self) -> tuple[Diagnostic, ...]:
+        return self._state.version_warnings
+
+    @property
+    def rulesets(self) -> tuple[RulesetInfo, ...]:
+        """Version, status, file and sha256 of every rule file in force."""
+        return self._state.rulesets
+
+    def _acquire(self) -> _State:
+        with self._lock:
+            state = self._state
+            state.in_flight += 1
+            return state
+
+    def _release(self, state: _State) -> None:
+        with self._lock:
+            state.in_flight -= 1
+            free = state.retired and state.in_flight == 0
+        if free:
+            state.close()
+
+    def _retire(self, state: _State) -> None:
+        with self._lock:
+            state.retired = True
+            free = state.in_flight == 0
+        if free:
+            state.close()
+
+    # -- reload ------------------------------------------------------------------------
+
+    def reload(self) -> ReloadReport:
+        """Rebuild from the rule files and swap the new set in only if every check passes.
+
+        Load, validate, check, governance (verify and cases of active files) and compile
+        all happen before the swap; on any failure the engine keeps serving the rule set
+        it had and the report says why.  Evaluations already running finish on the set
+        they started with; that set is freed (in durable-rules too) when they are done.
+        """
+        if self._origin is None:
+            raise VersionError("this engine was built from sources held in memory and cannot reload")
+        with self._reload_lock:
+            try:
+                build = self._origin()
+                fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
+                if fingerprint == self._state.fingerprint:
+                    return ReloadReport(True, False, (), self._state.rulesets)
+                new = _State(build, self._use, self.cache_size)
+            except NbrulesError as exc:
+                return ReloadReport(False, False, exc.diagnostics or (
+                    Diagnostic(code="NB801", message=str(exc)),), self._state.rulesets)
+            with self._lock:
+                old, self._state = self._state, new
+            self._retire(old)
+            return ReloadReport(True, True, new.version_warnings, new.rulesets)
+
+    def _sources_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        assert self._directory is not None
+        found = []
+        for path in sorted(self._directory.rglob("*.y*ml")):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            found.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(found)
+
+    def watch(self, interval: float = 1.0, on_reload: Callable[[ReloadReport], None] | None = None) -> None:
+        """Poll the rules directory every ``interval`` seconds; reload when a file changes.
+
+        ``on_reload`` receives every report (refused reloads included).  Stop with
+        :meth:`stop_watching` or :meth:`close`.
+        """
+        if self._directory is None or self._origin is None:
+            raise VersionError("only an engine built from a directory can watch it")
+        if self._watcher is not None:
+            return
+        self._stop_watching.clear()
+        seen = self._sources_fingerprint()
+
+        def loop() -> None:
+            nonlocal seen
+            while not self._stop_watching.wait(interval):
+                now = self._sources_fingerprint()
+                if now != seen:
+                    seen = now
+                    report = self.reload()
+                    if on_reload is not None:
+                        on_reload(report)
+
+        self._watcher = threading.Thread(target=loop, name="nbrules-watch", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._stop_watching.set()
+            self._watcher.join()
+            self._watcher = None
+
     def close(self) -> None:
-        """Free the compiled rulesets in durable-rules."""
-        for r in self.runners:
-            r.close()
+        """Stop watching and free the compiled rulesets (after evaluations in flight end)."""
+        self.stop_watching()
+        self._retire(self._state)
 
     def __enter__(self) -> "RuleEngine":
         return self
@@ -429,10 +326,17 @@ class RuleEngine:
         Raises :class:`PatientInputError` (with one diagnostic per problem, each with
         its JSON pointer) when the record is invalid.
         """
+        state = self._acquire()
+        try:
+            return self._evaluate(state, facts)
+        finally:
+            self._release(state)
+
+    def _evaluate(self, state: _State, facts: Mapping[str, Any]) -> Result:
         diags = self._validator.check(facts)
         if has_errors(diags):
             raise PatientInputError("the patient record is invalid", [d for d in diags if d.is_error])
-        warnings: list[Diagnostic] = [d for d in diags if not d.is_error] + list(self.version_warnings)
+        warnings: list[Diagnostic] = [d for d in diags if not d.is_error] + list(state.version_warnings)
         given = self._validator.canonical(facts)
         known: dict[str, Any] = dict(given)
         open_values: dict[str, tuple[str, ...]] = {}
@@ -443,7 +347,7 @@ class RuleEngine:
         settled: dict[str, Settled] = {}
         from_input: dict[str, FromInput] = {}
         fired: list[FiredRule] = []
-        for runner in self.runners:
+        for runner in state.runners:
             d = runner.decision
             view = runner.view(known)
             restrict = {f: open_values[f] for f in d.reads if f in open_values}
@@ -488,8 +392,7 @@ class RuleEngine:
                     open_values[out] = ()
                     not_applicable[out] = NotApplicable(d.id, oc.reason or "", oc.scope,
                                                         self._scope_source(runner, oc.scope))
-        rulesets = tuple(RulesetInfo(r.decision.id, r.decision.version, r.decision.status, r.decision.source.display,
-                                     r.decision.sha256) for r in self.runners)
+        rulesets = state.rulesets
         return Result(
             outputs=outputs,
             indeterminate=indeterminate,

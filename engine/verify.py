@@ -50,10 +50,11 @@ def _repeat(unit: int, period: int, reps: int) -> int:
 class DecisionSpace:
     """The cells of one decision (with unknowns) and the bitset algebra over them."""
 
-    def __init__(self, decision: Decision, params: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, decision: Decision, params: Mapping[str, Any] | None = None,
+                 domain: DecisionDomain | None = None) -> None:
         self.decision = decision
         self.params = decision.param_values(params)
-        self.domain: DecisionDomain = decision_domain(decision, self.params)
+        self.domain: DecisionDomain = domain or decision_domain(decision, self.params)
         self.facts: tuple[str, ...] = self.domain.facts
         # radix per fact: its cells plus one "unknown" digit (the last)
         self.radix: tuple[int, ...] = tuple(len(self.domain.partitions[f]) + 1 for f in self.facts)
@@ -301,8 +302,13 @@ def _count(n: int) -> str:
     return f"{n} cell{'s' if n != 1 else ''}"
 
 
-def verify_decision(decision: Decision, params: Mapping[str, Any] | None = None) -> DecisionReport:
-    """Check one decision over its whole domain; never raises for rule content."""
+def verify_decision(decision: Decision, params: Mapping[str, Any] | None = None,
+                    dead_conditions: bool = True) -> DecisionReport:
+    """Check one decision over its whole domain; never raises for rule content.
+
+    ``dead_conditions=False`` skips the search for tests that change nothing (NB604,
+    warnings only), the costliest part; governance checks need errors only.
+    """
     start = time.perf_counter()
     space = DecisionSpace(decision, params)
     diags: list[Diagnostic] = []
@@ -382,7 +388,7 @@ def verify_decision(decision: Decision, params: Mapping[str, Any] | None = None)
     # tests that change nothing where they stand
     for item, mask, nnf in list(zip(decision.rules, rules, space.rule_nnf)) + \
             list(zip(decision.scopes, scopes, space.scope_nnf)):
-        if not mask:
+        if not mask or not dead_conditions:
             continue
         reported: set[str] = set()
         for atom in atoms(nnf):

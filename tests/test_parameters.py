@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nbrules import RuleEngine, build_bundled
+from nbrules import RuleEngine, RuleSetError, build_bundled
 
 from .conftest import REPO
 
@@ -64,7 +64,12 @@ def test_changing_a_parameter_in_the_file_changes_results_without_code(tmp_path:
     text, n = re.subn(r"(ms_age_limit_days:\n    value: )547", r"\g<1>548", text)
     assert n == 1
     path.write_text(text.replace("version: 1.0.0", "version: 1.1.0"))
-    with RuleEngine.from_directory(rules) as eng:
+    # Still active, its case for day 547 (written for 547) now fails: governance refuses the file.
+    with pytest.raises(RuleSetError) as info:
+        RuleEngine.from_directory(rules)
+    assert [d.code for d in info.value.diagnostics][:2] == ["NB801", "NB701"]
+    path.write_text(path.read_text().replace("status: active", "status: draft"))
+    with RuleEngine.from_directory(rules, use=["inrgss@1.1.0"]) as eng:
         r = eng.evaluate(patient)
         assert r.outputs["inrgss_stage"] == "MS"
         assert r.fired[0].parameters["ms_age_limit_days"] == 548

@@ -12,7 +12,7 @@ import pytest
 from nbrules import RuleEngine, build_bundled, build_directory
 from nbrules.cli import main
 from nbrules.compiler import compile_decision
-from nbrules.runtime import DecisionRunner
+from nbrules.runner import DecisionRunner
 from nbrules.verify import DecisionSpace, candidates, verify_decision
 
 from .conftest import REPO

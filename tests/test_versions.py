@@ -1,0 +1,113 @@
+"""Versions side by side and governance: which version runs, and what may run at all."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from nbrules import RuleEngine, RuleSetError, VersionError, build_directory
+from nbrules.cli import main
+
+from .conftest import DEMO
+
+V2 = DEMO.replace("version: 1.0.0", "version: 2.0.0").replace("{param: limit}", "365")
+PATIENT = {"age_days": 400, "mycn_status": "not_amplified"}  # low under 1.0.0 (< 547), high under 2.0.0 (>= 365)
+
+
+def versions(rules_dir: Callable[..., Path], v1_status: str = "active", v2_status: str = "active") -> Path:
+    v2 = V2.replace("expect: {demo_out: low, fired: [young]}", "expect: {demo_out: low, fired: [young]}")
+    return rules_dir(**{"demo": DEMO.replace("status: active", f"status: {v1_status}"),
+                        "demo-2.0.0": v2.replace("status: active", f"status: {v2_status}")})
+
+
+def test_newest_active_version_runs_by_default(rules_dir: Callable[..., Path]) -> None:
+    with RuleEngine.from_directory(versions(rules_dir)) as eng:
+        r = eng.evaluate(PATIENT)
+        assert r.outputs["demo_out"] == "high"
+        assert [(x.decision, x.version) for x in r.rulesets] == [("demo", "2.0.0")]
+        assert r.rulesets[0].file.endswith("demo-2.0.0.yaml") and len(r.rulesets[0].sha256) == 64
+
+
+def test_a_version_can_be_pinned(rules_dir: Callable[..., Path]) -> None:
+    with RuleEngine.from_directory(versions(rules_dir), use=["demo@1.0.0"]) as eng:
+        r = eng.evaluate(PATIENT)
+        assert r.outputs["demo_out"] == "low" and r.rulesets[0].version == "1.0.0" and r.warnings == ()
+
+
+def test_a_draft_runs_only_when_pinned(rules_dir: Callable[..., Path]) -> None:
+    root = versions(rules_dir, v2_status="draft")
+    with RuleEngine.from_directory(root) as eng:
+        assert eng.evaluate(PATIENT).rulesets[0].version == "1.0.0"
+    with RuleEngine.from_directory(root, use=["demo@2.0.0"]) as eng:
+        assert eng.evaluate(PATIENT).outputs["demo_out"] == "high"
+
+
+def test_a_retired_version_runs_only_when_pinned_and_warns(rules_dir: Callable[..., Path]) -> None:
+    root = versions(rules_dir, v1_status="retired")
+    with RuleEngine.from_directory(root) as eng:
+        assert eng.evaluate(PATIENT).rulesets[0].version == "2.0.0"
+    with RuleEngine.from_directory(root, use=["demo@1.0.0"]) as eng:
+        r = eng.evaluate(PATIENT)
+        assert r.rulesets[0].version == "1.0.0"
+        assert [w["code"] for w in r.warnings] == ["NB803"]
+
+
+def test_only_drafts_means_nothing_runs_unpinned(rules_dir: Callable[..., Path]) -> None:
+    with RuleEngine.from_directory(rules_dir(demo=DEMO.replace("status: active", "status: draft"))) as eng:
+        assert eng.decisions == () and eng.evaluate(PATIENT).outputs == {}
+
+
+def test_pinning_what_is_not_installed(rules_dir: Callable[..., Path]) -> None:
+    root = versions(rules_dir)
+    with pytest.raises(VersionError) as info:
+        RuleEngine.from_directory(root, use=["demo@3.0.0"])
+    assert info.value.diagnostics[0].code == "NB802" and "demo@1.0.0, demo@2.0.0" in (info.value.diagnostics[0].hint or "")
+    with pytest.raises(VersionError):
+        RuleEngine.from_directory(root, use=["nosuch@1.0.0"])
+
+
+def test_cli_use_option(rules_dir: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = versions(rules_dir)
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(PATIENT))
+    assert main(["evaluate", str(p), "--rules", str(root), "--use", "demo@1.0.0"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == {"demo_out": "low"}
+    assert main(["evaluate", str(p), "--rules", str(root), "--use", "demo@9.9.9"]) == 3
+    assert "NB802" in capsys.readouterr().err
+
+
+# --- governance ------------------------------------------------------------------------------
+
+GAP = DEMO.replace("        - {fact: mycn_status, is: amplified}\n", "")  # young amplified: no rule
+
+
+def test_an_active_file_with_a_gap_is_refused(rules_dir: Callable[..., Path]) -> None:
+    with pytest.raises(RuleSetError) as info:
+        RuleEngine.from_directory(rules_dir(demo=GAP))
+    codes = [d.code for d in info.value.diagnostics]
+    assert codes[0] == "NB801" and "NB601" in codes
+    assert "demo@1.0.0 is active but not clean: 1 verify error(s)" in info.value.diagnostics[0].message
+
+
+def test_an_active_file_with_a_failing_case_is_refused(rules_dir: Callable[..., Path]) -> None:
+    bad = DEMO.replace("expect: {demo_out: low, fired: [young]}", "expect: {demo_out: high}")
+    with pytest.raises(RuleSetError) as info:
+        RuleEngine.from_directory(rules_dir(demo=bad))
+    assert [d.code for d in info.value.diagnostics] == ["NB801", "NB701"]
+
+
+def test_a_draft_may_be_unclean_but_runs_only_when_pinned(rules_dir: Callable[..., Path]) -> None:
+    root = rules_dir(demo=GAP.replace("status: active", "status: draft"))
+    with RuleEngine.from_directory(root, use=["demo@1.0.0"]) as eng:
+        r = eng.evaluate({"age_days": 100, "mycn_status": "amplified"})
+        assert r.outputs["demo_out"] is None and "demo_out" in r.not_applicable
+
+
+def test_future_effective_date_is_a_warning(rules_dir: Callable[..., Path]) -> None:
+    tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
+    build = build_directory(rules_dir(demo=DEMO.replace("effective: 2024-01-01", f"effective: {tomorrow}")))
+    assert [d.code for d in build.diagnostics] == ["NB804"] and build.ok
