@@ -42,9 +42,18 @@ MAX_EXAMPLES = 3
 
 def _repeat(unit: int, period: int, reps: int) -> int:
     """``unit`` (a pattern of ``period`` bits) repeated ``reps`` times."""
-    if reps <= 1:
-        return unit
-    return unit * (((1 << (period * reps)) - 1) // ((1 << period) - 1))
+    # By doubling: shifts and ors are linear in the width, where the closed form
+    # unit * (2**(period*reps) - 1) // (2**period - 1) needs a quadratic division.
+    out, shift, block, width = 0, 0, unit, period
+    while reps:
+        if reps & 1:
+            out |= block << shift
+            shift += width
+        reps >>= 1
+        if reps:
+            block |= block << width
+            width *= 2
+    return out
 
 
 class DecisionSpace:
