@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from typing import Any, Iterable, Mapping
 
 from jsonschema import Draft202012Validator
@@ -180,6 +181,44 @@ def is_contradictory(facts: Mapping[str, Any]) -> bool:
     return any(d.is_error for d in contradictions(facts))
 
 
+def _fast_check(specs: Mapping[str, FactSpec]) -> Any:
+    """A compiled predicate: True exactly when a record satisfies the patient schema
+    (flat object, known facts, types, value sets, ranges, distinct list items) and every
+    number is finite.  It lets valid records skip jsonschema; invalid ones are then run
+    through jsonschema to word the problems.  tests/test_patient_input.py checks that the
+    two agree."""
+    checks: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if spec.kind == "enum":
+            allowed = frozenset(spec.values)
+            checks[name] = lambda v, a=allowed: type(v) is str and v in a
+        elif spec.kind == "boolean":
+            checks[name] = lambda v: type(v) is bool
+        elif spec.kind == "set":
+            allowed = frozenset(spec.values)
+            checks[name] = lambda v, a=allowed: (type(v) is list and all(type(x) is str and x in a for x in v)
+                                                 and len(set(v)) == len(v))
+        else:
+            lo = spec.minimum if spec.minimum is not None else -math.inf
+            hi = spec.maximum if spec.maximum is not None else math.inf
+            if spec.kind == "integer":
+                checks[name] = lambda v, lo=lo, hi=hi: ((type(v) is int or (type(v) is float and v.is_integer()))
+                                                        and lo <= v <= hi)
+            else:
+                checks[name] = lambda v, lo=lo, hi=hi: (type(v) in (int, float) and math.isfinite(v) and lo <= v <= hi)
+
+    def valid(record: Any) -> bool:
+        if type(record) is not dict:
+            return False
+        for k, v in record.items():
+            check = checks.get(k)
+            if check is None or not check(v):
+                return False
+        return True
+
+    return valid
+
+
 class PatientValidator:
     """Validates patient records against the patient schema (optionally extended).
 
@@ -195,9 +234,12 @@ class PatientValidator:
                 schema["properties"][spec.name] = {"type": "string", "enum": list(spec.values)}
                 self.specs[spec.name] = spec
         self._validator = Draft202012Validator(schema)
+        self._valid = _fast_check(self.specs)
 
     def check(self, record: Any) -> list[Diagnostic]:
         """Every schema problem and contradiction of one record."""
+        if self._valid(record):
+            return contradictions(record)
         if not isinstance(record, dict):
             return [Diagnostic(code="NB507", pointer="",
                                message=f"expected a JSON object of patient facts, found {describe_value(record)}")]
@@ -210,6 +252,11 @@ class PatientValidator:
                 message = f"expected a patient fact, found unknown fact '{name}'"
                 hint = did_you_mean(name, self.specs) or "the patient facts are listed in schemas/patient.schema.json"
             diags.append(Diagnostic(code=_CODES[p.kind], pointer=p.pointer, message=message, hint=hint))
+        for name, value in record.items():
+            spec = self.specs.get(name)
+            if spec is not None and spec.is_numeric and isinstance(value, float) and not math.isfinite(value):
+                diags.append(Diagnostic(code="NB505", pointer=join_pointer("", name),
+                                        message=f"expected a finite number, found {value}"))
         if not has_errors(diags):
             diags.extend(contradictions(record))
         return diags

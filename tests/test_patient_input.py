@@ -108,3 +108,47 @@ def test_patient_error_pickles_with_diagnostics(engine: RuleEngine) -> None:
     assert type(clone) is PatientInputError
     assert clone.diagnostics == info.value.diagnostics
     assert clone.exit_code == 2
+
+
+def test_fast_path_agrees_with_json_schema() -> None:
+    """Valid records skip jsonschema: the compiled check must accept exactly what it accepts."""
+    import random
+
+    from jsonschema import Draft202012Validator
+
+    from nbrules.patient import _fast_check
+    from nbrules.resources import read_schema
+    from nbrules.vocabulary import input_facts
+
+    specs = input_facts()
+    fast = _fast_check(specs)
+    schema = Draft202012Validator(read_schema("patient.schema.json"))
+    samples: dict[str, list[object]] = {}
+    for name, spec in specs.items():
+        good: list[object]
+        if spec.kind == "enum":
+            good = list(spec.values)
+        elif spec.kind == "boolean":
+            good = [True, False]
+        elif spec.kind == "set":
+            good = [[], [spec.values[0]], list(spec.values[:3])]
+        else:
+            good = [spec.minimum or 0, (spec.maximum or 1000) // 2, spec.maximum or 10**6]
+        bad = ["x", 1, 1.5, -1, 10**9, True, None, [], ["x"], [spec.values[0]] * 2 if spec.values else "y", {}]
+        samples[name] = good + bad
+    rng = random.Random(7)
+    names = list(specs)
+    records: list[object] = [{}, [], "x", None]
+    for name, values in samples.items():
+        records += [{name: v} for v in values]
+    for _ in range(3000):
+        chosen = rng.sample(names, rng.randint(1, 6))
+        records.append({n: rng.choice(samples[n]) for n in chosen})
+    records += [{"unknown_fact": 1}, {"age_days": 10.0}, {"age_days": 10.5}]
+    for r in records:
+        assert fast(r) == (not list(schema.iter_errors(r))), r
+    assert not fast({"bone_marrow_tumor_percent": float("nan")})  # jsonschema would accept NaN
+
+
+def test_non_finite_numbers_are_rejected(engine: RuleEngine) -> None:
+    assert problems(engine, {"bone_marrow_tumor_percent": float("nan")})[0][:2] == ("NB505", "/bone_marrow_tumor_percent")
