@@ -189,6 +189,7 @@ class DecisionDomain:
         self.decision = decision
         self.partitions = dict(partitions)
         self.facts: tuple[str, ...] = tuple(partitions)
+        self._classifiers = [(name, p.classify) for name, p in self.partitions.items()]
 
     @cached_property
     def size(self) -> int:
@@ -197,13 +198,7 @@ class DecisionDomain:
 
     def classify(self, facts: Mapping[str, Any]) -> tuple[int | None, ...]:
         """The cell of a patient: one index per read fact, ``None`` for unknown."""
-        key: list[int | None] = []
-        for name in self.facts:
-            if name in facts:
-                key.append(self.partitions[name].classify(facts[name]))
-            else:
-                key.append(None)
-        return tuple(key)
+        return tuple([classify(facts[name]) if name in facts else None for name, classify in self._classifiers])
 
     def representative(self, key: Sequence[int | None]) -> dict[str, Any]:
         """A patient in the cell ``key`` (unknown facts left out)."""

@@ -30,6 +30,7 @@ from .compiler import CompiledRule, Program, engine_fact
 from .diagnostics import Diagnostic
 from .errors import EngineError
 from .patient import is_contradictory
+from .results import FiredRule
 
 __all__ = ["DecisionRunner", "DecisionOutcome", "OutputOutcome"]
 
@@ -86,6 +87,17 @@ class DecisionRunner:
         self._analysis: OrderedDict[Any, dict[str, OutputOutcome]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.engine_runs = 0
+        self._reads = tuple(self.decision.reads)
+        self._pending = {f: frozenset(v) for f, v in self.decision.pending.items()}
+        # what every trace entry of a rule repeats, computed once
+        d = self.decision
+        self._static = {}
+        for cr in program.rules:
+            static = (d.id, d.version, cr.id, f"{d.source.display}:{cr.rule.line}", cr.rule.cite, cr.facts,
+                      dict(cr.then),
+                      {k: list(v) if isinstance(v, tuple) else v for k, v in ((p, program.params[p]) for p in cr.params)})
+            probe = FiredRule(0, *static[:5], {}, *static[6:])
+            self._static[cr.index] = (*static, probe.static_json())
 
     def close(self) -> None:
         self.engine.close()
@@ -104,11 +116,15 @@ class DecisionRunner:
 
     def view(self, known: Mapping[str, Any]) -> dict[str, Any]:
         """The facts this decision sees: what it reads, minus pending values."""
-        out: dict[str, Any] = {}
-        for name in self.decision.reads:
-            if name in known and known[name] not in self.decision.pending.get(name, ()):
-                out[name] = known[name]
-        return out
+        pending = self._pending
+        return {name: known[name] for name in self._reads
+                if name in known and (name not in pending or known[name] not in pending[name])}
+
+    def trace(self, order: int, cr: CompiledRule, view: Mapping[str, Any]) -> FiredRule:
+        """The trace entry of a rule that fired for the patient seen as ``view``."""
+        decision, version, rule, source, cite, facts, then, params, encoded = self._static[cr.index]
+        return FiredRule(order, decision, version, rule, source, cite, {f: view.get(f) for f in facts}, dict(then),
+                         dict(params), encoded)
 
     def decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]] | None = None) -> DecisionOutcome:
         """Run the decision on ``view`` (known facts only); ``restrict`` limits unknown
@@ -116,7 +132,8 @@ class DecisionRunner:
         restrict = restrict or {}
         key = None
         if self._cache_size:
-            key = (self.program.domain.classify(view), tuple(sorted((k, tuple(v)) for k, v in restrict.items())))
+            key = (self.program.domain.classify(view),
+                   tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else ())
             with self._cache_lock:
                 hit = self._cache.get(key)
                 if hit is not None:

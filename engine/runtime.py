@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ._version import __version__
-from .compiler import CompiledRule, compile_decision
+from .compiler import compile_decision
 from .diagnostics import Diagnostic, has_errors
 from .errors import NbrulesError, PatientInputError, RuleSetError, VersionError
 from .governance import governance_problems
@@ -29,7 +29,11 @@ from .results import FiredRule, FromInput, Indeterminate, NotApplicable, Result,
 from .sources import RuleSource
 from .vocabulary import input_facts
 
-__all__ = ["RuleEngine", "ReloadReport", "select_versions"]
+__all__ = ["RuleEngine", "ReloadReport", "select_versions", "DEFAULT_CACHE_SIZE"]
+
+#: Outcomes each decision remembers per cell of its input domain.  Results are
+#: byte-identical with and without (tests/test_batch.py); 0 turns it off.
+DEFAULT_CACHE_SIZE = 65536
 
 
 
@@ -144,7 +148,7 @@ class RuleEngine:
     outcome per cell of its input domain (identical results, faster).
     """
 
-    def __init__(self, build: RuleSetBuild, *, use: Iterable[str] = (), cache_size: int = 0,
+    def __init__(self, build: RuleSetBuild, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
                  origin: Callable[[], RuleSetBuild] | None = None, directory: Path | None = None) -> None:
         self._use = tuple(use)
         self.cache_size = cache_size
@@ -161,13 +165,13 @@ class RuleEngine:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def default(cls, *, use: Iterable[str] = (), cache_size: int = 0) -> "RuleEngine":
+    def default(cls, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE) -> "RuleEngine":
         """An engine over the rule files bundled with nbrules."""
         return cls(build_bundled(), use=use, cache_size=cache_size, origin=build_bundled,
                    directory=bundled_rules_dir())
 
     @classmethod
-    def from_directory(cls, path: str | Path, *, use: Iterable[str] = (), cache_size: int = 0) -> "RuleEngine":
+    def from_directory(cls, path: str | Path, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE) -> "RuleEngine":
         """An engine over every ``*.yaml`` rule file below ``path``.
 
         Raises :class:`RuleSetError` with every diagnostic when a file is invalid.
@@ -178,7 +182,7 @@ class RuleEngine:
 
     @classmethod
     def from_sources(cls, sources: Sequence[RuleSource], label: str = "rules", *, use: Iterable[str] = (),
-                     cache_size: int = 0) -> "RuleEngine":
+                     cache_size: int = DEFAULT_CACHE_SIZE) -> "RuleEngine":
         """An engine over rule files held in memory (it cannot :meth:`reload`)."""
         return cls(build_sources(sources, label), use=use, cache_size=cache_size)
 
@@ -359,7 +363,7 @@ class RuleEngine:
                 continue
             outcome = runner.decide(view, restrict)
             for cr in outcome.fired:
-                fired.append(self._trace(len(fired) + 1, runner, cr, view))
+                fired.append(runner.trace(len(fired) + 1, cr, view))
             for out, oc in outcome.outputs.items():
                 if out in given:
                     outputs[out] = given[out]
@@ -423,22 +427,6 @@ class RuleEngine:
                     message=f"{out} is given as {given[out]}, but {d.key} derives {oc.value} from the given facts "
                             f"(rule {rules}); the given value is used"))
         return out_diags
-
-    def _trace(self, order: int, runner: DecisionRunner, cr: CompiledRule, view: Mapping[str, Any]) -> FiredRule:
-        d = runner.decision
-        rule = cr.rule
-        params = {p: runner.program.params[p] for p in cr.params}
-        return FiredRule(
-            order=order,
-            decision=d.id,
-            version=d.version,
-            rule=rule.id,
-            source=f"{d.source.display}:{rule.line}",
-            cite=rule.cite,
-            matched={f: view.get(f) for f in cr.facts},
-            set=dict(cr.then),
-            parameters={k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
-        )
 
     @staticmethod
     def _scope_source(runner: DecisionRunner, scope: str | None) -> str | None:

@@ -25,10 +25,12 @@ def patients() -> list[dict]:
     return out
 
 
-def test_eight_threads_match_a_sequential_run(engine: RuleEngine) -> None:
+def test_eight_threads_match_a_sequential_run() -> None:
+    engine = RuleEngine.default(cache_size=0)  # every evaluation goes through durable-rules
     cases = patients() * 10  # 2,160 evaluations per run, 4,320 in all
     sequential = [engine.evaluate(p).to_json() for p in cases]
     with ThreadPoolExecutor(max_workers=8) as pool:
         threaded = list(pool.map(lambda p: engine.evaluate(p).to_json(), cases))
     assert len(cases) >= 2000
     assert threaded == sequential
+    engine.close()
