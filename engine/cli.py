@@ -29,7 +29,7 @@ from .errors import NbrulesError, PatientInputError
 from .explain import explain
 from .pipeline import RuleSetBuild, build_bundled, build_directory
 from .model import Decision
-from .runtime import RuleEngine, select_versions
+from .runtime import DEFAULT_CACHE_SIZE, RuleEngine, select_versions
 
 __all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_INTERNAL"]
 
@@ -85,7 +85,12 @@ def _engine(args: argparse.Namespace) -> RuleEngine:
     if not build.ok:
         _print_diagnostics(build.diagnostics, sys.stderr)
         raise _RulesInvalid(build)
-    return RuleEngine(build, use=getattr(args, "use", None) or ())
+    use = getattr(args, "use", None) or ()
+    cache = getattr(args, "cache_size", DEFAULT_CACHE_SIZE)
+    path = getattr(args, "dir", None) or args.rules
+    if path is None:
+        return RuleEngine.default(use=use, cache_size=cache)
+    return RuleEngine.from_directory(path, use=use, cache_size=cache)  # remembers the directory for reload/watch
 
 
 class _RulesInvalid(Exception):
@@ -147,6 +152,10 @@ def _read_input(path: str) -> bytes:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.batch:
+        return _batch(args)
+    if args.file is None:
+        raise _UsageError("nbrules evaluate: give a patient file (or - for stdin), or --batch FILE")
     engine = _engine(args)
     data = _read_input(args.file)
     try:
@@ -326,6 +335,61 @@ def _open_text(path: str) -> TextIO:
         raise _UsageError(f"cannot read '{path}': {exc.strerror or exc}") from exc
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import EngineSpec, run_batch
+    from .cohort import CohortFormatError, detect_format
+
+    fmt = args.input_format or _format_of(args.batch, detect_format)
+    if args.batch != "-" and not Path(args.batch).is_file():
+        raise _UsageError(f"cannot read '{args.batch}': no such file")
+    path = getattr(args, "dir", None) or args.rules
+    spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size)
+    engine = _engine(args)  # the rules are checked here, once, before any worker starts
+    out: TextIO = sys.stdout
+    try:
+        if args.out not in (None, "-"):
+            try:
+                out = open(args.out, "w", encoding="utf-8")
+            except OSError as exc:
+                raise _UsageError(f"cannot write '{args.out}': {exc.strerror or exc}") from exc
+        progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
+        summary = run_batch(args.batch, out, fmt, spec, workers=args.workers, id_column=args.id_column,
+                            progress=progress, engine=engine)
+    except CohortFormatError as exc:
+        raise _UsageError(str(exc)) from exc
+    finally:
+        engine.close()
+        if out is not sys.stdout:
+            out.close()
+    if not args.quiet:
+        print(summary.text(), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .service import create_app
+    except ImportError as exc:
+        raise _UsageError(f"nbrules serve needs the 'serve' extra: pip install 'nbrules[serve]' ({exc.name} is missing)")
+    from .fhir import load_mapping
+
+    mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None)
+    engine = _engine(args)
+    if args.watch:
+        def report(r: object) -> None:
+            print(f"nbrules: {r.summary()}", file=sys.stderr)  # type: ignore[attr-defined]
+
+        engine.watch(interval=args.watch, on_reload=report)
+    app = create_app(engine, mapping=mapping, max_body=args.max_body, max_patients=args.max_patients)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    finally:
+        engine.close()
+    return EXIT_OK
+
+
 def cmd_codes(args: argparse.Namespace) -> int:
     from .diagnostics import CODES
 
@@ -353,11 +417,19 @@ def _parser() -> _Parser:
     t.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
     t.set_defaults(func=cmd_test)
 
-    e = sub.add_parser("evaluate", help="evaluate one patient (JSON file, or - for stdin)")
-    e.add_argument("file", metavar="FILE|-")
+    e = sub.add_parser("evaluate", help="evaluate one patient (JSON file, or - for stdin), or a batch")
+    e.add_argument("file", metavar="FILE|-", nargs="?")
     _rules_arg(e)
     e.add_argument("--format", choices=("json", "text"), default="json")
     e.add_argument("--use", action="append", metavar="DECISION@VERSION", help="pin a version (repeatable)")
+    e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin)")
+    e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
+    e.add_argument("--workers", type=int, default=1, metavar="N", help="batch: worker processes (default 1)")
+    e.add_argument("--input-format", choices=("jsonl", "csv"), help="batch: input format (default: from the name)")
+    e.add_argument("--id-column", default="id", help="batch: name of the id column (default: id)")
+    e.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N",
+                   help="batch: outcomes remembered per decision and cell (0: none; results are identical)")
+    e.add_argument("-q", "--quiet", action="store_true", help="batch: no progress bar and no summary")
     e.set_defaults(func=cmd_evaluate)
 
     vf = sub.add_parser("verify", help="check every decision over its whole input domain: gaps, overlaps, dead rules")
@@ -384,6 +456,20 @@ def _parser() -> _Parser:
     df.add_argument("--id-column", default="id", help="name of the id column (default: id)")
     df.add_argument("--format", choices=("text", "json"), default="text")
     df.set_defaults(func=cmd_diff)
+
+    sv = sub.add_parser("serve", help="run the HTTP service (evaluate, decisions, health, OpenAPI, CDS Hooks)")
+    _rules_arg(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--use", action="append", metavar="DECISION@VERSION", help="pin a version (repeatable)")
+    sv.add_argument("--watch", type=float, metavar="SECONDS", help="reload changed rule files, polling this often")
+    sv.add_argument("--fhir-mapping", metavar="FILE",
+                    help="CDS Hooks: map FHIR codes to facts with this file (default: the bundled mappings/fhir-r4.yaml)")
+    sv.add_argument("--max-body", type=int, default=1_048_576, metavar="BYTES", help="largest request body")
+    sv.add_argument("--max-patients", type=int, default=1000, metavar="N", help="largest list of patients")
+    sv.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N", help="outcomes remembered per decision")
+    sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    sv.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("codes", help="list every diagnostic code")
     c.set_defaults(func=cmd_codes)
