@@ -16,7 +16,7 @@ Errors raised on purpose derive from :class:`NbrulesError` and carry diagnostics
 
 from ._version import __version__
 from .diagnostics import CODES, Diagnostic, Severity, format_diagnostic
-from .errors import EngineError, NbrulesError, PatientInputError, RuleSetError, VersionError
+from .errors import EngineError, MappingError, NbrulesError, PatientInputError, RuleSetError, VersionError
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_sources
 from .results import FiredRule, FromInput, Indeterminate, NotApplicable, Result, RulesetInfo, Settled
 from .runtime import RuleEngine
@@ -28,6 +28,7 @@ __all__ = [
     "FiredRule",
     "FromInput",
     "Indeterminate",
+    "MappingError",
     "NbrulesError",
     "NotApplicable",
     "PatientInputError",

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from .diagnostics import Diagnostic, format_diagnostic
 
-__all__ = ["NbrulesError", "RuleSetError", "PatientInputError", "EngineError", "VersionError"]
+__all__ = ["NbrulesError", "RuleSetError", "PatientInputError", "EngineError", "VersionError", "MappingError"]
 
 
 class NbrulesError(Exception):
@@ -49,6 +49,12 @@ class PatientInputError(NbrulesError):
 
 class VersionError(NbrulesError):
     """A requested decision version is not installed or may not run."""
+
+    exit_code = 3
+
+
+class MappingError(NbrulesError):
+    """A FHIR mapping file is invalid; ``diagnostics`` says where and why."""
 
     exit_code = 3
 

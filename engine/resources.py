@@ -14,7 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundled_rules_dir", "schemas_dir", "read_schema"]
+__all__ = ["bundled_rules_dir", "schemas_dir", "mappings_dir", "read_schema"]
 
 
 def _data_dir(kind: str) -> Path:
@@ -30,6 +30,11 @@ def _data_dir(kind: str) -> Path:
 def bundled_rules_dir() -> Path:
     """Directory of the rule files shipped with nbrules."""
     return _data_dir("rules")
+
+
+def mappings_dir() -> Path:
+    """Directory of the data-driven mappings (``fhir-r4.yaml``)."""
+    return _data_dir("mappings")
 
 
 def schemas_dir() -> Path:

@@ -19,7 +19,7 @@ from .diagnostics import Diagnostic, did_you_mean
 from .loader import LoadedFile, join_pointer
 from .resources import read_schema
 
-__all__ = ["Problem", "schema_problems", "rule_file_validator", "validate_rule_file", "describe_value"]
+__all__ = ["Problem", "SCHEMA_CODES", "schema_problems", "rule_file_validator", "validate_rule_file", "describe_value"]
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def _size_message(keyword: str, limit: Any, inst: Any) -> str:
     }[keyword]
 
 
-_RULE_FILE_CODES = {
+SCHEMA_CODES = {
     "type": "NB201",
     "required": "NB202",
     "unknown-key": "NB203",
@@ -202,7 +202,7 @@ def validate_rule_file(loaded: LoadedFile) -> list[Diagnostic]:
     """Every JSON Schema violation of one loaded rule file, located."""
     out: list[Diagnostic] = []
     for p in schema_problems(rule_file_validator(), loaded.data):
-        out.append(loaded.diag(_RULE_FILE_CODES[p.kind], p.message, p.pointer, key=p.on_key, hint=p.hint))
+        out.append(loaded.diag(SCHEMA_CODES[p.kind], p.message, p.pointer, key=p.on_key, hint=p.hint))
     return out
 
 

@@ -30,7 +30,7 @@ def test_schemas_are_valid_2020_12() -> None:
 
     from jsonschema import Draft202012Validator
 
-    for name in ("ruleset.schema.json", "patient.schema.json"):
+    for name in ("ruleset.schema.json", "patient.schema.json", "fhir-mapping.schema.json"):
         schema = json.loads((REPO / "schemas" / name).read_text())
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         Draft202012Validator.check_schema(schema)

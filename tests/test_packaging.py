@@ -33,6 +33,7 @@ def test_wheel_carries_rules_and_schemas_and_evaluates_outside_the_repo(tmp_path
     assert "nbrules/rules/staging/inrgss.yaml" in names
     assert "nbrules/schemas/patient.schema.json" in names and "nbrules/schemas/ruleset.schema.json" in names
     assert "nbrules/py.typed" in names
+    assert "nbrules/mappings/fhir-r4.yaml" in names
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
@@ -52,3 +53,6 @@ def test_wheel_carries_rules_and_schemas_and_evaluates_outside_the_repo(tmp_path
     probe = subprocess.run([str(py), "-c", "import nbrules, pathlib; print(pathlib.Path(nbrules.__file__).parent)"],
                            cwd=work, capture_output=True, text=True, check=True)
     assert str(REPO) not in probe.stdout
+    mapping = subprocess.run([str(py), "-c", "from nbrules.fhir import load_mapping; print(len(load_mapping().stages))"],
+                             cwd=work, capture_output=True, text=True)
+    assert mapping.returncode == 0 and int(mapping.stdout) >= 1, mapping.stderr

@@ -1,0 +1,180 @@
+"""CDS Hooks (1.0/2.0) discovery and cards for the ``patient-view`` hook.
+
+One card per decision that ran: its outputs (INRGSS stages also as NCIt codes),
+the rules that fired with the facts they matched, and their citations as the card's
+source.  Indeterminate outputs say what they could be and which facts would settle
+them; a further card lists every fact the record lacked and every resource or code
+that could not be used.  Card ids are derived from the input and the rules, so the
+same request gets byte-identical cards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Mapping
+
+from .errors import PatientInputError
+from .fhir import FhirMapping, MappedFacts, map_resources
+from .results import Result
+
+__all__ = ["SERVICE_ID", "discovery", "cards_for"]
+
+SERVICE_ID = "nbrules-neuroblastoma"
+_NS = uuid.UUID("6b1e6a3c-2d0f-4c7e-9a51-3f0d1c2b4a77")
+_NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
+
+
+def discovery() -> dict[str, Any]:
+    return {"services": [{
+        "hook": "patient-view",
+        "id": SERVICE_ID,
+        "title": "Neuroblastoma staging and risk groups",
+        "description": ("INRGSS stage, INPC histology, INRG pretreatment group, COG risk (version 2 and the INSS-era "
+                        "tables) from cited rule files, with the rules that fired and what is still missing."),
+        "prefetch": {
+            "patient": "Patient/{{context.patientId}}",
+            "conditions": "Condition?patient={{context.patientId}}",
+            "observations": "Observation?patient={{context.patientId}}",
+        },
+    }]}
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ").replace("inrgss", "INRGSS").replace("inrg", "INRG").replace("inpc", "INPC") \
+        .replace("cog v1", "COG INSS-era").replace("cog", "COG").replace("mki", "MKI")
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(str(x) for x in v) + "]"
+    if v is None:
+        return "unknown"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _card_id(seed: str) -> str:
+    return str(uuid.uuid5(_NS, seed))
+
+
+def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The CDS Hooks response for a ``patient-view`` request with prefetch."""
+    mapped = map_resources(request.get("prefetch") or {}, mapping)
+    try:
+        result = engine.evaluate(mapped.facts)
+    except PatientInputError as exc:
+        lines = [f"- `{d.pointer}`: {d.message}" for d in exc.diagnostics]
+        return {"cards": [{
+            "uuid": _card_id("invalid:" + repr(sorted(mapped.facts.items()))),
+            "summary": "Neuroblastoma classification not possible: the record's facts contradict each other",
+            "indicator": "warning",
+            "detail": "\n".join(lines) + "\n\n" + _sources(mapped),
+            "source": {"label": "nbrules"},
+        }]}
+    decisions = {d.id: d for d in engine.decisions}
+    cards = []
+    for d in engine.decisions:
+        outs = list(d.decides)
+        if not outs:
+            continue
+        cards.append(_decision_card(result, d, outs, decisions, mapping))
+    missing = _missing_card(result, mapped)
+    if missing is not None:
+        cards.append(missing)
+    return {"cards": cards}
+
+
+def _decision_card(result: Result, d: Any, outs: list[str], decisions: Mapping[str, Any],
+                   mapping: FhirMapping) -> dict[str, Any]:
+    parts: list[str] = []
+    detail: list[str] = []
+    undetermined = False
+    codes: dict[str, Any] = {}
+    for out in outs:
+        value = result.outputs.get(out)
+        label = _label(out)
+        if value is not None:
+            code = mapping.stage_code(out, value)
+            notes = ["from the record"] if out in result.from_input else []
+            if code is not None:
+                codes[out] = {"system": code[0], "code": code[1], "display": value}
+                notes.append(f"{'NCIt' if code[0] == _NCIT else code[0]} {code[1]}")
+            parts.append(f"{label} {value}" + (f" ({', '.join(notes)})" if notes else ""))
+            if out in result.from_input:
+                detail.append(f"**{label}** {value} is taken from the record as given; the rules of {d.key} did not "
+                              f"re-derive it.")
+        elif out in result.indeterminate:
+            undetermined = True
+            ind = result.indeterminate[out]
+            parts.append(f"{label} {' or '.join(ind.candidates)}")
+            needed = list(ind.missing)
+            for via, roots in ind.via.items():
+                needed += [f"{r} (for {via})" for r in roots]
+            detail.append(f"**{label}** could be {' or '.join(ind.candidates)}"
+                          + (" or not applicable" if ind.may_be_out_of_scope else "")
+                          + f"; it would be settled by: {', '.join(needed)}.")
+        elif out in result.not_applicable:
+            undetermined = True
+            parts.append(f"{label}: not applicable")
+            detail.append(f"**{label}**: {result.not_applicable[out].reason}")
+    fired = [f for f in result.fired if f.decision == d.id]
+    cite_texts: list[str] = []
+    for f in fired:
+        rule = d.rule(f.rule)
+        matched = "; ".join(f"{k} = {_value(v)}" for k, v in f.matched.items())
+        detail.append(f"Rule **{f.rule}** ({f.source}) set {', '.join(f'{k} = {v}' for k, v in f.set.items())}. "
+                      + (f"{' '.join(rule.description.split())} " if rule.description else "")
+                      + f"Matched: {matched}. Cites: {'; '.join(f.cite)}.")
+        for c in f.cite:
+            text = d.sources.get(c.split()[0])
+            if text and text not in cite_texts:
+                cite_texts.append(text)
+    source_label = "; ".join(cite_texts) if cite_texts else f"nbrules {d.key}"
+    if fired:
+        source_label += f" [nbrules {d.key}, rule {', '.join(f.rule for f in fired)}]"
+    card: dict[str, Any] = {
+        "uuid": _card_id(f"{result.input_sha256}:{d.key}:{d.sha256}"),
+        "summary": (f"{d.title.split(' (')[0]}: " + "; ".join(parts))[:140],
+        "indicator": "warning" if undetermined else "info",
+        "detail": "\n\n".join(detail) or "No rule applied.",
+        "source": {"label": source_label},
+    }
+    if codes:
+        card["extension"] = {"nbrules": {"codes": codes}}
+    return card
+
+
+def _sources(mapped: MappedFacts) -> str:
+    lines = []
+    if mapped.conflicts:
+        lines.append("Conflicting values (not used): " + "; ".join(
+            f"{fact} from {', '.join(refs)}" for fact, refs in mapped.conflicts.items()))
+    if mapped.not_used:
+        lines.append("Not used: " + "; ".join(mapped.not_used))
+    return "\n\n".join(lines)
+
+
+def _missing_card(result: Result, mapped: MappedFacts) -> dict[str, Any] | None:
+    needed: list[str] = []
+    for ind in result.indeterminate.values():
+        for fact in ind.missing:
+            for root in ind.via.get(fact, (fact,)):
+                if root not in needed and root not in mapped.facts:
+                    needed.append(root)
+    if not needed and not mapped.not_used and not mapped.conflicts:
+        return None
+    detail = []
+    if needed:
+        detail.append("Facts the record does not give, which would settle the classification: "
+                      + ", ".join(needed) + ". They are left unknown, never assumed.")
+    extra = _sources(mapped)
+    if extra:
+        detail.append(extra)
+    return {
+        "uuid": _card_id(f"{result.input_sha256}:missing:{','.join(needed)}:{'|'.join(mapped.not_used)}"),
+        "summary": f"Neuroblastoma classification: {len(needed)} fact(s) missing from the record",
+        "indicator": "warning",
+        "detail": "\n\n".join(detail),
+        "source": {"label": "nbrules FHIR mapping (mappings/fhir-r4.yaml)"},
+    }

@@ -1,0 +1,173 @@
+"""The HTTP service, started for real on loopback and spoken to over HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from .conftest import DATA, REPO
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+sys.path.insert(0, str(REPO / "benchmarks"))
+from load_test import rss_mb, run_load, start_server  # noqa: E402
+
+FHIR = DATA / "fhir"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, int]]:
+    proc, url = start_server("--max-body", "20000", "--max-patients", "50")
+    yield url, proc.pid
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def call(url: str, method: str, path: str, body: Any = None, raw: bytes | None = None,
+         ctype: str = "application/json") -> tuple[int, str, Any]:
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    conn.request(method, path, body=data, headers={"Content-Type": ctype} if data is not None else {})
+    resp = conn.getresponse()
+    payload = resp.read()
+    conn.close()
+    return resp.status, resp.getheader("Content-Type") or "", json.loads(payload) if payload else None
+
+
+MS = json.loads((REPO / "examples/ms-infant.json").read_text())
+
+
+def test_health_and_decisions(server: tuple[str, int]) -> None:
+    url, _ = server
+    status, _, body = call(url, "GET", "/health")
+    assert status == 200 and body["status"] == "ok" and len(body["rulesets"]) == 6
+    status, _, body = call(url, "GET", "/decisions")
+    assert status == 200
+    assert {(d["decision"], d["version"], d["in_force"]) for d in body["decisions"]} >= {("inrgss", "1.0.0", True)}
+    assert all(len(d["sha256"]) == 64 for d in body["decisions"])
+
+
+def test_openapi_document(server: tuple[str, int]) -> None:
+    url, _ = server
+    status, _, doc = call(url, "GET", "/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.1")
+    assert {"/evaluate", "/decisions", "/health", "/cds-services"} <= set(doc["paths"])
+    assert doc["components"]["schemas"]["Patient"]["properties"]["age_days"]["type"] == "integer"
+
+
+def test_evaluate_one_and_many(server: tuple[str, int]) -> None:
+    url, _ = server
+    status, _, one = call(url, "POST", "/evaluate", MS)
+    assert status == 200 and one["outputs"]["cog_risk"] == "low"
+    status, _, many = call(url, "POST", "/evaluate", [MS, {"age_days": 1000, "metastatic_sites": ["bone"]}])
+    assert status == 200 and [r["outputs"]["inrgss_stage"] for r in many] == ["MS", "M"]
+    assert call(url, "POST", "/evaluate", MS)[2] == one  # deterministic
+
+
+def test_bad_input_gets_problem_details_with_pointers(server: tuple[str, int]) -> None:
+    url, _ = server
+    status, ctype, body = call(url, "POST", "/evaluate", {"age_days": "183", "mycn": "amplified"})
+    assert status == 422 and ctype == "application/problem+json"
+    assert {(e["pointer"], e["code"]) for e in body["errors"]} == {("/age_days", "NB502"), ("/mycn", "NB503")}
+    status, _, body = call(url, "POST", "/evaluate", [MS, {"age_days": -3}])
+    assert status == 422 and [e["pointer"] for e in body["errors"]] == ["/1/age_days"]
+    status, _, body = call(url, "POST", "/evaluate", raw=b'{"age_days": 1')
+    assert status == 400 and body["errors"][0]["code"] == "NB501"
+    assert call(url, "POST", "/evaluate", raw=b"{}", ctype="text/plain")[0] == 415
+
+
+def test_size_limits(server: tuple[str, int]) -> None:
+    url, _ = server
+    assert call(url, "POST", "/evaluate", raw=b" " * 30000 + b"{}")[0] == 413
+    status, _, body = call(url, "POST", "/evaluate", [{"age_days": 1}] * 51)
+    assert status == 413 and "limit is 50" in body["title"]
+
+
+def test_cds_hooks_discovery(server: tuple[str, int]) -> None:
+    url, _ = server
+    status, _, body = call(url, "GET", "/cds-services")
+    [service] = body["services"]
+    assert status == 200 and service["hook"] == "patient-view" and service["id"] == "nbrules-neuroblastoma"
+    assert set(service["prefetch"]) == {"patient", "conditions", "observations"}
+
+
+def cards(url: str, name: str) -> list[dict[str, Any]]:
+    status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", json.loads((FHIR / name).read_text()))
+    assert status == 200, body
+    return body["cards"]
+
+
+def test_cds_cards_for_a_complete_record(server: tuple[str, int]) -> None:
+    got = cards(server[0], "ms-infant.json")
+    stage = next(c for c in got if "INRGSS stage" in c["summary"])
+    assert "MS (NCIt C133431)" in stage["summary"] and stage["indicator"] == "info"
+    assert stage["extension"]["nbrules"]["codes"]["inrgss_stage"]["code"] == "C133431"
+    assert "Monclair" in stage["source"]["label"] and "rule MS" in stage["source"]["label"]
+    assert "Rule **MS**" in stage["detail"] and "criteria.md S9" in stage["detail"]
+    cog = next(c for c in got if "version 2" in c["summary"])
+    assert "COG risk low" in cog["summary"] and "Irwin" in cog["source"]["label"]
+    missing = got[-1]
+    assert missing["indicator"] == "warning" and "inss_stage" in missing["detail"]  # never derived from INRGSS
+
+
+def test_cds_lists_what_it_cannot_map_and_never_guesses(server: tuple[str, int]) -> None:
+    got = cards(server[0], "l1-amplified-not-operated.json")
+    stage = next(c for c in got if "INRGSS stage" in c["summary"])  # given by the Condition's stage summary
+    assert "L1 (from the record, NCIt C133428)" in stage["summary"] and "taken from the record" in stage["detail"]
+    cog = next(c for c in got if "version 2" in c["summary"])
+    assert "low or high" in cog["summary"] and "resection_extent" in cog["detail"]
+    missing = got[-1]["detail"]
+    assert "Observation/hb: code http://loinc.org|718-7 is not in the mapping" in missing
+    assert "Observation/obs-3: status preliminary" in missing
+    assert "Condition/asthma: not a neuroblastoma diagnosis" in missing
+    conflicting = cards(server[0], "conflicting.json")[-1]["detail"]
+    assert "Conflicting values (not used): mycn_status from Observation/obs-1, Observation/obs-2" in conflicting
+    assert "Patient/p1: no full birthDate" in conflicting
+
+
+def test_cds_bad_request(server: tuple[str, int]) -> None:
+    status, _, body = call(server[0], "POST", "/cds-services/nbrules-neuroblastoma", {"hook": "order-sign"})
+    assert status == 400 and {e["pointer"] for e in body["errors"]} == {"/hook", "/prefetch"}
+
+
+def test_watching_server_reloads_changed_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    proc, url = start_server("--rules", str(rules), "--watch", "0.2")
+    try:
+        p = rules / "histology/mki-class.yaml"
+        p.write_text(p.read_text().replace("version: 1.0.0", "version: 1.0.1"))
+        deadline = time.monotonic() + 20
+        versions: set[str] = set()
+        while time.monotonic() < deadline and "1.0.1" not in versions:
+            versions = {r["version"] for r in call(url, "GET", "/health")[2]["rulesets"] if r["decision"] == "mki-class"}
+            time.sleep(0.2)
+        assert versions == {"1.0.1"}
+        p.write_text("decision: [")  # broken: refused, the last good set keeps serving
+        time.sleep(1.0)
+        status, _, body = call(url, "GET", "/health")
+        assert status == 200 and any(r["version"] == "1.0.1" for r in body["rulesets"])
+        assert call(url, "POST", "/evaluate", MS)[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_load_many_clients_no_errors_flat_memory(server: tuple[str, int]) -> None:
+    url, pid = server
+    run_load(url, clients=16, total=1500, seconds=60)  # warm-up: caches fill
+    before = rss_mb(pid)
+    report = run_load(url, clients=16, total=6000, seconds=120)
+    grown = rss_mb(pid) - before
+    assert report["errors"] == 0, report["first_errors"]
+    assert report["requests"] == 6000
+    assert grown < 15, f"server memory grew by {grown:.1f} MB"
