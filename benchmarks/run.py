@@ -99,19 +99,6 @@ def trace_table(engine: RuleEngine) -> dict[tuple[str, str], dict[str, Any]]:
     return meta
 
 
-def baseline_batch(path: Path, meta: dict[tuple[str, str], dict[str, Any]]) -> float:
-    out = io.StringIO()
-    start = time.perf_counter()
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            p = json.loads(line)
-            row_id = p.pop("id")
-            if baseline.validate(p):
-                out.write(json.dumps({"row": number, "id": row_id, "status": "ok", "result": json.loads(
-                    baseline.document(p, meta))}, separators=(",", ":")) + "\n")
-    return time.perf_counter() - start
-
-
 def baseline_batch_fair(path: Path, meta: dict[tuple[str, str], dict[str, Any]]) -> float:
     """Read, validate, decide, and write one line with the document embedded as text."""
     out = io.StringIO()

@@ -14,6 +14,7 @@ import uuid
 from typing import Any, Mapping
 
 from .errors import PatientInputError
+from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
 from .results import Result
 
@@ -42,16 +43,6 @@ def discovery() -> dict[str, Any]:
 def _label(name: str) -> str:
     return name.replace("_", " ").replace("inrgss", "INRGSS").replace("inrg", "INRG").replace("inpc", "INPC") \
         .replace("cog v1", "COG INSS-era").replace("cog", "COG").replace("mki", "MKI")
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, list):
-        return "[" + ", ".join(str(x) for x in v) + "]"
-    if v is None:
-        return "unknown"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
 
 
 def _card_id(seed: str) -> str:
@@ -122,7 +113,7 @@ def _decision_card(result: Result, d: Any, outs: list[str], decisions: Mapping[s
     cite_texts: list[str] = []
     for f in fired:
         rule = d.rule(f.rule)
-        matched = "; ".join(f"{k} = {_value(v)}" for k, v in f.matched.items())
+        matched = "; ".join(f"{k} = {show_value(v)}" for k, v in f.matched.items())
         detail.append(f"Rule **{f.rule}** ({f.source}) set {', '.join(f'{k} = {v}' for k, v in f.set.items())}. "
                       + (f"{' '.join(rule.description.split())} " if rule.description else "")
                       + f"Matched: {matched}. Cites: {'; '.join(f.cite)}.")

@@ -23,6 +23,7 @@ from typing import IO, Any, Iterable, Mapping, Sequence
 from .diagnostics import Diagnostic
 from .domain import joint_domain
 from .errors import PatientInputError
+from .explain import show_facts, show_value
 from .model import Decision
 from .render import condition_text
 from .results import Result
@@ -76,7 +77,7 @@ class DecisionDiff:
             label = "complete cells" if imp.region == "complete" else "cells with unknown facts (what the rules fire)"
             lines.append(f"  impact on {imp.output}, {imp.total} {label}:")
             for t in imp.transitions:
-                ex = "; ".join(_show(e) for e in t.examples)
+                ex = "; ".join(show_facts(e) for e in t.examples)
                 lines.append(f"    {t.old} -> {t.new}: {t.cells} cell{'s' if t.cells != 1 else ''}, e.g. {ex}")
             lines.append(f"    unchanged: {imp.unchanged} cell{'s' if imp.unchanged != 1 else ''}")
         return "\n".join(lines)
@@ -90,27 +91,6 @@ class DecisionDiff:
                         "transitions": [{"from": t.old, "to": t.new, "cells": t.cells, "examples": list(t.examples)}
                                         for t in i.transitions]} for i in self.impacts],
         }
-
-
-def _show(facts: Mapping[str, Any]) -> str:
-    parts = []
-    for k, v in facts.items():
-        if isinstance(v, bool):
-            v = "true" if v else "false"
-        elif isinstance(v, list):
-            v = "[" + ", ".join(v) + "]"
-        elif isinstance(v, float) and v.is_integer():
-            v = int(v)
-        parts.append(f"{k}: {v}")
-    return "{" + ", ".join(parts) + "}"
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, tuple):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    return str(v)
 
 
 def _text_changes(old: Decision, new: Decision) -> list[str]:
@@ -130,12 +110,12 @@ def _text_changes(old: Decision, new: Decision) -> list[str]:
     for name in sorted(set(old.parameters) | set(new.parameters)):
         a, b = old.parameters.get(name), new.parameters.get(name)
         if a is None and b is not None:
-            out.append(f"parameter {name} added: {_value(b.value)}")
+            out.append(f"parameter {name} added: {show_value(b.value)}")
         elif b is None and a is not None:
-            out.append(f"parameter {name} removed (was {_value(a.value)})")
+            out.append(f"parameter {name} removed (was {show_value(a.value)})")
         elif a is not None and b is not None:
             if a.value != b.value:
-                out.append(f"parameter {name}: {_value(a.value)} -> {_value(b.value)}")
+                out.append(f"parameter {name}: {show_value(a.value)} -> {show_value(b.value)}")
             elif a.note != b.note or a.alternatives != b.alternatives:
                 out.append(f"parameter {name}: note or alternatives changed")
     for name in sorted(set(old.conditions) | set(new.conditions)):

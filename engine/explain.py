@@ -13,10 +13,11 @@ from typing import Any, Mapping
 from .model import Decision
 from .results import Result
 
-__all__ = ["explain"]
+__all__ = ["explain", "show_value", "show_facts"]
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A fact value as people read it: ``true``, ``[bone, liver]``, ``547``, ``unknown``."""
     if value is None:
         return "unknown"
     if isinstance(value, bool):
@@ -26,6 +27,11 @@ def _show(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def show_facts(facts: Mapping[str, Any]) -> str:
+    """An example patient on one line: ``{age_days: 547, metastatic_sites: [liver]}``."""
+    return "{" + ", ".join(f"{k}: {show_value(v)}" for k, v in facts.items()) + "}"
 
 
 def _wrap(text: str, indent: str, width: int = 96) -> list[str]:
@@ -53,7 +59,7 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
     if result.input:
         width = max(len(k) for k in result.input)
         for k, v in result.input.items():
-            out.append(f"  {k:<{width}}  {_show(v)}")
+            out.append(f"  {k:<{width}}  {show_value(v)}")
     else:
         out.append("  (none given)")
     out.append("")
@@ -61,7 +67,7 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
     width = max((len(k) for k in result.outputs), default=0)
     for name, value in result.outputs.items():
         if name in result.from_input:
-            line = f"{_show(value)}  (given in the input; {result.from_input[name].decision} not applied)"
+            line = f"{show_value(value)}  (given in the input; {result.from_input[name].decision} not applied)"
         elif name in result.indeterminate:
             ind = result.indeterminate[name]
             cands = " or ".join(ind.candidates)
@@ -78,10 +84,10 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
             line = f"NOT APPLICABLE: {na.reason}"
         elif name in result.settled:
             st = result.settled[name]
-            line = (f"{_show(value)}  (no single rule fired, but every value of {', '.join(st.unknown)} "
+            line = (f"{show_value(value)}  (no single rule fired, but every value of {', '.join(st.unknown)} "
                     f"gives {st.value}: rules {', '.join(st.rules)})")
         else:
-            line = _show(value)
+            line = show_value(value)
         out.append(f"  {name:<{width}}  {line}")
     if result.warnings:
         out.append("")
@@ -100,7 +106,7 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
             desc = d.rule(f.rule).description
             if desc:
                 out.extend(_wrap(desc, "     "))
-        matched = "; ".join(f"{k} = {_show(v)}" for k, v in f.matched.items())
+        matched = "; ".join(f"{k} = {show_value(v)}" for k, v in f.matched.items())
         out.append(f"     matched: {matched}")
         if f.parameters:
             params = "; ".join(f"{k} = {json.dumps(v)}" for k, v in f.parameters.items())

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .conditions import FALSE, NNF, TRUE, And, Atom, Or, atom_truth, atoms, to_nnf
 from .diagnostics import Diagnostic, Severity
 from .domain import DecisionDomain, decision_domain
+from .explain import show_facts, show_value
 from .model import Decision, Rule, Scope
 from .patient import is_contradictory
 
@@ -285,22 +286,7 @@ class DecisionReport:
 
 def _show(space: DecisionSpace, n: int) -> str:
     facts = space.facts_of(n)
-    parts = []
-    for f in space.facts:
-        if f in facts:
-            v = facts[f]
-            parts.append(f"{f}: {_value(v)}")
-    return "{" + ", ".join(parts) + "}"
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list):
-        return "[" + ", ".join(v) + "]"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
+    return show_facts({f: facts[f] for f in space.facts if f in facts})
 
 
 def _examples(space: DecisionSpace, mask: int) -> str:
@@ -438,5 +424,5 @@ def _gating_alternative(decision: Decision, item: Rule | Scope, params: Mapping[
         index = (list(decision.rules) + list(decision.scopes)).index(item)
         nnf = (space.rule_nnf + space.scope_nnf)[index]
         if nnf is not FALSE and space.sets(nnf)[0] & space.feasible:
-            return ", ".join(f"{n} = {_value(v)}" for n, v in changed.items())
+            return ", ".join(f"{n} = {show_value(v)}" for n, v in changed.items())
     return None
