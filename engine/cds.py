@@ -63,21 +63,19 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any]) -> 
             "detail": "\n".join(lines) + "\n\n" + _sources(mapped),
             "source": {"label": "nbrules"},
         }]}
-    decisions = {d.id: d for d in engine.decisions}
     cards = []
     for d in engine.decisions:
         outs = list(d.decides)
         if not outs:
             continue
-        cards.append(_decision_card(result, d, outs, decisions, mapping))
+        cards.append(_decision_card(result, d, outs, mapping))
     missing = _missing_card(result, mapped)
     if missing is not None:
         cards.append(missing)
     return {"cards": cards}
 
 
-def _decision_card(result: Result, d: Any, outs: list[str], decisions: Mapping[str, Any],
-                   mapping: FhirMapping) -> dict[str, Any]:
+def _decision_card(result: Result, d: Any, outs: list[str], mapping: FhirMapping) -> dict[str, Any]:
     parts: list[str] = []
     detail: list[str] = []
     undetermined = False

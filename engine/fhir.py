@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from jsonschema import Draft202012Validator
-
 from .diagnostics import Diagnostic, did_you_mean
 from .errors import MappingError
 from .loader import LoadedFile, join_pointer, load_source
-from .resources import mappings_dir, read_schema
+from .resources import mappings_dir
 from .sources import RuleSource
-from .validator import SCHEMA_CODES, schema_problems
+from .validator import SCHEMA_CODES, schema_problems, schema_validator
 from .vocabulary import input_facts
 
 __all__ = ["FhirMapping", "MappedFacts", "load_mapping", "map_resources"]
@@ -45,7 +43,6 @@ class FhirMapping:
 
 _KINDS = {"coded": ("enum",), "list": ("set",), "boolean": ("boolean",), "integer": ("integer",),
           "number": ("number", "integer")}
-_mapping_validator: Draft202012Validator | None = None
 
 
 def load_mapping(path: Path | None = None) -> FhirMapping:
@@ -55,7 +52,6 @@ def load_mapping(path: Path | None = None) -> FhirMapping:
     the YAML, the format (``schemas/fhir-mapping.schema.json``), and the meaning
     (facts nbrules knows, values in their value sets, kinds that fit their types).
     """
-    global _mapping_validator
     path = path or mappings_dir() / "fhir-r4.yaml"
     try:
         data = path.read_bytes()
@@ -64,10 +60,8 @@ def load_mapping(path: Path | None = None) -> FhirMapping:
     loaded = load_source(RuleSource(name=path.name, display=str(path), path=path, data=data))
     problems = list(loaded.diagnostics)
     if loaded.ok:
-        if _mapping_validator is None:
-            _mapping_validator = Draft202012Validator(read_schema("fhir-mapping.schema.json"))
         problems += [loaded.diag(SCHEMA_CODES[p.kind], p.message, p.pointer, key=p.on_key, hint=p.hint)
-                     for p in schema_problems(_mapping_validator, loaded.data)]
+                     for p in schema_problems(schema_validator("fhir-mapping.schema.json"), loaded.data)]
         if not problems:
             problems += _meaning_problems(loaded)
     if problems:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from .backend import EngineRuleset
@@ -91,13 +91,12 @@ class DecisionRunner:
         self._pending = {f: frozenset(v) for f, v in self.decision.pending.items()}
         # what every trace entry of a rule repeats, computed once
         d = self.decision
-        self._static = {}
+        self._static: dict[int, tuple[FiredRule, tuple[str, ...]]] = {}
         for cr in program.rules:
-            static = (d.id, d.version, cr.id, f"{d.source.display}:{cr.rule.line}", cr.rule.cite, cr.facts,
-                      dict(cr.then),
-                      {k: list(v) if isinstance(v, tuple) else v for k, v in ((p, program.params[p]) for p in cr.params)})
-            probe = FiredRule(0, *static[:5], {}, *static[6:])
-            self._static[cr.index] = (*static, probe.static_json())
+            params = {k: list(v) if isinstance(v, tuple) else v for k, v in ((p, program.params[p]) for p in cr.params)}
+            proto = FiredRule(0, d.id, d.version, cr.id, f"{d.source.display}:{cr.rule.line}", cr.rule.cite, {},
+                              dict(cr.then), params)
+            self._static[cr.index] = (replace(proto, encoded=proto.static_json()), cr.facts)
 
     def close(self) -> None:
         self.engine.close()
@@ -122,9 +121,9 @@ class DecisionRunner:
 
     def trace(self, order: int, cr: CompiledRule, view: Mapping[str, Any]) -> FiredRule:
         """The trace entry of a rule that fired for the patient seen as ``view``."""
-        decision, version, rule, source, cite, facts, then, params, encoded = self._static[cr.index]
-        return FiredRule(order, decision, version, rule, source, cite, {f: view.get(f) for f in facts}, dict(then),
-                         dict(params), encoded)
+        p, facts = self._static[cr.index]
+        return FiredRule(order, p.decision, p.version, p.rule, p.source, p.cite, {f: view.get(f) for f in facts},
+                         dict(p.set), dict(p.parameters), p.encoded)
 
     def decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]] | None = None) -> DecisionOutcome:
         """Run the decision on ``view`` (known facts only); ``restrict`` limits unknown

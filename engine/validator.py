@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterator, Mapping
 
 import jsonschema
@@ -19,7 +20,7 @@ from .diagnostics import Diagnostic, did_you_mean
 from .loader import LoadedFile, join_pointer
 from .resources import read_schema
 
-__all__ = ["Problem", "SCHEMA_CODES", "schema_problems", "rule_file_validator", "validate_rule_file", "describe_value"]
+__all__ = ["Problem", "SCHEMA_CODES", "schema_problems", "schema_validator", "rule_file_validator", "validate_rule_file", "describe_value"]
 
 
 @dataclass(frozen=True)
@@ -187,15 +188,15 @@ SCHEMA_CODES = {
     "duplicate": "NB207",
 }
 
-_rule_file_validator: Draft202012Validator | None = None
+@lru_cache(maxsize=None)
+def schema_validator(name: str) -> Draft202012Validator:
+    """The compiled validator of a bundled schema, e.g. ``fhir-mapping.schema.json`` (built once)."""
+    return Draft202012Validator(read_schema(name))
 
 
 def rule_file_validator() -> Draft202012Validator:
-    """The compiled validator of ``schemas/ruleset.schema.json`` (built once)."""
-    global _rule_file_validator
-    if _rule_file_validator is None:
-        _rule_file_validator = Draft202012Validator(read_schema("ruleset.schema.json"))
-    return _rule_file_validator
+    """The compiled validator of ``schemas/ruleset.schema.json``."""
+    return schema_validator("ruleset.schema.json")
 
 
 def validate_rule_file(loaded: LoadedFile) -> list[Diagnostic]:
