@@ -32,6 +32,26 @@ class FactSpec:
     maximum: float | None = None
     title: str = ""
     is_input: bool = True
+    #: Plain-words description of the fact, for editors and forms.
+    description: str = ""
+    #: Unit of a number (``days``, ``%``, ``per 5,000 cells``); empty when none.
+    unit: str = ""
+    #: ``(value, label)`` pairs: the words a clinician reads for each value of an
+    #: ``enum`` or item of a ``set`` (values without a label read as themselves).
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def label(self, value: object) -> str:
+        """The clinician's words for one value: its label, else the value with spaces.
+
+        >>> FactSpec("x", "enum", ("not_amplified",)).label("not_amplified")
+        'not amplified'
+        """
+        for v, text in self.labels:
+            if v == value:
+                return text
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value).replace("_", " ")
 
     def describe(self) -> str:
         """Plain-words type, as used in messages: ``one of L1, L2, M, MS``."""
@@ -58,14 +78,15 @@ def spec_from_schema(name: str, prop: Mapping[str, Any]) -> FactSpec:
     """Build a :class:`FactSpec` from one property of the patient schema."""
     t = prop.get("type")
     title = str(prop.get("title", ""))
+    extra: dict[str, Any] = {"description": str(prop.get("description", ""))}
     if t == "string":
-        return FactSpec(name, "enum", tuple(prop["enum"]), title=title)
+        return FactSpec(name, "enum", tuple(prop["enum"]), title=title, **extra)
     if t == "boolean":
-        return FactSpec(name, "boolean", title=title)
+        return FactSpec(name, "boolean", title=title, **extra)
     if t in ("integer", "number"):
-        return FactSpec(name, t, minimum=prop.get("minimum"), maximum=prop.get("maximum"), title=title)
+        return FactSpec(name, t, minimum=prop.get("minimum"), maximum=prop.get("maximum"), title=title, **extra)
     if t == "array":
-        return FactSpec(name, "set", tuple(prop["items"]["enum"]), title=title)
+        return FactSpec(name, "set", tuple(prop["items"]["enum"]), title=title, **extra)
     raise ValueError(f"patient schema property {name!r} has an unsupported shape")
 
 
