@@ -180,6 +180,10 @@ class Decision:
     cases: tuple[Case, ...]
     source: RuleSource
     file: LoadedFile = field(repr=False)
+    #: patient facts of which a record must give one for the decision to apply (``applies_if_given``)
+    applies_if: tuple[str, ...] = ()
+    #: why the outputs are not applicable when the record gives none of them
+    applies_reason: str = ""
 
     @property
     def key(self) -> str:

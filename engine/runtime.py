@@ -355,6 +355,18 @@ class RuleEngine:
             d = runner.decision
             view = runner.view(known)
             restrict = {f: open_values[f] for f in d.reads if f in open_values}
+            if d.applies_if and not any(f in given for f in d.applies_if):
+                # the record gives none of the facts that open this decision (applies_if_given)
+                for out in d.decides:
+                    if out in given:
+                        outputs[out] = given[out]
+                        from_input[out] = FromInput(d.id, given[out])
+                        continue
+                    outputs[out] = None
+                    open_values[out] = ()
+                    not_applicable[out] = NotApplicable(d.id, d.applies_reason, None,
+                                                        d.location("/applies_if_given"))
+                continue
             if all(out in given for out in d.decides):
                 for out in d.decides:
                     outputs[out] = given[out]
