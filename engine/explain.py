@@ -106,8 +106,11 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
             desc = d.rule(f.rule).description
             if desc:
                 out.extend(_wrap(desc, "     "))
-        matched = "; ".join(f"{k} = {show_value(v)}" for k, v in f.matched.items())
+        matched = "; ".join(f"{k} = {show_value(v)}" for k, v in f.matched.items() if v is not None)
         out.append(f"     matched: {matched}")
+        unknown = [k for k, v in f.matched.items() if v is None]
+        if unknown:  # tested by the rule, not given: the rule holds without them
+            out.extend(_wrap("not given: " + ", ".join(unknown), "     "))
         if f.parameters:
             params = "; ".join(f"{k} = {json.dumps(v)}" for k, v in f.parameters.items())
             out.append(f"     parameters: {params}")
