@@ -25,7 +25,7 @@ from .patient import PatientValidator, facts_sha256, parse_patient_json
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_sources
 from .resources import bundled_rules_dir
 from .runner import DecisionRunner
-from .results import FiredRule, FromInput, Indeterminate, NotApplicable, Result, RulesetInfo, Settled
+from .results import APPLIES_IF_GIVEN, FiredRule, FromInput, Indeterminate, NotApplicable, Result, RulesetInfo, Settled
 from .sources import RuleSource
 from .vocabulary import input_facts
 
@@ -364,7 +364,7 @@ class RuleEngine:
                         continue
                     outputs[out] = None
                     open_values[out] = ()
-                    not_applicable[out] = NotApplicable(d.id, d.applies_reason, None,
+                    not_applicable[out] = NotApplicable(d.id, d.applies_reason, APPLIES_IF_GIVEN,
                                                         d.location("/applies_if_given"))
                 continue
             if all(out in given for out in d.decides):
