@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from .errors import PatientInputError
 from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
-from .results import Result
+from .results import APPLIES_IF_GIVEN, Result
 
 __all__ = ["SERVICE_ID", "discovery", "cards_for"]
 
@@ -41,7 +41,7 @@ def discovery() -> dict[str, Any]:
 
 
 def _label(name: str) -> str:
-    return name.replace("_", " ").replace("inrgss", "INRGSS").replace("inrg", "INRG").replace("inpc", "INPC") \
+    return name.replace("_", " ").replace("inrc", "INRC").replace("inrgss", "INRGSS").replace("inrg", "INRG").replace("inpc", "INPC") \
         .replace("cog v1", "COG INSS-era").replace("cog", "COG").replace("mki", "MKI")
 
 
@@ -68,6 +68,8 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any]) -> 
         outs = list(d.decides)
         if not outs:
             continue
+        if all(o in result.not_applicable and result.not_applicable[o].scope == APPLIES_IF_GIVEN for o in outs):
+            continue  # the record is not of the kind this decision assesses (e.g. no response assessment)
         cards.append(_decision_card(result, d, outs, mapping))
     missing = _missing_card(result, mapped)
     if missing is not None:

@@ -116,6 +116,7 @@ def test_cds_cards_for_a_complete_record(server: tuple[str, int]) -> None:
     assert "COG risk low" in cog["summary"] and "Irwin" in cog["source"]["label"]
     missing = got[-1]
     assert missing["indicator"] == "warning" and "inss_stage" in missing["detail"]  # never derived from INRGSS
+    assert not any("response" in c["summary"].lower() for c in got)  # no assessment in the record: no INRC card
 
 
 def test_cds_lists_what_it_cannot_map_and_never_guesses(server: tuple[str, int]) -> None:
