@@ -12,10 +12,11 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .conditions import facts_in
 from .model import All, AnyOf, CondRef, Condition, Decision, Not, ParamRef, ParamTest, Test
+from .reference import Reference, anchor_id, split_citation
 
 __all__ = ["render_markdown", "render_html", "condition_text", "rule_rows"]
 
@@ -101,6 +102,7 @@ class RuleRow:
     outputs: str
     cite: str
     description: str
+    cites: tuple[str, ...] = ()
 
 
 def rule_rows(d: Decision) -> list[RuleRow]:
@@ -127,7 +129,7 @@ def rule_rows(d: Decision) -> list[RuleRow]:
             id=item.id, kind="rule" if is_rule else "out of scope", line=item.line,
             by_fact={f: " and ".join(v) for f, v in by_fact.items()},
             applies_when="; ".join(gates), other="; ".join(other), outputs=outputs,
-            cite=", ".join(item.cite), description=getattr(item, "description", "") or "",
+            cite=", ".join(item.cite), description=getattr(item, "description", "") or "", cites=tuple(item.cite),
         ))
     return rows
 
@@ -152,6 +154,15 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ") or " "
 
 
+def _cites_md(d: Decision, cites: Sequence[str]) -> str:
+    """Citations, those of reference rows as Markdown links (``docs/criteria.md#S9``)."""
+    out = []
+    for c in cites:
+        link = d.cite_link(c)
+        out.append(f"[{c}]({link})" if link else c)
+    return ", ".join(out)
+
+
 def render_markdown(decisions: Sequence[Decision]) -> str:
     out: list[str] = []
     for d in decisions:
@@ -172,7 +183,7 @@ def render_markdown(decisions: Sequence[Decision]) -> str:
             cells += [r.by_fact.get(c, "") for c in cols]
             cells += [r.other] if extra else []
             cells += [r.applies_when] if gated else []
-            cells += [r.outputs, r.cite]
+            cells += [r.outputs, _cites_md(d, r.cites)]
             out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
         out.append("")
         if d.parameters:
@@ -181,7 +192,7 @@ def render_markdown(decisions: Sequence[Decision]) -> str:
                 alts = "; ".join(f"{_value(v)}: {n}" for v, n in p.alternatives)
                 out.append("| " + " | ".join(_md_cell(x) for x in
                                             [p.name, _value(p.value), " ".join(p.note.split()), " ".join(alts.split()),
-                                             ", ".join(p.cite)]) + " |")
+                                             _cites_md(d, p.cite)]) + " |")
             out.append("")
         out += ["## Sources", ""] + [f"- **{k}**: {v}" for k, v in d.sources.items()] + [""]
     return "\n".join(out)
@@ -211,7 +222,25 @@ def _breakable(name: str) -> str:
     return html.escape(name).replace("_", "_<wbr>")
 
 
-def render_html(decisions: Sequence[Decision], title: str = "nbrules decisions") -> str:
+def _file_href(ref: Reference, locator: str) -> str:
+    return ref.path.resolve().as_uri() + (f"#{anchor_id(locator)}" if locator else "")
+
+
+def _cites_html(d: Decision, cites: Sequence[str], href: Callable[[Reference, str], str]) -> str:
+    """Citations, those of reference rows as links to the row."""
+    parts = []
+    for c in cites:
+        key, locator = split_citation(c)
+        ref = d.references.get(key)
+        parts.append(f'<a href="{html.escape(href(ref, locator))}">{html.escape(c)}</a>' if ref is not None
+                     else html.escape(c))
+    return ", ".join(parts)
+
+
+def render_html(decisions: Sequence[Decision], title: str = "nbrules decisions",
+                cite_href: Callable[[Reference, str], str] = _file_href) -> str:
+    """Decisions as one HTML page; ``cite_href(reference, locator)`` makes the link of a
+    cited reference row (default: the document's ``file:`` URI and the row's anchor)."""
     e = html.escape
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{e(title)}</title>", f"<style>{_CSS}</style></head><body>", f"<p class=meta>{e(title)}: "
@@ -239,7 +268,7 @@ def render_html(decisions: Sequence[Decision], title: str = "nbrules decisions")
             cells += [f"<td>{e(r.by_fact.get(c, ''))}</td>" for c in cols]
             cells += [f"<td>{e(r.other)}</td>"] if extra else []
             cells += [f"<td>{e(r.applies_when)}</td>"] if gated else []
-            cells += [f'<td class="result">{e(r.outputs)}</td>', f"<td>{e(r.cite)}</td>"]
+            cells += [f'<td class="result">{e(r.outputs)}</td>', f"<td>{_cites_html(d, r.cites, cite_href)}</td>"]
             out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
         out.append("</tbody></table>")
         if d.parameters:
@@ -249,7 +278,8 @@ def render_html(decisions: Sequence[Decision], title: str = "nbrules decisions")
                 alts = "<br>".join(f"<b>{e(_value(v))}</b>: {e(' '.join(n.split()))}" for v, n in p.alternatives)
                 shown = json.dumps(p.value) if isinstance(p.value, bool) else _value(p.value)
                 out.append(f"<tr><td class=id>{_breakable(p.name)}</td><td class=val>{e(shown)}</td>"
-                           f"<td>{e(' '.join(p.note.split()))}</td><td>{alts}</td><td>{e(', '.join(p.cite))}</td></tr>")
+                           f"<td>{e(' '.join(p.note.split()))}</td><td>{alts}</td>"
+                           f"<td>{_cites_html(d, p.cite, cite_href)}</td></tr>")
             out.append("</tbody></table>")
         out.append("<h2>Sources</h2><ul>" + "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in d.sources.items())
                    + "</ul>")
