@@ -30,6 +30,7 @@ from .patient import parse_patient_json
 from .reference import render_reference
 from .resources import read_schema
 from .runtime import RuleEngine
+from .workbench import workbench_routes
 
 __all__ = ["create_app", "openapi_document", "DEFAULT_MAX_BODY", "DEFAULT_MAX_PATIENTS"]
 
@@ -215,13 +216,8 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
                     return HTMLResponse(render_reference(ref))
         return _problem(_Problem(404, f"no reference document named {name!r} is cited by the rules in force"))
 
-    async def index(request: Request) -> Response:
-        return _json({"service": f"nbrules {__version__}", "endpoints": ["/evaluate", "/decisions", "/health",
-                                                                          "/openapi.json", "/cds-services",
-                                                                          "/reference/{name}"]})
-
     return Starlette(routes=[
-        Route("/", index),
+        *workbench_routes(engine),
         Route("/evaluate", evaluate, methods=["POST"]),
         Route("/decisions", decisions),
         Route("/health", health),
