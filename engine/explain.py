@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from .model import Decision
 from .results import Result
+from .vocabulary import FactSpec
 
 __all__ = ["explain", "show_value", "show_facts"]
 
@@ -48,7 +49,7 @@ def _wrap(text: str, indent: str, width: int = 96) -> list[str]:
     return lines
 
 
-def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
+def explain(result: Result, decisions: Mapping[str, Decision], vocabulary: Mapping[str, FactSpec] | None = None) -> str:
     """Plain-text explanation; ``decisions`` maps decision id to the decision that ran."""
     out: list[str] = []
     rules = ", ".join(f"{r.decision} {r.version}" for r in result.rulesets)
