@@ -287,6 +287,11 @@ class RuleEngine:
                 if fingerprint == self._state.fingerprint:
                     return ReloadReport(True, False, (), self._state.rulesets)
                 new = _State(build, self._use, self.cache_size)
+                try:
+                    new.plan(self._requested)  # the chosen decisions must still be in force
+                except NbrulesError:
+                    new.close()
+                    raise
             except NbrulesError as exc:
                 return ReloadReport(False, False, exc.diagnostics or (
                     Diagnostic(code="NB801", message=str(exc)),), self._state.rulesets)

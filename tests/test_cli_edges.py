@@ -9,13 +9,14 @@ import json
 import pickle
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from nbrules import PatientInputError, RuleEngine, RuleSetError, VersionError
 from nbrules.cli import main
 
-from .conftest import DATA, REPO
+from .conftest import DATA, DEMO, REPO
 
 INFANT = REPO / "examples" / "ms-infant.json"
 INRGSS = REPO / "rules" / "staging" / "inrgss.yaml"
@@ -257,3 +258,12 @@ def test_str_of_a_rule_set_error_lists_its_problems() -> None:
         RuleEngine.from_directory(DATA / "invalid" / "NB301-unknown-fact" / "rules")
     text = str(info.value)
     assert "NB301" in text and ".yaml:" in text
+
+
+def test_a_reload_that_drops_a_chosen_decision_is_refused(rules_dir: Callable[..., Path]) -> None:
+    root = rules_dir(demo=DEMO)
+    with RuleEngine.from_directory(root, decisions=["demo"], cache_size=0) as eng:
+        (root / "demo.yaml").write_text(DEMO.replace("decision: demo\n", "decision: demo-renamed\n"))
+        report = eng.reload()
+        assert not report.ok and any("demo" in d.message and d.code == "NB802" for d in report.diagnostics)
+        assert eng.evaluate({"age_days": 100, "mycn_status": "not_amplified"}).outputs == {"demo_out": "low"}
