@@ -18,7 +18,7 @@ from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import LoadedFile, load_source
 from .model import Decision
 from .resources import bundled_rules_dir
-from .sources import MAX_RULE_FILE_BYTES, RuleSource, directory_sources
+from .sources import RuleSource, directory_sources, file_source
 from .validator import validate_rule_file
 from .vocabulary import FactSpec, input_facts
 
@@ -182,16 +182,7 @@ def build_file(path: str | Path, rules: str | Path | None = None) -> tuple[RuleS
     for s in context:
         if s.path is not None and s.path.resolve() == target:
             return build_sources(context, label), s.display
-    data, error = b"", None
-    try:
-        size = file.stat().st_size
-        if size > MAX_RULE_FILE_BYTES:
-            error = f"file is {size} bytes; rule files are limited to {MAX_RULE_FILE_BYTES}"
-        else:
-            data = file.read_bytes()
-    except OSError as exc:
-        error = exc.strerror or str(exc)
-    mine = RuleSource(name=file.name, display=str(path), path=file, data=data, read_error=error)
+    mine = file_source(file, file.name, str(path))
     key = _decision_key(mine)
     kept = [s for s in context if key is None or _decision_key(s) != key]
     return build_sources(kept + [mine], label), mine.display

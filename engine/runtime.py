@@ -392,7 +392,11 @@ class RuleEngine:
         finally:
             self._release(state)
 
-    def _evaluate(self, state: _State, facts: Mapping[str, Any], runners: Sequence[DecisionRunner]) -> Result:
+    def _evaluate(self, state: _State, facts: Mapping[str, Any],
+                  runners: Sequence[DecisionRunner] | None = None) -> Result:
+        """Evaluate on ``state`` with ``runners`` (default: every decision of the state)."""
+        if runners is None:
+            runners = state.runners
         diags = self._validator.check(facts)
         if has_errors(diags):
             raise PatientInputError("the patient record is invalid", [d for d in diags if d.is_error])
