@@ -240,7 +240,7 @@ class PatientValidator:
         """``record`` without the facts given as ``null``: JSON ``null`` means *unknown*,
         exactly like leaving the fact out (or an empty CSV cell).  Unknown fact names
         stay, to be reported."""
-        if isinstance(record, dict) and any(v is None and k in self.specs for k, v in record.items()):
+        if type(record) is dict and None in record.values():
             return {k: v for k, v in record.items() if not (v is None and k in self.specs)}
         return record
 
