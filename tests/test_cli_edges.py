@@ -204,15 +204,20 @@ def test_cli_decisions_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cog_v1_risk" not in result["outputs"] and result["outputs"]["cog_risk"] == "low"
 
 
-def test_batch_status_is_computed_over_the_chosen_outputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_batch_status_is_computed_over_the_chosen_outputs(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                          workers: str) -> None:
     # no INSS stage: the INSS-era table cannot be settled, every other decision can
     facts = json.loads(INFANT.read_text())
     src = tmp_path / "c.jsonl"
-    src.write_text(json.dumps({"id": "p1", **facts}) + "\n")
-    code, out, _ = run(capsys, "evaluate", "--batch", str(src), "-q")
-    assert code == 0 and json.loads(out)["status"] == "indeterminate"
-    code, out, _ = run(capsys, "evaluate", "--batch", str(src), "-q", "--decisions", "inrg,cog-risk")
-    assert code == 0 and json.loads(out)["status"] == "ok"
+    src.write_text("".join(json.dumps({"id": f"p{i}", **facts}) + "\n" for i in range(3)))
+    code, out, _ = run(capsys, "evaluate", "--batch", str(src), "-q", "--workers", workers)
+    assert code == 0 and {json.loads(line)["status"] for line in out.splitlines()} == {"indeterminate"}
+    code, out, _ = run(capsys, "evaluate", "--batch", str(src), "-q", "--workers", workers,
+                       "--decisions", "inrg,cog-risk")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and {r["status"] for r in records} == {"ok"}
+    assert "cog_v1_risk" not in records[0]["result"]["outputs"]
 
 
 # -- null means unknown -----------------------------------------------------------------------------
