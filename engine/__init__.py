@@ -1,15 +1,17 @@
 """nbrules: neuroblastoma staging and risk-group criteria as versioned, cited rule files.
 
-Typical use::
+Typical use (run as a doctest by the test suite)::
 
-    from nbrules import RuleEngine
-
-    engine = RuleEngine.default()
-    result = engine.evaluate({"age_days": 183, "primary_idrfs": [], "metastatic_sites": ["liver"],
-                              "mibg_bone_or_marrow_avid": False})
-    result.outputs["inrgss_stage"]      # 'MS'
-    result.fired[0].rule                # 'MS-pattern'
-    result.to_json()                    # the full, deterministic result
+    >>> from nbrules import RuleEngine
+    >>> engine = RuleEngine.default()
+    >>> result = engine.evaluate({"age_days": 183, "primary_idrfs": [], "metastatic_sites": ["liver"],
+    ...                           "mibg_bone_or_marrow_avid": False})
+    >>> result.outputs["inrgss_stage"]
+    'MS'
+    >>> result.fired[0].rule, result.fired[0].decision
+    ('MS', 'inrgss')
+    >>> result.to_json().startswith('{')      # the full, deterministic result
+    True
 
 Errors raised on purpose derive from :class:`NbrulesError` and carry diagnostics.
 """

@@ -35,13 +35,15 @@ class EngineSpec:
     rules: str | None = None  # a rules directory; None for the bundled rules
     use: tuple[str, ...] = ()
     cache_size: int = 65536
+    decisions: tuple[str, ...] | None = None  # the decisions to run (None: all)
 
     def build(self) -> Any:
         from .runtime import RuleEngine
 
         if self.rules is None:
-            return RuleEngine.default(use=self.use, cache_size=self.cache_size)
-        return RuleEngine.from_directory(self.rules, use=self.use, cache_size=self.cache_size)
+            return RuleEngine.default(use=self.use, cache_size=self.cache_size, decisions=self.decisions)
+        return RuleEngine.from_directory(self.rules, use=self.use, cache_size=self.cache_size,
+                                         decisions=self.decisions)
 
 
 @dataclass
@@ -59,9 +61,13 @@ class BatchSummary:
                 f"({rate:,.0f} rows/s)")
 
 
-def status_of(result: Result) -> str:
-    """``indeterminate`` when some output awaits missing facts, else ``ok``."""
-    return "indeterminate" if result.indeterminate else "ok"
+def status_of(result: Result, outputs: Iterable[str] | None = None) -> str:
+    """``indeterminate`` when one of ``outputs`` (default: any output) awaits missing
+    facts, else ``ok``.  Batch passes the outputs of the decisions chosen with
+    ``--decisions``, so an output of a decision that only feeds them does not count."""
+    if outputs is None:
+        return "indeterminate" if result.indeterminate else "ok"
+    return "indeterminate" if any(o in result.indeterminate for o in outputs) else "ok"
 
 
 def row_record(row: Row, engine: Any) -> tuple[str, str]:
@@ -73,7 +79,7 @@ def row_record(row: Row, engine: Any) -> tuple[str, str]:
         except PatientInputError as exc:
             problems = exc.diagnostics
         else:
-            status = status_of(result)
+            status = status_of(result, engine.requested_outputs())
             head = json.dumps({"row": row.number, "id": row.id, "status": status}, ensure_ascii=False,
                               separators=(",", ":"))
             return status, f'{head[:-1]},"result":{result.to_compact_json()}}}'

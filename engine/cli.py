@@ -1,15 +1,6 @@
 """The ``nbrules`` command line.  Thin: every verb calls the Python API.
 
-Exit codes (also in the README):
-
-====  =====================================================================
-0     success; for validate/test/verify: no errors found
-1     findings: validate/verify found errors, or a case failed
-2     invalid patient input (one line per problem: pointer, expected, found)
-3     invalid rule files, or a requested version cannot run
-4     usage error, or a file that cannot be read
-70    internal error (a defect in nbrules; please report it)
-====  =====================================================================
+Exit codes are named in :mod:`nbrules.errors` (``EXIT_CODES``, the README's table).
 """
 
 from __future__ import annotations
@@ -25,20 +16,14 @@ from typing import Callable, NoReturn, Sequence, TextIO
 from ._version import __version__
 from .cases import run_cases
 from .diagnostics import Diagnostic, format_diagnostic, sort_diagnostics
-from .errors import NbrulesError, PatientInputError
+from .errors import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_PATIENT, EXIT_RULES, EXIT_USAGE, NbrulesError,
+                     PatientInputError)
 from .explain import explain
-from .pipeline import RuleSetBuild, build_bundled, build_directory
+from .pipeline import RuleSetBuild, build_bundled, build_directory, build_file
 from .model import Decision
 from .runtime import DEFAULT_CACHE_SIZE, RuleEngine, select_versions
 
 __all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_INTERNAL"]
-
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_PATIENT = 2
-EXIT_RULES = 3
-EXIT_USAGE = 4
-EXIT_INTERNAL = 70
 
 
 class _UsageError(Exception):
@@ -52,7 +37,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _rules_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
     if positional:
-        p.add_argument("dir", nargs="?", metavar="DIR", help="rules directory (default: the bundled rules)")
+        p.add_argument("dir", nargs="?", metavar="DIR|FILE",
+                       help="a rules directory, or one rule file checked with the rules of --rules (default: all the "
+                            "bundled rules)")
     p.add_argument("--rules", metavar="DIR", help="rules directory (default: the bundled rules)")
 
 
@@ -63,6 +50,37 @@ def _build(args: argparse.Namespace) -> RuleSetBuild:
     if not Path(path).is_dir():
         raise _UsageError(f"rules directory '{path}' does not exist")
     return build_directory(path)
+
+
+def _target(args: argparse.Namespace) -> tuple[RuleSetBuild, str | None]:
+    """The build a verb works on, and the display path of the one rule file it was given
+    (None for a whole directory).  A file is checked together with the other rule files
+    of ``--rules`` (default: the bundled ones), whose outputs it may read."""
+    path = getattr(args, "dir", None)
+    if path is None or not Path(path).is_file():
+        return _build(args), None
+    if args.rules is not None and not Path(args.rules).is_dir():
+        raise _UsageError(f"rules directory '{args.rules}' does not exist")
+    return build_file(path, args.rules)
+
+
+def _of(diags: Sequence[Diagnostic], display: str | None) -> list[Diagnostic]:
+    return list(diags) if display is None else [d for d in diags if d.path == display]
+
+
+def _decisions_of(build: RuleSetBuild, display: str | None) -> list[Decision]:
+    return [d for d in build.decisions if display is None or d.source.display == display]
+
+
+def _decision_list(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """``--decisions a,b`` as a tuple of ids (None when not given)."""
+    text = getattr(args, "decisions", None)
+    if text is None:
+        return None
+    ids = tuple(i.strip() for i in text.split(","))
+    if not all(ids):
+        raise _UsageError(f"--decisions: expected decision ids separated by commas, found '{text}'")
+    return ids
 
 
 def _print_diagnostics(diags: Sequence[Diagnostic], stream: TextIO) -> None:
@@ -87,10 +105,18 @@ def _engine(args: argparse.Namespace) -> RuleEngine:
         raise _RulesInvalid(build)
     use = getattr(args, "use", None) or ()
     cache = getattr(args, "cache_size", DEFAULT_CACHE_SIZE)
+    chosen = _decision_list(args)
+    if chosen is not None:
+        in_force = [d.id for d in select_versions(build.decisions, use)[0]]
+        unknown = [i for i in chosen if i not in in_force]
+        if unknown:
+            raise _UsageError(f"--decisions: no decision {', '.join(repr(i) for i in unknown)} in force; "
+                              f"in force: {', '.join(in_force)}")
     path = getattr(args, "dir", None) or args.rules
     if path is None:
-        return RuleEngine.default(use=use, cache_size=cache)
-    return RuleEngine.from_directory(path, use=use, cache_size=cache)  # remembers the directory for reload/watch
+        return RuleEngine.default(use=use, cache_size=cache, decisions=chosen)
+    # remembers the directory for reload/watch
+    return RuleEngine.from_directory(path, use=use, cache_size=cache, decisions=chosen)
 
 
 class _RulesInvalid(Exception):
@@ -103,26 +129,28 @@ class _RulesInvalid(Exception):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    build = _build(args)
+    build, display = _target(args)
+    diags = _of(build.diagnostics, display)
     if args.format == "json":
-        print(json.dumps([d.to_dict() for d in build.diagnostics], indent=2, ensure_ascii=False))
+        print(json.dumps([d.to_dict() for d in diags], indent=2, ensure_ascii=False))
     else:
-        _print_diagnostics(build.diagnostics, sys.stdout)
-        clean = [d for d in build.decisions if build.file_ok(d.source.display)]
-        print(f"{build.label}: {_plural(len(build.files), 'file')}, {_plural(len(clean), 'valid decision')}, "
-              f"{_counts(build.diagnostics)}")
-    failing = build.errors() or (args.strict and build.diagnostics)
+        _print_diagnostics(diags, sys.stdout)
+        clean = [d for d in _decisions_of(build, display) if build.file_ok(d.source.display)]
+        files = len(build.files) if display is None else 1
+        print(f"{display or build.label}: {_plural(files, 'file')}, {_plural(len(clean), 'valid decision')}, "
+              f"{_counts(diags)}")
+    failing = any(d.is_error for d in diags) or (args.strict and diags)
     return EXIT_FINDINGS if failing else EXIT_OK
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    build = _build(args)
+    build, display = _target(args)
     if not build.ok:
-        _print_diagnostics(build.diagnostics, sys.stdout)
-        print(f"{build.label}: cannot run cases, the rule files have errors ({_counts(build.diagnostics)})")
+        _print_diagnostics(_of(build.diagnostics, display) or build.diagnostics, sys.stdout)
+        print(f"{display or build.label}: cannot run cases, the rule files have errors ({_counts(build.diagnostics)})")
         return EXIT_RULES
     total = failed = 0
-    for decision in build.decisions:
+    for decision in _decisions_of(build, display):
         results = list(run_cases([decision]))
         bad = [r for r in results if not r.passed]
         total += len(results)
@@ -151,11 +179,35 @@ def _read_input(path: str) -> bytes:
         raise _UsageError(f"cannot read '{path}': {exc.strerror or exc}") from exc
 
 
+#: evaluate's options that apply only with --batch (argparse defaults are None: "not given").
+_BATCH_ONLY = (("out", "--out"), ("workers", "--workers"), ("input_format", "--input-format"),
+               ("id_column", "--id-column"), ("quiet", "--quiet"))
+
+
+def _check_evaluate_options(args: argparse.Namespace) -> None:
+    """Refuse options that do not apply, rather than ignore them."""
+    if args.batch is None:
+        given = [flag for name, flag in _BATCH_ONLY if getattr(args, name) is not None]
+        if given:
+            raise _UsageError(f"nbrules evaluate: {', '.join(given)} apply only with --batch")
+        if args.file is None:
+            raise _UsageError("nbrules evaluate: give a patient file (or - for stdin), or --batch FILE")
+    else:
+        if args.file is not None:
+            raise _UsageError(f"nbrules evaluate: give a patient file or --batch, not both (found '{args.file}' "
+                              f"and --batch {args.batch})")
+        if args.format == "text":
+            raise _UsageError("nbrules evaluate: --format text explains one patient; --batch writes JSON lines")
+        if args.workers is not None and args.workers < 1:
+            raise _UsageError(f"nbrules evaluate: --workers must be 1 or more, found {args.workers}")
+    if args.cache_size < 0:
+        raise _UsageError(f"nbrules evaluate: --cache-size must be 0 or more, found {args.cache_size}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_evaluate_options(args)
     if args.batch:
         return _batch(args)
-    if args.file is None:
-        raise _UsageError("nbrules evaluate: give a patient file (or - for stdin), or --batch FILE")
     engine = _engine(args)
     data = _read_input(args.file)
     try:
@@ -166,7 +218,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{d.pointer or '(record)'}: {d.code} [{d.name}] {d.message}{hint}", file=sys.stderr)
         return EXIT_PATIENT
     if args.format == "text":
-        sys.stdout.write(explain(result, {d.id: d for d in engine.decisions}))
+        sys.stdout.write(explain(result, {d.id: d for d in engine.decisions}, engine.build.vocabulary))
     else:
         sys.stdout.write(result.to_json() + "\n")
     return EXIT_OK
@@ -177,17 +229,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from .verify import verify_decision
 
-    build = _build(args)
+    build, display = _target(args)
     if not build.ok:
-        _print_diagnostics(build.diagnostics, sys.stdout)
+        _print_diagnostics(_of(build.diagnostics, display) or build.diagnostics, sys.stdout)
     # Errors inside example cases do not stop the analysis of the rules themselves.
     broken = {d.path for d in build.errors() if not (d.pointer or "").startswith("/cases")}
     start = time.perf_counter()
     reports = []
-    skipped = [d for d in build.decisions if d.source.display in broken]
+    targets = _decisions_of(build, display)
+    skipped = [d for d in targets if d.source.display in broken]
     for d in skipped:
         print(f"{d.key}: not verified, {d.source.display} has errors")
-    for d in build.decisions:
+    for d in targets:
         if d in skipped:
             continue
         runs: list[tuple[str, dict[str, object] | None]] = [("", None)]
@@ -212,9 +265,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         total = sum(r.known_cells for _, r in reports)
         print(f"{len(reports)} verification{'s' if len(reports) != 1 else ''}, {total} complete cells in "
               f"{time.perf_counter() - start:.2f} s: {'errors found' if failed else 'no gaps, overlaps or dead rules'}")
-    if skipped and not reports:
-        return EXIT_RULES
-    return EXIT_FINDINGS if failed or not build.ok else EXIT_OK
+    if skipped:
+        return EXIT_RULES  # a decision could not be verified; the others were all the same
+    return EXIT_FINDINGS if failed or any(d.is_error for d in _of(build.diagnostics, display)) else EXIT_OK
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -241,32 +294,46 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _resolve(ref: str, build: RuleSetBuild) -> "Decision":
-    """decision@version, or the path of a rule file of the build."""
-    if "@" in ref and not Path(ref).exists():
+def _checked(build: RuleSetBuild) -> RuleSetBuild:
+    if not build.ok:
+        _print_diagnostics(build.diagnostics, sys.stderr)
+        raise _RulesInvalid(build)
+    return build
+
+
+def _side(ref: str, args: argparse.Namespace) -> tuple[RuleSetBuild, Decision]:
+    """One side of a diff: a rule file anywhere (checked with the rules of --rules), or
+    decision@version installed in --rules."""
+    if Path(ref).is_file():
+        build, display = build_file(ref, args.rules)
+        found = _decisions_of(_checked(build), display)
+        if not found:
+            raise _UsageError(f"'{ref}' defines no decision")
+        return build, found[0]
+    if "@" in ref:
+        build = _checked(_build(args))
         match = [d for d in build.decisions if d.key == ref]
         if not match:
             raise _UsageError(f"'{ref}' is not installed; installed: " + ", ".join(d.key for d in build.decisions))
-        return match[0]
-    path = Path(ref).resolve()
-    match = [d for d in build.decisions if d.source.path is not None and d.source.path.resolve() == path]
-    if not match:
-        raise _UsageError(f"'{ref}' is neither decision@version nor a rule file of {build.label}")
-    return match[0]
+        return build, match[0]
+    raise _UsageError(f"'{ref}' is neither decision@version, a rule file nor a rules directory")
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from .cohort import CohortFormatError, detect_format, read_rows
     from .diff import DecisionDiff, diff_cohort, diff_decisions
 
+    if args.cohort is None:
+        given = [flag for flag, v in (("--input-format", args.input_format), ("--id-column", args.id_column)) if v]
+        if given:
+            raise _UsageError(f"nbrules diff: {', '.join(given)} apply only with --cohort")
     old_dir, new_dir = Path(args.old), Path(args.new)
     pairs = []
+    if old_dir.is_dir() != new_dir.is_dir():
+        raise _UsageError("nbrules diff: compare two rules directories, or two versions of one decision "
+                          f"(found '{args.old}' and '{args.new}')")
     if old_dir.is_dir() and new_dir.is_dir():
-        old_build, new_build = build_directory(old_dir), build_directory(new_dir)
-        for one in (old_build, new_build):
-            if not one.ok:
-                _print_diagnostics(one.diagnostics, sys.stderr)
-                raise _RulesInvalid(one)
+        old_build, new_build = _checked(build_directory(old_dir)), _checked(build_directory(new_dir))
         old_sel, _ = select_versions(old_build.decisions)
         new_sel, _ = select_versions(new_build.decisions)
         old_by = {d.id: d for d in old_sel}
@@ -276,24 +343,23 @@ def cmd_diff(args: argparse.Namespace) -> int:
         engines = (lambda: RuleEngine(old_build, cache_size=_COHORT_CACHE),
                    lambda: RuleEngine(new_build, cache_size=_COHORT_CACHE))
     else:
-        build = _build(args)
-        if not build.ok:
-            _print_diagnostics(build.diagnostics, sys.stderr)
-            raise _RulesInvalid(build)
-        old, new = _resolve(args.old, build), _resolve(args.new, build)
+        (ob, old), (nb, new) = _side(args.old, args), _side(args.new, args)
+        if old.id != new.id:
+            raise _UsageError(f"nbrules diff: '{args.old}' is decision {old.id} and '{args.new}' is decision "
+                              f"{new.id}; diff compares two versions of one decision")
         pairs = [(old, new)]
-        engines = (lambda: RuleEngine(build, use=[old.key], cache_size=_COHORT_CACHE),
-                   lambda: RuleEngine(build, use=[new.key], cache_size=_COHORT_CACHE))
+        engines = (lambda: RuleEngine(ob, use=[old.key], cache_size=_COHORT_CACHE),
+                   lambda: RuleEngine(nb, use=[new.key], cache_size=_COHORT_CACHE))
     diffs = [diff_decisions(a, b) if a is not None and b is not None else DecisionDiff(a, b) for a, b in pairs]
     cohort = None
     if args.cohort:
-        fmt = args.input_format or _format_of(args.cohort, detect_format)
+        fmt = args.input_format or ("jsonl" if args.cohort == "-" else _format_of(args.cohort, detect_format))
         old_engine, new_engine = engines[0](), engines[1]()
         # every output, downstream decisions included: a new stage can change the risk groups
         outputs = list(dict.fromkeys(o for e in (old_engine, new_engine) for d in e.decisions for o in d.decides))
         try:
             with _open_text(args.cohort) as stream:
-                cohort = diff_cohort(old_engine, new_engine, read_rows(stream, fmt, args.id_column), outputs)
+                cohort = diff_cohort(old_engine, new_engine, read_rows(stream, fmt, args.id_column or "id"), outputs)
         except CohortFormatError as exc:
             raise _UsageError(str(exc)) from exc
         finally:
@@ -339,11 +405,12 @@ def _batch(args: argparse.Namespace) -> int:
     from .batch import EngineSpec, run_batch
     from .cohort import CohortFormatError, detect_format
 
-    fmt = args.input_format or _format_of(args.batch, detect_format)
+    # standard input has no name to tell the format by: JSONL unless --input-format says csv
+    fmt = args.input_format or ("jsonl" if args.batch == "-" else _format_of(args.batch, detect_format))
     if args.batch != "-" and not Path(args.batch).is_file():
         raise _UsageError(f"cannot read '{args.batch}': no such file")
     path = getattr(args, "dir", None) or args.rules
-    spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size)
+    spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size, decisions=_decision_list(args))
     engine = _engine(args)  # the rules are checked here, once, before any worker starts
     out: TextIO = sys.stdout
     try:
@@ -353,7 +420,7 @@ def _batch(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise _UsageError(f"cannot write '{args.out}': {exc.strerror or exc}") from exc
         progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
-        summary = run_batch(args.batch, out, fmt, spec, workers=args.workers, id_column=args.id_column,
+        summary = run_batch(args.batch, out, fmt, spec, workers=args.workers or 1, id_column=args.id_column or "id",
                             progress=progress, engine=engine)
     except CohortFormatError as exc:
         raise _UsageError(str(exc)) from exc
@@ -422,14 +489,19 @@ def _parser() -> _Parser:
     _rules_arg(e)
     e.add_argument("--format", choices=("json", "text"), default="json")
     e.add_argument("--use", action="append", metavar="DECISION@VERSION", help="pin a version (repeatable)")
-    e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin)")
+    e.add_argument("--decisions", metavar="ID,ID",
+                   help="run only these decisions (and those whose outputs they read); batch status is computed "
+                        "over their outputs")
+    e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin, JSONL "
+                                                 "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
-    e.add_argument("--workers", type=int, default=1, metavar="N", help="batch: worker processes (default 1)")
-    e.add_argument("--input-format", choices=("jsonl", "csv"), help="batch: input format (default: from the name)")
-    e.add_argument("--id-column", default="id", help="batch: name of the id column (default: id)")
+    e.add_argument("--workers", type=int, metavar="N", help="batch: worker processes (default 1)")
+    e.add_argument("--input-format", choices=("jsonl", "csv"),
+                   help="batch: input format (default: from the name; jsonl for -)")
+    e.add_argument("--id-column", help="batch: name of the id column (default: id)")
     e.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N",
-                   help="batch: outcomes remembered per decision and cell (0: none; results are identical)")
-    e.add_argument("-q", "--quiet", action="store_true", help="batch: no progress bar and no summary")
+                   help="outcomes remembered per decision and cell (0: none; results are identical)")
+    e.add_argument("-q", "--quiet", action="store_true", default=None, help="batch: no progress bar and no summary")
     e.set_defaults(func=cmd_evaluate)
 
     vf = sub.add_parser("verify", help="check every decision over its whole input domain: gaps, overlaps, dead rules")
@@ -448,12 +520,13 @@ def _parser() -> _Parser:
     r.set_defaults(func=cmd_render)
 
     df = sub.add_parser("diff", help="what changes between two versions of a decision, or two rules directories")
-    df.add_argument("old", metavar="OLD", help="decision@version, a rule file, or a rules directory")
-    df.add_argument("new", metavar="NEW", help="decision@version, a rule file, or a rules directory")
+    df.add_argument("old", metavar="OLD", help="decision@version, a rule file (anywhere), or a rules directory")
+    df.add_argument("new", metavar="NEW", help="decision@version, a rule file (anywhere), or a rules directory")
     _rules_arg(df)
     df.add_argument("--cohort", metavar="FILE", help="also run a cohort (JSONL or CSV with an id column; - for stdin)")
-    df.add_argument("--input-format", choices=("jsonl", "csv"), help="cohort format (default: from the file name)")
-    df.add_argument("--id-column", default="id", help="name of the id column (default: id)")
+    df.add_argument("--input-format", choices=("jsonl", "csv"),
+                    help="cohort format (default: from the file name; jsonl for -)")
+    df.add_argument("--id-column", help="cohort: name of the id column (default: id)")
     df.add_argument("--format", choices=("text", "json"), default="text")
     df.set_defaults(func=cmd_diff)
 

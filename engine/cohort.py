@@ -60,13 +60,28 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_rows(stream: IO[str], fmt: str, id_column: str = "id") -> Iterator[Row]:
-    """Stream the rows of a JSONL or CSV cohort."""
+    """Stream the rows of a JSONL or CSV cohort.
+
+    A row whose id an earlier row already has comes back with problem NB560 and no
+    facts (it is not evaluated: results keyed by id would be ambiguous); the first row
+    with that id is read as usual.  The ids seen are kept (a few dozen bytes per row).
+    """
     if fmt == "jsonl":
-        yield from _jsonl(stream, id_column)
+        rows = _jsonl(stream, id_column)
     elif fmt == "csv":
-        yield from _csv(stream, id_column)
+        rows = _csv(stream, id_column)
     else:
         raise CohortFormatError(f"unknown cohort format '{fmt}' (jsonl or csv)")
+    first: dict[str, int] = {}
+    for row in rows:
+        if row.id is not None:
+            earlier = first.setdefault(row.id, row.number)
+            if earlier != row.number:
+                row = Row(row.number, row.id, None, (Diagnostic(
+                    code="NB560", pointer=join_pointer("", id_column),
+                    message=f"expected a unique identifier, found '{row.id}' again (first in row {earlier})",
+                    hint="give every row its own id; this row was not evaluated"),))
+        yield row
 
 
 def _missing_id(id_column: str) -> Diagnostic:

@@ -119,6 +119,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB520", "rules-disagree", W, "rules of one decision set different values for an output"),
     Code("NB521", "given-differs", W, "a value given in the input differs from what the rules derive"),
     Code("NB530", "engine-failure", E, "the rule engine failed while evaluating"),
+    Code("NB560", "duplicate-id", E, "two rows of a cohort have the same identifier"),
     # verify
     Code("NB601", "gap", E, "a combination of known facts where no rule fires"),
     Code("NB602", "overlap", E, "a combination of facts where two rules fire"),

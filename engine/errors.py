@@ -10,13 +10,36 @@ from typing import Any, Iterable
 
 from .diagnostics import Diagnostic, format_diagnostic
 
-__all__ = ["NbrulesError", "RuleSetError", "PatientInputError", "EngineError", "VersionError", "MappingError"]
+__all__ = ["NbrulesError", "RuleSetError", "PatientInputError", "EngineError", "VersionError", "MappingError",
+           "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_CODES"]
+
+# -- exit codes of the command line (the README's table is checked against EXIT_CODES) --------
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_PATIENT = 2
+EXIT_RULES = 3
+EXIT_USAGE = 4
+EXIT_INTERNAL = 70
+
+#: exit code -> (meaning, the commands that can return it; ``*`` for every command).
+EXIT_CODES: dict[int, tuple[str, tuple[str, ...]]] = {
+    EXIT_OK: ("success: nothing to report", ("*",)),
+    EXIT_FINDINGS: ("findings: rule files with errors, a failing case, a gap, overlap or dead rule",
+                    ("validate", "test", "verify")),
+    EXIT_PATIENT: ("invalid patient input, one line per problem (JSON pointer, expected, found)", ("evaluate",)),
+    EXIT_RULES: ("the rule files have errors, or a requested version cannot run",
+                 ("evaluate", "evaluate --batch", "test", "verify", "render", "diff", "serve")),
+    EXIT_USAGE: ("usage error: an unknown or inapplicable option, a bad value, an unreadable file",
+                 ("*",)),
+    EXIT_INTERNAL: ("internal error: a defect in nbrules (rerun with NBRULES_DEBUG=1 for the traceback)", ("*",)),
+}
 
 
 class NbrulesError(Exception):
     """Base class of every error nbrules raises on purpose."""
 
-    exit_code = 70
+    exit_code = EXIT_INTERNAL
 
     def __init__(self, message: str, diagnostics: Iterable[Diagnostic] = ()) -> None:
         super().__init__(message)
@@ -27,7 +50,8 @@ class NbrulesError(Exception):
         return (type(self), (self.message, self.diagnostics))
 
     def __str__(self) -> str:
-        return self.message
+        """The message and every diagnostic (``str(exc)`` carries the problems)."""
+        return self.report()
 
     def report(self) -> str:
         """The message followed by every diagnostic, formatted for a terminal."""
@@ -38,28 +62,28 @@ class NbrulesError(Exception):
 class RuleSetError(NbrulesError):
     """Rule files failed to load, validate or check; ``diagnostics`` says where and why."""
 
-    exit_code = 3
+    exit_code = EXIT_RULES
 
 
 class PatientInputError(NbrulesError):
     """A patient record is invalid; each diagnostic carries the JSON pointer of a fact."""
 
-    exit_code = 2
+    exit_code = EXIT_PATIENT
 
 
 class VersionError(NbrulesError):
     """A requested decision version is not installed or may not run."""
 
-    exit_code = 3
+    exit_code = EXIT_RULES
 
 
 class MappingError(NbrulesError):
     """A FHIR mapping file is invalid; ``diagnostics`` says where and why."""
 
-    exit_code = 3
+    exit_code = EXIT_RULES
 
 
 class EngineError(NbrulesError):
     """durable-rules failed during an evaluation (a defect, never bad input)."""
 
-    exit_code = 70
+    exit_code = EXIT_INTERNAL

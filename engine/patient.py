@@ -236,8 +236,18 @@ class PatientValidator:
         self._validator = Draft202012Validator(schema)
         self._valid = _fast_check(self.specs)
 
+    def known(self, record: Any) -> Any:
+        """``record`` without the facts given as ``null``: JSON ``null`` means *unknown*,
+        exactly like leaving the fact out (or an empty CSV cell).  Unknown fact names
+        stay, to be reported."""
+        if type(record) is dict and None in record.values():
+            return {k: v for k, v in record.items() if not (v is None and k in self.specs)}
+        return record
+
     def check(self, record: Any) -> list[Diagnostic]:
-        """Every schema problem and contradiction of one record."""
+        """Every schema problem and contradiction of one record (facts given as ``null``
+        are unknown, see :meth:`known`)."""
+        record = self.known(record)
         if self._valid(record):
             return contradictions(record)
         if not isinstance(record, dict):
@@ -262,4 +272,5 @@ class PatientValidator:
         return diags
 
     def canonical(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        return canonical_facts(record, self.specs)
+        """The known facts of a valid record in canonical form (``null`` facts left out)."""
+        return canonical_facts(self.known(record), self.specs)

@@ -18,11 +18,11 @@ from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import LoadedFile, load_source
 from .model import Decision
 from .resources import bundled_rules_dir
-from .sources import RuleSource, directory_sources
+from .sources import RuleSource, directory_sources, file_source
 from .validator import validate_rule_file
 from .vocabulary import FactSpec, input_facts
 
-__all__ = ["RuleSetBuild", "build_sources", "build_directory", "build_bundled"]
+__all__ = ["RuleSetBuild", "build_sources", "build_directory", "build_bundled", "build_file"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +163,34 @@ def build_directory(path: str | Path, label: str | None = None) -> RuleSetBuild:
 def build_bundled() -> RuleSetBuild:
     """The rule files shipped with nbrules, shown as ``rules/...``."""
     return build_directory(bundled_rules_dir(), "rules")
+
+
+def build_file(path: str | Path, rules: str | Path | None = None) -> tuple[RuleSetBuild, str]:
+    """One rule file checked in the context of a rules directory (default: the bundled
+    rules), so that the outputs of other decisions it reads are known.
+
+    Returns the build and the file's display path (its diagnostics are those whose
+    ``path`` is that).  A file inside the directory is shown as it is there; a file
+    elsewhere is shown as given and replaces the file of the directory that defines the
+    same ``decision@version`` (a copy being edited), if any.
+    """
+    file = Path(path)
+    root = Path(rules) if rules is not None else bundled_rules_dir()
+    label = "rules" if rules is None else (root.resolve().name or str(root))
+    context = directory_sources(root, label)
+    target = file.resolve()
+    for s in context:
+        if s.path is not None and s.path.resolve() == target:
+            return build_sources(context, label), s.display
+    mine = file_source(file, file.name, str(path))
+    key = _decision_key(mine)
+    kept = [s for s in context if key is None or _decision_key(s) != key]
+    return build_sources(kept + [mine], label), mine.display
+
+
+def _decision_key(source: RuleSource) -> tuple[str, str] | None:
+    """(decision, version) as written in a rule file, or None when it cannot be read."""
+    data = _load_and_validate(source)[0].data
+    if isinstance(data, dict) and isinstance(data.get("decision"), str):
+        return data["decision"], str(data.get("version"))
+    return None

@@ -128,6 +128,37 @@ class _State:
         self.fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
         self.in_flight = 0
         self.retired = False
+        self._plans: dict[tuple[str, ...], tuple[DecisionRunner, ...]] = {}
+
+    def plan(self, requested: Sequence[str] | None) -> tuple[DecisionRunner, ...]:
+        """The runners to run for the decisions ``requested`` (ids; None: all), with the
+        decisions whose outputs they read, transitively, in dependency order.
+
+        Raises :class:`VersionError` (NB802) for an id that is not in force.
+        """
+        if requested is None:
+            return self.runners
+        key = tuple(requested)
+        hit = self._plans.get(key)
+        if hit is not None:
+            return hit
+        by_id = {d.id: d for d in self.decisions}
+        unknown = [i for i in key if i not in by_id]
+        if unknown:
+            raise VersionError(f"no decision {', '.join(repr(i) for i in unknown)} is in force", [Diagnostic(
+                code="NB802", message=f"no decision '{i}' is in force", hint="in force: " + ", ".join(by_id))
+                for i in unknown])
+        owner = {out: d.id for d in self.decisions for out in d.decides}
+        needed: set[str] = set()
+        todo = list(key)
+        while todo:
+            did = todo.pop()
+            if did not in needed:
+                needed.add(did)
+                todo.extend(owner[f] for f in by_id[did].reads if f in owner)
+        plan = tuple(r for r in self.runners if r.decision.id in needed)
+        self._plans[key] = plan
+        return plan
 
     def close(self) -> None:
         for r in self.runners:
@@ -145,18 +176,23 @@ class RuleEngine:
     Loading refuses rule files with errors, and ``active`` files that do not verify
     clean or fail their example cases (:mod:`nbrules.governance`).  ``use`` pins
     versions (``["cog-risk@1.0.0"]``); ``cache_size`` > 0 memoises each decision's
-    outcome per cell of its input domain (identical results, faster).
+    outcome per cell of its input domain (identical results, faster).  ``decisions``
+    (ids, e.g. ``["inrg"]``) chooses the decisions :meth:`evaluate` runs by default
+    (None: all); the decisions they read outputs of run too.
     """
 
     def __init__(self, build: RuleSetBuild, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
-                 origin: Callable[[], RuleSetBuild] | None = None, directory: Path | None = None) -> None:
+                 origin: Callable[[], RuleSetBuild] | None = None, directory: Path | None = None,
+                 decisions: Iterable[str] | None = None) -> None:
         self._use = tuple(use)
+        self._requested: tuple[str, ...] | None = None if decisions is None else tuple(decisions)
         self.cache_size = cache_size
         self._origin = origin
         self._directory = directory
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._state = _State(build, self._use, cache_size)
+        self._state.plan(self._requested)  # an unknown decision id fails here, not at the first patient
         self._validator = PatientValidator(input_facts())
         self._engine_label = f"nbrules {__version__}"
         self._watcher: threading.Thread | None = None
@@ -165,26 +201,28 @@ class RuleEngine:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def default(cls, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE) -> "RuleEngine":
+    def default(cls, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
+                decisions: Iterable[str] | None = None) -> "RuleEngine":
         """An engine over the rule files bundled with nbrules."""
         return cls(build_bundled(), use=use, cache_size=cache_size, origin=build_bundled,
-                   directory=bundled_rules_dir())
+                   directory=bundled_rules_dir(), decisions=decisions)
 
     @classmethod
-    def from_directory(cls, path: str | Path, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE) -> "RuleEngine":
+    def from_directory(cls, path: str | Path, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
+                       decisions: Iterable[str] | None = None) -> "RuleEngine":
         """An engine over every ``*.yaml`` rule file below ``path``.
 
         Raises :class:`RuleSetError` with every diagnostic when a file is invalid.
         """
         root = Path(path)
         return cls(build_directory(root), use=use, cache_size=cache_size, origin=lambda: build_directory(root),
-                   directory=root)
+                   directory=root, decisions=decisions)
 
     @classmethod
     def from_sources(cls, sources: Sequence[RuleSource], label: str = "rules", *, use: Iterable[str] = (),
-                     cache_size: int = DEFAULT_CACHE_SIZE) -> "RuleEngine":
+                     cache_size: int = DEFAULT_CACHE_SIZE, decisions: Iterable[str] | None = None) -> "RuleEngine":
         """An engine over rule files held in memory (it cannot :meth:`reload`)."""
-        return cls(build_sources(sources, label), use=use, cache_size=cache_size)
+        return cls(build_sources(sources, label), use=use, cache_size=cache_size, decisions=decisions)
 
     # -- the rule set in force -----------------------------------------------------------
 
@@ -249,6 +287,11 @@ class RuleEngine:
                 if fingerprint == self._state.fingerprint:
                     return ReloadReport(True, False, (), self._state.rulesets)
                 new = _State(build, self._use, self.cache_size)
+                try:
+                    new.plan(self._requested)  # the chosen decisions must still be in force
+                except NbrulesError:
+                    new.close()
+                    raise
             except NbrulesError as exc:
                 return ReloadReport(False, False, exc.diagnostics or (
                     Diagnostic(code="NB801", message=str(exc)),), self._state.rulesets)
@@ -324,19 +367,36 @@ class RuleEngine:
             raise PatientInputError("the patient record is not valid JSON", diags)
         return self.evaluate(data)
 
-    def evaluate(self, facts: Mapping[str, Any]) -> Result:
+    def requested_outputs(self, decisions: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The outputs of the decisions ``decisions`` (default: those chosen when the
+        engine was built; None there: every decision in force).  A batch row's status
+        is computed over these only."""
+        chosen = self._requested if decisions is None else tuple(decisions)
+        return tuple(out for d in self.decisions if chosen is None or d.id in chosen for out in d.decides)
+
+    def evaluate(self, facts: Mapping[str, Any], decisions: Sequence[str] | None = None) -> Result:
         """Stage, classify and explain one patient.
 
+        ``facts`` maps patient facts (``schemas/patient.schema.json``) to values; a fact
+        left out or given as ``None`` (JSON ``null``) is unknown.  ``decisions`` (ids)
+        chooses which decisions run (default: those chosen when the engine was built, else
+        all); the decisions whose outputs they read run too, and appear in the result.
+
         Raises :class:`PatientInputError` (with one diagnostic per problem, each with
-        its JSON pointer) when the record is invalid.
+        its JSON pointer) when the record is invalid, :class:`VersionError` (NB802) for a
+        decision id that is not in force.
         """
         state = self._acquire()
         try:
-            return self._evaluate(state, facts)
+            return self._evaluate(state, facts, state.plan(self._requested if decisions is None else decisions))
         finally:
             self._release(state)
 
-    def _evaluate(self, state: _State, facts: Mapping[str, Any]) -> Result:
+    def _evaluate(self, state: _State, facts: Mapping[str, Any],
+                  runners: Sequence[DecisionRunner] | None = None) -> Result:
+        """Evaluate on ``state`` with ``runners`` (default: every decision of the state)."""
+        if runners is None:
+            runners = state.runners
         diags = self._validator.check(facts)
         if has_errors(diags):
             raise PatientInputError("the patient record is invalid", [d for d in diags if d.is_error])
@@ -351,7 +411,7 @@ class RuleEngine:
         settled: dict[str, Settled] = {}
         from_input: dict[str, FromInput] = {}
         fired: list[FiredRule] = []
-        for runner in state.runners:
+        for runner in runners:
             d = runner.decision
             view = runner.view(known)
             restrict = {f: open_values[f] for f in d.reads if f in open_values}
@@ -409,6 +469,9 @@ class RuleEngine:
                     not_applicable[out] = NotApplicable(d.id, oc.reason or "", oc.scope,
                                                         self._scope_source(runner, oc.scope))
         rulesets = state.rulesets
+        if len(runners) != len(state.runners):
+            ran = {r.decision.id for r in runners}
+            rulesets = tuple(r for r in rulesets if r.decision in ran)
         return Result(
             outputs=outputs,
             indeterminate=indeterminate,

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RuleSource", "directory_sources", "MAX_RULE_FILE_BYTES"]
+__all__ = ["RuleSource", "directory_sources", "file_source", "MAX_RULE_FILE_BYTES"]
 
 #: A rule file larger than this is refused unread (NB105): rule files are small.
 MAX_RULE_FILE_BYTES = 2 * 1024 * 1024
@@ -43,6 +43,21 @@ class RuleSource:
         return cls(name=name, display=display or name, path=None, data=text.encode("utf-8"))
 
 
+def file_source(path: Path, name: str, display: str) -> RuleSource:
+    """One rule file read from disk; a file that cannot be read (or is larger than
+    :data:`MAX_RULE_FILE_BYTES`) comes back with empty data and its ``read_error``."""
+    data, error = b"", None
+    try:
+        size = path.stat().st_size
+        if size > MAX_RULE_FILE_BYTES:
+            error = f"file is {size} bytes; rule files are limited to {MAX_RULE_FILE_BYTES}"
+        else:
+            data = path.read_bytes()
+    except OSError as exc:
+        error = exc.strerror or str(exc)
+    return RuleSource(name=name, display=display, path=path, data=data, read_error=error)
+
+
 def directory_sources(root: Path, label: str | None = None) -> list[RuleSource]:
     """Every ``*.yaml``/``*.yml`` file below ``root``, sorted by relative path.
 
@@ -60,16 +75,6 @@ def directory_sources(root: Path, label: str | None = None) -> list[RuleSource]:
                 continue
             full = Path(dirpath) / fn
             rel = full.relative_to(root).as_posix()
-            data, error = b"", None
-            try:
-                size = full.stat().st_size
-                if size > MAX_RULE_FILE_BYTES:
-                    error = f"file is {size} bytes; rule files are limited to {MAX_RULE_FILE_BYTES}"
-                else:
-                    data = full.read_bytes()
-            except OSError as exc:
-                error = exc.strerror or str(exc)
-            display = f"{prefix}/{rel}" if prefix else rel
-            found.append(RuleSource(name=rel, display=display, path=full, data=data, read_error=error))
+            found.append(file_source(full, rel, f"{prefix}/{rel}" if prefix else rel))
     found.sort(key=lambda s: s.name)
     return found

@@ -126,7 +126,9 @@ def test_batch_streams_in_constant_memory(tmp_path: Path, workers: int) -> None:
 
     def peak(rows: int) -> tuple[int, int]:
         src = tmp_path / f"c{rows}.jsonl"
-        src.write_text("\n".join(lines[i % len(lines)] for i in range(rows)) + "\n")
+        # every row its own id (a repeated id is an error record, NB560)
+        src.write_text("\n".join(json.dumps({**json.loads(lines[i % len(lines)]), "id": f"r{i}"})
+                                 for i in range(rows)) + "\n")
         out = tmp_path / "out.jsonl"
         proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(src), str(out), str(workers)],
                               capture_output=True, text=True, check=True)

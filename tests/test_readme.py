@@ -71,15 +71,44 @@ def test_readme_worked_examples_are_what_nbrules_answers() -> None:
                 assert ind.missing == tuple(missing.split(", ")), claim
 
 
-@pytest.mark.parametrize("example", ["discordant-l1-amplified.json", "inrc-after-induction.json"])
-def test_text_examples_in_readme_match_the_text_output(example: str) -> None:
-    import subprocess
-    import sys
+def test_every_example_output_in_the_readme_is_what_nbrules_gives() -> None:
+    """Every example block is regenerated from nbrules (line numbers, messages, text);
+    on failure, run ``python tests/update_readme.py`` and review the diff."""
+    from .readme_blocks import BLOCKS, README, generate, names
 
-    text = (REPO / "README.md").read_text()
-    shown = text.split(f"$ nbrules evaluate examples/{example} --format text", 1)[1].split("```")[0]
-    proc = subprocess.run([sys.executable, "-m", "nbrules.cli", "evaluate", f"examples/{example}",
-                           "--format", "text"], cwd=REPO, capture_output=True, text=True, check=True)
-    for line in shown.strip().splitlines():
-        if line.strip() != "...":
-            assert line in proc.stdout.splitlines(), line
+    text = README.read_text(encoding="utf-8")
+    assert sorted(names(text)) == sorted(BLOCKS)  # every kind of example is in the README, once
+    expected = generate(text)
+    for want, have in zip(expected.split("<!-- example: ")[1:], text.split("<!-- example: ")[1:]):
+        name = have.split(" ", 1)[0]
+        assert have.split("```", 2)[1] == want.split("```", 2)[1], (
+            f"README example '{name}' is out of date: run python tests/update_readme.py")
+    assert expected == text
+
+
+def test_the_readme_shows_the_line_the_rule_is_written_on() -> None:
+    """The check above is not vacuous: the Python example shows the rule's real line."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    shown = re.search(r"\('MS', 'rules/staging/inrgss\.yaml:(\d+)'\)", text)
+    assert shown is not None
+    lines = (REPO / "rules" / "staging" / "inrgss.yaml").read_text().splitlines()
+    assert lines[int(shown.group(1)) - 1].strip() == "- id: MS"
+
+
+def test_the_package_docstring_and_module_examples_run_as_doctests() -> None:
+    import doctest
+
+    import nbrules
+    import nbrules.explain
+    import nbrules.vocabulary
+
+    for module in (nbrules, nbrules.explain, nbrules.vocabulary):
+        failed, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert tried > 0 and failed == 0, module.__name__
+
+
+def test_license_is_the_apache_2_text_named_in_pyproject() -> None:
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX: How to apply the Apache License" in text
+    assert 'license = "Apache-2.0"' in (REPO / "pyproject.toml").read_text()
