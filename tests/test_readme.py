@@ -47,7 +47,7 @@ def test_readme_worked_examples_are_what_nbrules_answers() -> None:
     from nbrules import RuleEngine
 
     rows = _worked_examples()
-    assert {d for d, _, _ in rows} == {"inrgss", "inrg", "mki-class", "inpc", "cog-risk", "cog-v1-risk"}
+    assert {d for d, _, _ in rows} == {"inrgss", "inrg", "mki-class", "inpc", "cog-risk", "inss", "cog-v1-risk"}
     with RuleEngine.default() as engine:
         for decision, path, answer in rows:
             result = engine.evaluate(json.loads((REPO / path).read_text()))

@@ -48,7 +48,7 @@ MS = json.loads((REPO / "examples/ms-infant.json").read_text())
 def test_health_and_decisions(server: tuple[str, int]) -> None:
     url, _ = server
     status, _, body = call(url, "GET", "/health")
-    assert status == 200 and body["status"] == "ok" and len(body["rulesets"]) == 6
+    assert status == 200 and body["status"] == "ok" and len(body["rulesets"]) == 7
     status, _, body = call(url, "GET", "/decisions")
     assert status == 200
     assert {(d["decision"], d["version"], d["in_force"]) for d in body["decisions"]} >= {("inrgss", "1.0.0", True)}
@@ -115,7 +115,9 @@ def test_cds_cards_for_a_complete_record(server: tuple[str, int]) -> None:
     cog = next(c for c in got if "version 2" in c["summary"])
     assert "COG risk low" in cog["summary"] and "Irwin" in cog["source"]["label"]
     missing = got[-1]
-    assert missing["indicator"] == "warning" and "inss_stage" in missing["detail"]  # never derived from INRGSS
+    # INSS comes from the surgical findings, which the record lacks; never from the INRGSS stage MS
+    assert missing["indicator"] == "warning" and "crosses_midline" in missing["detail"]
+    assert "resection_extent" in missing["detail"]
 
 
 def test_cds_lists_what_it_cannot_map_and_never_guesses(server: tuple[str, int]) -> None:
