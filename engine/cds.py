@@ -41,8 +41,8 @@ def discovery() -> dict[str, Any]:
 
 
 def _label(name: str) -> str:
-    return name.replace("_", " ").replace("inrgss", "INRGSS").replace("inrg", "INRG").replace("inpc", "INPC") \
-        .replace("cog v1", "COG INSS-era").replace("cog", "COG").replace("mki", "MKI")
+    return name.replace("_", " ").replace("inss", "INSS").replace("inrgss", "INRGSS").replace("inrg", "INRG") \
+        .replace("inpc", "INPC").replace("cog v1", "COG INSS-era").replace("cog", "COG").replace("mki", "MKI")
 
 
 def _card_id(seed: str) -> str:
