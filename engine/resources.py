@@ -14,7 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundled_rules_dir", "schemas_dir", "mappings_dir", "read_schema"]
+__all__ = ["bundled_rules_dir", "docs_dir", "schemas_dir", "mappings_dir", "read_schema"]
 
 
 def _data_dir(kind: str) -> Path:
@@ -35,6 +35,11 @@ def bundled_rules_dir() -> Path:
 def mappings_dir() -> Path:
     """Directory of the data-driven mappings (``fhir-r4.yaml``)."""
     return _data_dir("mappings")
+
+
+def docs_dir() -> Path:
+    """Directory of the documentation shipped with nbrules (the criteria reference)."""
+    return _data_dir("docs")
 
 
 def schemas_dir() -> Path:

@@ -34,6 +34,7 @@ def test_wheel_carries_rules_and_schemas_and_evaluates_outside_the_repo(tmp_path
     assert "nbrules/schemas/patient.schema.json" in names and "nbrules/schemas/ruleset.schema.json" in names
     assert "nbrules/py.typed" in names
     assert "nbrules/mappings/fhir-r4.yaml" in names
+    assert "nbrules/docs/criteria.md" in names  # the reference the rules cite, resolved in the wheel
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
