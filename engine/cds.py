@@ -18,7 +18,7 @@ from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
 from .model import Decision
 from .reference import anchor_id, split_citation
-from .results import Result
+from .results import APPLIES_IF_GIVEN, Result
 
 __all__ = ["SERVICE_ID", "discovery", "cards_for"]
 
@@ -43,8 +43,9 @@ def discovery() -> dict[str, Any]:
 
 
 def _label(name: str) -> str:
-    return name.replace("_", " ").replace("inss", "INSS").replace("inrgss", "INRGSS").replace("inrg", "INRG") \
-        .replace("inpc", "INPC").replace("cog v1", "COG INSS-era").replace("cog", "COG").replace("mki", "MKI")
+    return name.replace("_", " ").replace("inss", "INSS").replace("inrc", "INRC").replace("inrgss", "INRGSS") \
+        .replace("inrg", "INRG").replace("inpc", "INPC").replace("cog v1", "COG INSS-era").replace("cog", "COG") \
+        .replace("mki", "MKI")
 
 
 def _card_id(seed: str) -> str:
@@ -76,6 +77,8 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
         outs = list(d.decides)
         if not outs:
             continue
+        if all(o in result.not_applicable and result.not_applicable[o].scope == APPLIES_IF_GIVEN for o in outs):
+            continue  # the record is not of the kind this decision assesses (e.g. no response assessment)
         cards.append(_decision_card(result, d, outs, mapping, reference_base))
     missing = _missing_card(result, mapped)
     if missing is not None:

@@ -228,13 +228,15 @@ class _FileChecker:
         scopes = tuple(self._scope(i, s, conditions) for i, s in enumerate(d.get("out_of_scope", [])))
         self._check_ids(rules, scopes)
         pending = self._pending()
+        applies_if = self._applies_if()
         facts = {r: self.vocab[r] for r in self.reads if r in self.vocab}
         decision = Decision(
             id=d["decision"], title=d["title"], description=d.get("description", ""), version=d["version"],
             status=d["status"], effective=d["effective"], sources=self.sources, references=self.references,
             hit_policy=d.get("hit_policy", "unique"), parameters=self.params, conditions=conditions,
             reads=self.reads, facts=facts, pending=pending, decides=self.decides, scopes=scopes, rules=rules,
-            cases=(), source=self.f.source, file=self.f,
+            cases=(), source=self.f.source, file=self.f, applies_if=applies_if,
+            applies_reason=d.get("applies_if_given", {}).get("reason", ""),
         )
         cases = tuple(self._case(i, c, decision) for i, c in enumerate(d["cases"]))
         object.__setattr__(decision, "cases", cases)
@@ -264,6 +266,16 @@ class _FileChecker:
                 self.err("NB316", f"output '{name}' lists {', '.join(values)} but the patient schema has "
                                   f"{', '.join(spec.values)}", ptr,
                          hint="an output that can also be given as input must have the same values in both places")
+
+    def _applies_if(self) -> tuple[str, ...]:
+        """The facts of ``applies_if_given``: each must be a patient fact (an output is never given)."""
+        names = self.data.get("applies_if_given", {}).get("facts", [])
+        for i, name in enumerate(names):
+            if name not in self.inputs:
+                self.err("NB380", f"applies_if_given names '{name}', which is not a patient fact",
+                         f"/applies_if_given/facts/{i}",
+                         hint=did_you_mean(name, self.inputs) or "list facts of schemas/patient.schema.json")
+        return tuple(n for n in names if n in self.inputs)
 
     def _pending(self) -> dict[str, tuple[str, ...]]:
         out: dict[str, tuple[str, ...]] = {}

@@ -102,6 +102,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB334", "bad-alternative", E, "a parameter alternative has a different type from its value"),
     Code("NB360", "reference-not-found", E, "a source names a reference document that cannot be found"),
     Code("NB361", "unknown-reference-row", E, "a citation names a row the reference document does not have"),
+    Code("NB380", "bad-applies-if", E, "applies_if_given names a fact that is not a patient fact"),
     # compile
     Code("NB401", "engine-rejected", E, "durable-rules refused the compiled ruleset (a bug in nbrules)"),
     # evaluate (patient input and runtime)

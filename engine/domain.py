@@ -121,7 +121,9 @@ def _representative(iv: _Interval, integer: bool) -> float | int | None:
     if iv.lo_closed:
         return iv.lo if iv.contains(iv.lo) else None
     if math.isinf(iv.hi):
-        return iv.lo + 1
+        return iv.lo + 1 if not math.isinf(iv.lo) else 0.0
+    if math.isinf(iv.lo):  # a number without a minimum, below its lowest cut
+        return iv.hi - 1
     if iv.lo < iv.hi:
         x = iv.lo + min(1.0, (iv.hi - iv.lo) / 2)
         x = round(x, 6)

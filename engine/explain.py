@@ -11,7 +11,7 @@ import json
 from typing import Any, Mapping
 
 from .model import Decision
-from .results import Result
+from .results import APPLIES_IF_GIVEN, Result
 
 __all__ = ["explain", "show_value", "show_facts"]
 
@@ -70,8 +70,16 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
         out.append("  (none given)")
     out.append("")
     out.append("Outputs")
-    width = max((len(k) for k in result.outputs), default=0)
+    # outputs of decisions the record does not open (applies_if_given) are listed together at the end
+    closed: dict[str, list[str]] = {}
+    for name, na in result.not_applicable.items():
+        if na.scope == APPLIES_IF_GIVEN:
+            closed.setdefault(na.reason, []).append(name)
+    skip = {n for names in closed.values() for n in names}
+    width = max((len(k) for k in result.outputs if k not in skip), default=0)
     for name, value in result.outputs.items():
+        if name in skip:
+            continue
         if name in result.from_input:
             line = f"{show_value(value)}  (given in the input; {result.from_input[name].decision} not applied)"
         elif name in result.indeterminate:
@@ -95,6 +103,8 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
         else:
             line = show_value(value)
         out.append(f"  {name:<{width}}  {line}")
+    for reason, names in closed.items():
+        out.extend(_wrap(f"not applicable: {', '.join(names)} - {reason}", "  "))
     if result.warnings:
         out.append("")
         out.append("Warnings")
@@ -112,8 +122,11 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
             desc = d.rule(f.rule).description
             if desc:
                 out.extend(_wrap(desc, "     "))
-        matched = "; ".join(f"{k} = {show_value(v)}" for k, v in f.matched.items())
+        matched = "; ".join(f"{k} = {show_value(v)}" for k, v in f.matched.items() if v is not None)
         out.append(f"     matched: {matched}")
+        unknown = [k for k, v in f.matched.items() if v is None]
+        if unknown:  # tested by the rule, not given: the rule holds without them
+            out.extend(_wrap("not given: " + ", ".join(unknown), "     "))
         if f.parameters:
             params = "; ".join(f"{k} = {json.dumps(v)}" for k, v in f.parameters.items())
             out.append(f"     parameters: {params}")

@@ -181,6 +181,10 @@ class Decision:
     cases: tuple[Case, ...]
     source: RuleSource
     file: LoadedFile = field(repr=False)
+    #: patient facts of which a record must give one for the decision to apply (``applies_if_given``)
+    applies_if: tuple[str, ...] = ()
+    #: why the outputs are not applicable when the record gives none of them
+    applies_reason: str = ""
     #: Sources that are reference documents of the package, by source key.
     references: Mapping[str, Reference] = field(default_factory=dict, repr=False)
 

@@ -95,6 +95,11 @@ class Indeterminate:
         return out
 
 
+#: The ``scope`` of an output not applicable because the record gives none of the facts
+#: its decision's ``applies_if_given`` lists (e.g. no response assessment).
+APPLIES_IF_GIVEN = "applies_if_given"
+
+
 @dataclass(frozen=True)
 class NotApplicable:
     """An output the system does not assign for these facts (a declared gap)."""

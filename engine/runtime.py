@@ -25,7 +25,7 @@ from .patient import PatientValidator, facts_sha256, parse_patient_json
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_sources
 from .resources import bundled_rules_dir
 from .runner import DecisionRunner
-from .results import FiredRule, FromInput, Indeterminate, NotApplicable, Result, RulesetInfo, Settled
+from .results import APPLIES_IF_GIVEN, FiredRule, FromInput, Indeterminate, NotApplicable, Result, RulesetInfo, Settled
 from .sources import RuleSource
 from .vocabulary import input_facts
 
@@ -355,6 +355,18 @@ class RuleEngine:
             d = runner.decision
             view = runner.view(known)
             restrict = {f: open_values[f] for f in d.reads if f in open_values}
+            if d.applies_if and not any(f in given for f in d.applies_if):
+                # the record gives none of the facts that open this decision (applies_if_given)
+                for out in d.decides:
+                    if out in given:
+                        outputs[out] = given[out]
+                        from_input[out] = FromInput(d.id, given[out])
+                        continue
+                    outputs[out] = None
+                    open_values[out] = ()
+                    not_applicable[out] = NotApplicable(d.id, d.applies_reason, APPLIES_IF_GIVEN,
+                                                        d.location("/applies_if_given"))
+                continue
             if all(out in given for out in d.decides):
                 for out in d.decides:
                     outputs[out] = given[out]

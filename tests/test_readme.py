@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from .conftest import REPO
 
 
@@ -47,7 +49,9 @@ def test_readme_worked_examples_are_what_nbrules_answers() -> None:
     from nbrules import RuleEngine
 
     rows = _worked_examples()
-    assert {d for d, _, _ in rows} == {"inrgss", "inrg", "mki-class", "inpc", "cog-risk", "inss", "cog-v1-risk"}
+    assert {d for d, _, _ in rows} == {"inrgss", "inrg", "mki-class", "inpc", "cog-risk", "inss", "cog-v1-risk",
+                                       "response-primary", "response-metastatic", "response-marrow",
+                                       "response-overall"}
     with RuleEngine.default() as engine:
         for decision, path, answer in rows:
             result = engine.evaluate(json.loads((REPO / path).read_text()))
@@ -67,13 +71,14 @@ def test_readme_worked_examples_are_what_nbrules_answers() -> None:
                 assert ind.missing == tuple(missing.split(", ")), claim
 
 
-def test_discordance_example_in_readme_matches_the_text_output() -> None:
+@pytest.mark.parametrize("example", ["discordant-l1-amplified.json", "inrc-after-induction.json"])
+def test_text_examples_in_readme_match_the_text_output(example: str) -> None:
     import subprocess
     import sys
 
     text = (REPO / "README.md").read_text()
-    shown = text.split("$ nbrules evaluate examples/discordant-l1-amplified.json --format text", 1)[1].split("```")[0]
-    proc = subprocess.run([sys.executable, "-m", "nbrules.cli", "evaluate", "examples/discordant-l1-amplified.json",
+    shown = text.split(f"$ nbrules evaluate examples/{example} --format text", 1)[1].split("```")[0]
+    proc = subprocess.run([sys.executable, "-m", "nbrules.cli", "evaluate", f"examples/{example}",
                            "--format", "text"], cwd=REPO, capture_output=True, text=True, check=True)
     for line in shown.strip().splitlines():
         if line.strip() != "...":
