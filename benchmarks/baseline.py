@@ -125,18 +125,18 @@ def cog_v1(p: dict[str, Any], uh: bool) -> tuple[str, str]:
     favorable_ploidy = p["ploidy"] != "diploid"
     if inss == "1":
         return "low", "v1-1"
-    if inss in ("2A", "2B"):
-        if age < 365:
-            return "low", "v1-2"
-        if not amp:
-            return "low", "v1-3"
-        return ("high", "v1-5") if uh else ("low", "v1-4")
+    if inss in ("2A", "2B"):  # the 2006 (ANBL0531/ANBL0532) edition, the default
+        if amp:
+            return "high", "v1-2AB-amplified"
+        return ("low", "v1-2") if age < 365 else ("low", "v1-3")
     if inss == "3":
         if age < 365:
             return ("high", "v1-7") if amp else ("intermediate", "v1-6")
         if amp:
             return "high", "v1-10"
-        return ("high", "v1-9") if uh else ("intermediate", "v1-8")
+        if uh:
+            return ("intermediate", "v1-9-toddler") if age < 548 else ("high", "v1-9")
+        return "intermediate", "v1-8"
     if inss == "4":
         if age >= 548:
             return "high", "v1-16"
@@ -168,7 +168,8 @@ def decide(p: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     fired.append(("cog-v1-risk", v1[1]))
     outputs = {"inrgss_stage": stage, "inrg_group": group[0] if group else None,
                "inrg_risk": group[1] if group else None, "mki": p["mki"] if "mki" in p else None,
-               "inpc_histology": histology, "cog_risk": cog[0] if cog else None, "cog_v1_risk": v1[0]}
+               "inss_stage": p["inss_stage"], "inpc_histology": histology, "cog_risk": cog[0] if cog else None,
+               "cog_v1_risk": v1[0]}
     return outputs, fired
 
 
@@ -210,6 +211,6 @@ def document(p: dict[str, Any], meta: dict[tuple[str, str], dict[str, Any]]) -> 
                       "source": m["source"], "cite": m["cite"], "matched": {f: p.get(f) for f in m["facts"]},
                       "set": m["set"], **({"parameters": m["parameters"]} if m["parameters"] else {})})
     doc = {"type": "nbrules.result", "outputs": outputs, "indeterminate": {}, "not_applicable": {}, "settled": {},
-           "from_input": {}, "fired": trace, "warnings": [], "rulesets": meta[("", "")]["rulesets"], "input": p,
+           "from_input": {"inss_stage": {"decision": "inss", "value": p["inss_stage"]}}, "fired": trace, "warnings": [], "rulesets": meta[("", "")]["rulesets"], "input": p,
            "input_sha256": hashlib.sha256(canonical.encode()).hexdigest(), "engine": "baseline"}
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))

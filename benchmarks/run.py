@@ -64,7 +64,8 @@ def cohort(n: int, seed: int = 2026) -> list[dict[str, Any]]:
             p["differentiation_grade"] = rng.choice(["undifferentiated", "poorly_differentiated", "differentiating"])
             p["mki"] = rng.choice(["low", "intermediate", "high"])
         if sites:
-            ms_like = set(sites) <= {"skin", "liver", "bone_marrow"} and age < 365
+            ms_like = (set(sites) <= {"skin", "liver", "bone_marrow"} and age < 365  # the INSS 4S pattern
+                       and not p["mibg_bone_or_marrow_avid"] and p.get("bone_marrow_tumor_percent", 0) < 10)
             p["inss_stage"] = "4S" if ms_like and rng.random() < 0.5 else "4"
         else:
             p["inss_stage"] = rng.choice(["1", "2A", "2B", "3"])

@@ -43,8 +43,9 @@ def discovery() -> dict[str, Any]:
 
 
 def _label(name: str) -> str:
-    return name.replace("_", " ").replace("inrc", "INRC").replace("inrgss", "INRGSS").replace("inrg", "INRG") \
-        .replace("inpc", "INPC").replace("cog v1", "COG INSS-era").replace("cog", "COG").replace("mki", "MKI")
+    return name.replace("_", " ").replace("inss", "INSS").replace("inrc", "INRC").replace("inrgss", "INRGSS") \
+        .replace("inrg", "INRG").replace("inpc", "INPC").replace("cog v1", "COG INSS-era").replace("cog", "COG") \
+        .replace("mki", "MKI")
 
 
 def _card_id(seed: str) -> str:

@@ -8,11 +8,14 @@ engine.
 
 from __future__ import annotations
 
-from typing import Any
+import shutil
+from typing import Any, Iterator
 
 import pytest
 
 from nbrules import RuleEngine
+
+from .conftest import REPO
 
 FH, UH = "favorable", "unfavorable"
 NA, AMP = "not_amplified", "amplified"
@@ -142,12 +145,14 @@ def test_cog_v2_table(engine: RuleEngine, row: str, facts: dict, expected: str) 
 
 
 # --- COG version 1 (INSS era), criteria.md §6.1 --------------------------------------------
+# Two editions (§6.1, "Editions"): A3961/P9641 (365 days the only age cut) and the 2006
+# revision used by ANBL0531/ANBL0532 (the default).  Cells on which they agree are checked
+# under both; each disputed cell is checked on both sides.
 
 V1_ROWS = [
     ("v1-1", dict(inss_stage="1", age_days=6000), "low"),
-    ("v1-2", dict(inss_stage="2A", age_days=200, mycn_status=AMP), "low"),
+    ("v1-2", dict(inss_stage="2A", age_days=200, mycn_status=NA), "low"),
     ("v1-3", dict(inss_stage="2B", age_days=800, mycn_status=NA), "low"),
-    ("v1-4", dict(inss_stage="2A", age_days=800, mycn_status=AMP, inpc_histology=FH), "low"),
     ("v1-5", dict(inss_stage="2B", age_days=800, mycn_status=AMP, inpc_histology=UH), "high"),
     ("v1-6", dict(inss_stage="3", age_days=200, mycn_status=NA), "intermediate"),
     ("v1-7", dict(inss_stage="3", age_days=200, mycn_status=AMP), "high"),
@@ -155,9 +160,8 @@ V1_ROWS = [
     ("v1-9", dict(inss_stage="3", age_days=800, mycn_status=NA, inpc_histology=UH), "high"),
     ("v1-10", dict(inss_stage="3", age_days=800, mycn_status=AMP), "high"),
     ("v1-11", dict(inss_stage="4", age_days=200, mycn_status=NA), "intermediate"),
-    ("v1-12", dict(inss_stage="4", age_days=500, mycn_status=NA, inpc_histology=FH, ploidy="hyperdiploid"),
-     "intermediate"),
     ("v1-13", dict(inss_stage="4", age_days=500, mycn_status=NA, inpc_histology=UH, ploidy="hyperdiploid"), "high"),
+    ("v1-13", dict(inss_stage="4", age_days=500, mycn_status=NA, inpc_histology=FH, ploidy="diploid"), "high"),
     ("v1-14", dict(inss_stage="4", age_days=200, mycn_status=AMP), "high"),
     ("v1-15", dict(inss_stage="4", age_days=500, mycn_status=AMP), "high"),
     ("v1-16", dict(inss_stage="4", age_days=900), "high"),
@@ -168,10 +172,54 @@ V1_ROWS = [
     ("v1-20", dict(inss_stage="4S", age_days=100, mycn_status=AMP), "high"),
 ]
 
+# (row, facts, A3961 edition, 2006/ANBL0531 edition)
+V1_EDITION_CELLS = [
+    # ANBL0532: "INSS stage 2a or 2b with MYCN amplification, regardless of age or additional biologic features"
+    ("v1-2", dict(inss_stage="2A", age_days=200, mycn_status=AMP, inpc_histology=FH), "low", "high"),
+    ("v1-4", dict(inss_stage="2A", age_days=800, mycn_status=AMP, inpc_histology=FH), "low", "high"),
+    # Bender 2023: "In 2006, COG reclassified patients 365 to 546 days old with INSS stage 3, MYCN-NA, and unfavorable"
+    ("v1-9", dict(inss_stage="3", age_days=365, mycn_status=NA, inpc_histology=UH), "high", "intermediate"),
+    ("v1-9", dict(inss_stage="3", age_days=400, mycn_status=NA, inpc_histology=UH), "high", "intermediate"),
+    ("v1-9", dict(inss_stage="3", age_days=547, mycn_status=NA, inpc_histology=UH), "high", "intermediate"),
+    # ANBL0531: stage 4 aged 12 to 18 months with favourable biology added to intermediate risk
+    ("v1-12", dict(inss_stage="4", age_days=365, mycn_status=NA, inpc_histology=FH, ploidy="hyperdiploid"),
+     "high", "intermediate"),
+    ("v1-12", dict(inss_stage="4", age_days=500, mycn_status=NA, inpc_histology=FH, ploidy="hypodiploid"),
+     "high", "intermediate"),
+]
+
+
+@pytest.fixture(scope="module")
+def a3961_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuleEngine]:
+    rules = tmp_path_factory.mktemp("a3961") / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    path = rules / "risk" / "cog-v1-risk.yaml"
+    text = path.read_text()
+    swap = {"    value: anbl0531": "    value: a3961", "      - value: a3961": "      - value: anbl0531",
+            "status: active": "status: draft"}
+    for before, after in swap.items():
+        assert text.count(before) == 1
+        text = text.replace(before, after)
+    # the file's cases are written for its default edition, so the edited copy runs as a pinned draft
+    path.write_text(text)
+    version = next(line.split()[1] for line in text.splitlines() if line.startswith("version:"))
+    with RuleEngine.from_directory(rules, use=[f"cog-v1-risk@{version}"]) as eng:
+        yield eng
+
 
 @pytest.mark.parametrize("row, facts, expected", V1_ROWS, ids=[r[0] for r in V1_ROWS])
-def test_cog_v1_table(engine: RuleEngine, row: str, facts: dict, expected: str) -> None:
+def test_cog_v1_table_in_both_editions(engine: RuleEngine, a3961_engine: RuleEngine, row: str, facts: dict,
+                                       expected: str) -> None:
     assert out(engine, "cog_v1_risk", **facts) == expected
+    assert out(a3961_engine, "cog_v1_risk", **facts) == expected
+
+
+@pytest.mark.parametrize("row, facts, a3961, anbl0531", V1_EDITION_CELLS,
+                         ids=[f"{r[0]}-{r[1]['age_days']}d" for r in V1_EDITION_CELLS])
+def test_cog_v1_cells_the_editions_disagree_on(engine: RuleEngine, a3961_engine: RuleEngine, row: str, facts: dict,
+                                               a3961: str, anbl0531: str) -> None:
+    assert out(engine, "cog_v1_risk", **facts) == anbl0531  # the default edition
+    assert out(a3961_engine, "cog_v1_risk", **facts) == a3961
 
 
 def test_v1_ages_547_and_548_for_stage_4(engine: RuleEngine) -> None:

@@ -18,7 +18,7 @@ CONTESTED = [
     ("inrgss", "ms_age_limit_days", 547),             # §0.1 note A, per system
     ("inrg", "eighteen_months_days", 547),
     ("cog-risk", "eighteen_months_days", 547),
-    ("cog-v1-risk", "stage4_age_limit_days", 548),
+    ("cog-v1-risk", "eighteen_months_days", 548),
     ("inpc", "inpc_eighteen_months_days", 547),       # §0.1 note B
     ("inpc", "inpc_five_years_days", 1826),
     ("mki-class", "mki_high_min_count", 201),          # MKI 200/5000, §4.2
@@ -31,8 +31,8 @@ CONTESTED = [
     ("cog-risk", "evolving_hepatomegaly_age_limit_days", 90),  # §6.2
     ("inrgss", "ms_marrow_limit_inclusive", False),   # S11
     ("inrg", "row_a_mycn_amplified", "group_a"),      # §5.1 note 1
-    ("cog-v1-risk", "stage3_toddler_unfavorable", "high"),  # v1-9
-    ("cog-v1-risk", "stage4_toddler_unfavorable", "high"),  # v1-13
+    ("cog-v1-risk", "edition", "anbl0531"),           # v1-2, v1-4, v1-9, v1-12, §6.1 editions
+    ("inss", "midline_crossing_resected", "by_resection"),  # §3.1, stage 3 "unresectable"
 ]
 
 DECISIONS = {d.id: d for d in build_bundled().decisions}

@@ -49,7 +49,7 @@ def test_readme_worked_examples_are_what_nbrules_answers() -> None:
     from nbrules import RuleEngine
 
     rows = _worked_examples()
-    assert {d for d, _, _ in rows} == {"inrgss", "inrg", "mki-class", "inpc", "cog-risk", "cog-v1-risk",
+    assert {d for d, _, _ in rows} == {"inrgss", "inrg", "mki-class", "inpc", "cog-risk", "inss", "cog-v1-risk",
                                        "response-primary", "response-metastatic", "response-marrow",
                                        "response-overall"}
     with RuleEngine.default() as engine:

@@ -116,7 +116,11 @@ def test_cds_cards_for_a_complete_record(server: tuple[str, int]) -> None:
     cog = next(c for c in got if "version 2" in c["summary"])
     assert "COG risk low" in cog["summary"] and "Irwin" in cog["source"]["label"]
     missing = got[-1]
-    assert missing["indicator"] == "warning" and "inss_stage" in missing["detail"]  # never derived from INRGSS
+    # INSS comes from the surgical findings, which the record lacks; never from the INRGSS stage MS
+    inss = next(c for c in got if "INSS stage" in c["summary"])
+    assert "INSS stage 4 or 4S" in inss["summary"] and inss["indicator"] == "warning"
+    assert missing["indicator"] == "warning" and "crosses_midline" in missing["detail"]
+    assert "resection_extent" in missing["detail"]
     assert not any("response" in c["summary"].lower() for c in got)  # no assessment in the record: no INRC card
 
 
