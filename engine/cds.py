@@ -25,13 +25,17 @@ _NS = uuid.UUID("6b1e6a3c-2d0f-4c7e-9a51-3f0d1c2b4a77")
 _NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
 
 
-def discovery() -> dict[str, Any]:
+def discovery(engine: Any = None) -> dict[str, Any]:
+    """The CDS Hooks discovery document; title and description are those of the
+    knowledge package in force (package.yaml)."""
+    package = engine.build.package if engine is not None else None
+    title = (package.title if package is not None else "") or "nbrules"
+    description = (package.description if package is not None else "") or "Decisions from cited rule files"
     return {"services": [{
         "hook": "patient-view",
         "id": SERVICE_ID,
-        "title": "Neuroblastoma staging and risk groups",
-        "description": ("INRGSS stage, INPC histology, INRG pretreatment group, COG risk (version 2 and the INSS-era "
-                        "tables) from cited rule files, with the rules that fired and what is still missing."),
+        "title": title,
+        "description": description + " With the rules that fired and what is still missing.",
         "prefetch": {
             "patient": "Patient/{{context.patientId}}",
             "conditions": "Condition?patient={{context.patientId}}",
@@ -40,9 +44,10 @@ def discovery() -> dict[str, Any]:
     }]}
 
 
-def _label(name: str) -> str:
-    return name.replace("_", " ").replace("inrgss", "INRGSS").replace("inrg", "INRG").replace("inpc", "INPC") \
-        .replace("cog v1", "COG INSS-era").replace("cog", "COG").replace("mki", "MKI")
+def _label(engine: Any, name: str) -> str:
+    """The short title of an output, from the vocabulary of the package in force."""
+    spec = engine.build.vocabulary.get(name)
+    return spec.title if spec is not None and spec.title and spec.title != name else name.replace("_", " ")
 
 
 def _card_id(seed: str) -> str:
@@ -68,21 +73,22 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any]) -> 
         outs = list(d.decides)
         if not outs:
             continue
-        cards.append(_decision_card(result, d, outs, mapping))
+        cards.append(_decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}))
     missing = _missing_card(result, mapped)
     if missing is not None:
         cards.append(missing)
     return {"cards": cards}
 
 
-def _decision_card(result: Result, d: Any, outs: list[str], mapping: FhirMapping) -> dict[str, Any]:
+def _decision_card(result: Result, d: Any, outs: list[str], mapping: FhirMapping,
+                   labels: Mapping[str, str]) -> dict[str, Any]:
     parts: list[str] = []
     detail: list[str] = []
     undetermined = False
     codes: dict[str, Any] = {}
     for out in outs:
         value = result.outputs.get(out)
-        label = _label(out)
+        label = labels[out]
         if value is not None:
             code = mapping.stage_code(out, value)
             notes = ["from the record"] if out in result.from_input else []

@@ -59,12 +59,14 @@ def detect_format(path: str | Path) -> str:
     raise CohortFormatError(f"cannot tell the format of '{path}': name it .jsonl or .csv, or give --input-format")
 
 
-def read_rows(stream: IO[str], fmt: str, id_column: str = "id") -> Iterator[Row]:
-    """Stream the rows of a JSONL or CSV cohort."""
+def read_rows(stream: IO[str], fmt: str, id_column: str = "id",
+              facts: Mapping[str, FactSpec] | None = None) -> Iterator[Row]:
+    """Stream the rows of a JSONL or CSV cohort.  CSV cells are typed by ``facts``
+    (the input vocabulary of the package in force; default: the bundled one)."""
     if fmt == "jsonl":
         yield from _jsonl(stream, id_column)
     elif fmt == "csv":
-        yield from _csv(stream, id_column)
+        yield from _csv(stream, id_column, input_facts() if facts is None else facts)
     else:
         raise CohortFormatError(f"unknown cohort format '{fmt}' (jsonl or csv)")
 
@@ -95,7 +97,7 @@ def _jsonl(stream: IO[str], id_column: str) -> Iterator[Row]:
         yield Row(number, row_id, data)
 
 
-def _csv(stream: IO[str], id_column: str) -> Iterator[Row]:
+def _csv(stream: IO[str], id_column: str, specs: Mapping[str, FactSpec]) -> Iterator[Row]:
     reader = csv.reader(stream)
     try:
         header = next(reader)
@@ -104,7 +106,6 @@ def _csv(stream: IO[str], id_column: str) -> Iterator[Row]:
     header = [h.strip() for h in header]
     if id_column not in header:
         raise CohortFormatError(f"the CSV header has no '{id_column}' column (found: {', '.join(header)})")
-    specs = input_facts()
     id_index = header.index(id_column)
     for number, cells in enumerate(reader, start=1):
         if not any(c.strip() for c in cells):

@@ -14,7 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundled_rules_dir", "schemas_dir", "mappings_dir", "read_schema"]
+__all__ = ["bundled_rules_dir", "schemas_dir", "mappings_dir", "docs_dir", "read_schema"]
 
 
 def _data_dir(kind: str) -> Path:
@@ -38,8 +38,13 @@ def mappings_dir() -> Path:
 
 
 def schemas_dir() -> Path:
-    """Directory of ``ruleset.schema.json`` and ``patient.schema.json``."""
+    """Directory of the file formats: ``ruleset``, ``package``, ``facts``, ``fhir-mapping`` (``*.schema.json``)."""
     return _data_dir("schemas")
+
+
+def docs_dir() -> Path:
+    """Directory of the editing documentation (``rule-files.md``, ``knowledge-package.md``…)."""
+    return _data_dir("docs")
 
 
 @lru_cache(maxsize=None)

@@ -9,7 +9,6 @@ expected and found.  Bodies are limited in size and lists in length.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any, Awaitable, Callable
 
@@ -26,8 +25,8 @@ from .errors import PatientInputError
 from .fhir import FhirMapping, load_mapping
 from .loader import join_pointer
 from .patient import parse_patient_json
-from .resources import read_schema
 from .runtime import RuleEngine
+from .vocabulary import input_facts, patient_schema
 
 __all__ = ["create_app", "openapi_document", "DEFAULT_MAX_BODY", "DEFAULT_MAX_PATIENTS"]
 
@@ -93,11 +92,13 @@ def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Reque
     return wrapped
 
 
-def openapi_document() -> dict[str, Any]:
-    """OpenAPI 3.1 description of the service, with the patient schema embedded."""
-    patient = copy.deepcopy(read_schema("patient.schema.json"))
+def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
+    """OpenAPI 3.1 description of the service, with the patient schema generated from the
+    vocabulary of the package in force embedded (the bundled one without ``engine``)."""
+    facts = engine.build.package.facts if engine is not None else input_facts()
+    package = engine.build.package if engine is not None else None
+    patient = patient_schema(facts, package=f"{package.name} {package.version}" if package and package.name else "")
     patient.pop("$schema", None)
-    patient.pop("$id", None)
     problem = {"type": "object", "required": ["title", "status", "errors"], "properties": {
         "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
         "errors": {"type": "array", "items": {"type": "object", "required": ["pointer", "code", "detail"], "properties": {
@@ -113,7 +114,8 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "nbrules", "version": __version__,
-                 "description": "Neuroblastoma staging and risk classification from cited, versioned rule files."},
+                 "description": (package.title + ": " if package is not None and package.title else "")
+                 + "decisions from cited, versioned rule files."},
         "paths": {
             "/evaluate": {"post": {
                 "summary": "Evaluate one patient, or a list of patients",
@@ -142,7 +144,7 @@ def openapi_document() -> dict[str, Any]:
 def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_body: int = DEFAULT_MAX_BODY,
                max_patients: int = DEFAULT_MAX_PATIENTS) -> Starlette:
     """The ASGI application around one engine (shared by all requests)."""
-    fhir = mapping or load_mapping()
+    fhir = mapping or load_mapping(facts=engine.build.package.facts)
 
     def evaluate_all(data: Any) -> Response:
         single = not isinstance(data, list)
@@ -174,13 +176,14 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
 
     async def health(request: Request) -> Response:
         return _json({"status": "ok", "engine": f"nbrules {__version__}",
-                      "rulesets": [r.to_dict() for r in engine.rulesets], "fhir_mapping_sha256": fhir.sha256})
+                      "rulesets": [r.to_dict() for r in engine.rulesets], "knowledge": engine.knowledge.to_dict(),
+                      "fhir_mapping_sha256": fhir.sha256})
 
     async def openapi(request: Request) -> Response:
-        return _json(openapi_document())
+        return _json(openapi_document(engine))
 
     async def cds_discovery(request: Request) -> Response:
-        return _json(discovery())
+        return _json(discovery(engine))
 
     @_guard
     async def cds_service(request: Request) -> Response:
