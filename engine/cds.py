@@ -1,6 +1,6 @@
 """CDS Hooks (1.0/2.0) discovery and cards for the ``patient-view`` hook.
 
-One card per decision that ran: its outputs (INRGSS stages also as NCIt codes),
+One card per decision that ran: its outputs (with their codes from the FHIR mapping),
 the rules that fired with the facts they matched, and their citations as the card's
 source.  Indeterminate outputs say what they could be and which facts would settle
 them; a further card lists every fact the record lacked and every resource or code
@@ -57,13 +57,14 @@ def _card_id(seed: str) -> str:
 def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any]) -> dict[str, Any]:
     """The CDS Hooks response for a ``patient-view`` request with prefetch."""
     mapped = map_resources(request.get("prefetch") or {}, mapping)
+    title = engine.build.package.title or "Classification"
     try:
         result = engine.evaluate(mapped.facts)
     except PatientInputError as exc:
         lines = [f"- `{d.pointer}`: {d.message}" for d in exc.diagnostics]
         return {"cards": [{
             "uuid": _card_id("invalid:" + repr(sorted(mapped.facts.items()))),
-            "summary": "Neuroblastoma classification not possible: the record's facts contradict each other",
+            "summary": f"{title}: not possible, the record's facts contradict each other",
             "indicator": "warning",
             "detail": "\n".join(lines) + "\n\n" + _sources(mapped),
             "source": {"label": "nbrules"},
@@ -74,7 +75,7 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any]) -> 
         if not outs:
             continue
         cards.append(_decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}))
-    missing = _missing_card(result, mapped)
+    missing = _missing_card(result, mapped, title)
     if missing is not None:
         cards.append(missing)
     return {"cards": cards}
@@ -150,7 +151,7 @@ def _sources(mapped: MappedFacts) -> str:
     return "\n\n".join(lines)
 
 
-def _missing_card(result: Result, mapped: MappedFacts) -> dict[str, Any] | None:
+def _missing_card(result: Result, mapped: MappedFacts, title: str) -> dict[str, Any] | None:
     needed: list[str] = []
     for ind in result.indeterminate.values():
         for fact in ind.missing:
@@ -168,7 +169,7 @@ def _missing_card(result: Result, mapped: MappedFacts) -> dict[str, Any] | None:
         detail.append(extra)
     return {
         "uuid": _card_id(f"{result.input_sha256}:missing:{','.join(needed)}:{'|'.join(mapped.not_used)}"),
-        "summary": f"Neuroblastoma classification: {len(needed)} fact(s) missing from the record",
+        "summary": f"{title}: {len(needed)} fact(s) missing from the record",
         "indicator": "warning",
         "detail": "\n\n".join(detail),
         "source": {"label": "nbrules FHIR mapping (mappings/fhir-r4.yaml)"},

@@ -239,7 +239,7 @@ def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping) -> MappedFa
             if set(_codings(res.get("code"))) & mapping.diagnosis:
                 diagnoses.append((_date(res.get("onsetDateTime")) or _date(res.get("recordedDate")), res))
             else:
-                col.out.not_used.append(f"{_ref(res)}: not a neuroblastoma diagnosis in the mapping")
+                col.out.not_used.append(f"{_ref(res)}: not a diagnosis in the mapping")
         elif kind == "Observation":
             observations.append(res)
         else:
@@ -248,7 +248,7 @@ def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping) -> MappedFa
         diagnoses.sort(key=lambda d: (d[0] is None, d[0] or datetime.date.max))
         onset, dx = diagnoses[0]
         for _, other in diagnoses[1:]:
-            col.out.not_used.append(f"{_ref(other)}: a later neuroblastoma Condition; the earliest is used")
+            col.out.not_used.append(f"{_ref(other)}: a later Condition of the diagnosis; the earliest is used")
         age = mapping.age_fact
         if age is not None and onset is not None and birth is not None and onset >= birth:
             col.put(age, (onset - birth).days, f"{_ref(dx)} and Patient.birthDate")
