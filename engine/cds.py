@@ -18,11 +18,18 @@ from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
 from .results import Result
 
-__all__ = ["SERVICE_ID", "discovery", "cards_for"]
+__all__ = ["SERVICE_ID", "service_id", "discovery", "cards_for"]
 
-SERVICE_ID = "nbrules-neuroblastoma"
+#: The CDS service id of a package without a name (package.yaml); otherwise the id is
+#: the package's name, e.g. ``nbrules-neuroblastoma`` for the bundled package.
+SERVICE_ID = "nbrules"
 _NS = uuid.UUID("6b1e6a3c-2d0f-4c7e-9a51-3f0d1c2b4a77")
 _NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
+
+
+def service_id(engine: Any) -> str:
+    """The CDS Hooks service id: the name of the knowledge package in force."""
+    return str(engine.build.package.name) or SERVICE_ID
 
 
 def discovery(engine: Any = None) -> dict[str, Any]:
@@ -33,7 +40,7 @@ def discovery(engine: Any = None) -> dict[str, Any]:
     description = (package.description if package is not None else "") or "Decisions from cited rule files"
     return {"services": [{
         "hook": "patient-view",
-        "id": SERVICE_ID,
+        "id": service_id(engine) if engine is not None else SERVICE_ID,
         "title": title,
         "description": description + " With the rules that fired and what is still missing.",
         "prefetch": {

@@ -2,8 +2,8 @@
 
 Endpoints: ``POST /evaluate`` (one patient or a list), ``GET /decisions``,
 ``GET /health``, ``GET /openapi.json``, and CDS Hooks ``GET /cds-services`` /
-``POST /cds-services/nbrules-neuroblastoma``.  Bad input gets a 4xx answer in the
-problem-details form (RFC 9457) with one entry per problem: JSON pointer, code,
+``POST /cds-services/<package name>`` (``nbrules-neuroblastoma`` for the bundled
+package).  Bad input gets a 4xx answer in the problem-details form (RFC 9457) with one entry per problem: JSON pointer, code,
 expected and found.  Bodies are limited in size and lists in length.
 """
 
@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._version import __version__
-from .cds import SERVICE_ID, cards_for, discovery
+from .cds import SERVICE_ID, cards_for, discovery, service_id
 from .diagnostics import Diagnostic
 from .errors import PatientInputError
 from .fhir import FhirMapping, load_mapping
@@ -133,7 +133,7 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
             "/health": {"get": {"summary": "Liveness and the rule files in force",
                                 "responses": {"200": {"description": "ok"}}}},
             "/cds-services": {"get": {"summary": "CDS Hooks discovery", "responses": {"200": {"description": "services"}}}},
-            f"/cds-services/{SERVICE_ID}": {"post": {
+            f"/cds-services/{service_id(engine) if engine is not None else SERVICE_ID}": {"post": {
                 "summary": "CDS Hooks patient-view: FHIR R4 Patient, Condition, Observation in prefetch",
                 "responses": {"200": {"description": "cards"}, "400": bad, "413": bad, "415": bad}}},
         },
@@ -218,5 +218,5 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         Route("/health", health),
         Route("/openapi.json", openapi),
         Route("/cds-services", cds_discovery),
-        Route(f"/cds-services/{SERVICE_ID}", cds_service, methods=["POST"]),
+        Route(f"/cds-services/{service_id(engine)}", cds_service, methods=["POST"]),
     ])
