@@ -261,7 +261,7 @@ class _FileChecker:
                 self.err("NB316", f"output '{name}' is a patient fact of type {spec.describe()}; outputs are value sets",
                          ptr, key=True)
             elif set(values) != set(spec.values):
-                self.err("NB316", f"output '{name}' lists {', '.join(values)} but the patient schema has "
+                self.err("NB316", f"output '{name}' lists {', '.join(values)} but facts.yaml declares "
                                   f"{', '.join(spec.values)}", ptr,
                          hint="an output that can also be given as input must have the same values in both places")
 

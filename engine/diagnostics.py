@@ -96,7 +96,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB313", "unknown-condition", E, "a named condition is used but not declared"),
     Code("NB314", "condition-cycle", E, "named conditions refer to each other in a cycle"),
     Code("NB315", "bad-date", E, "an effective date is not a real calendar date"),
-    Code("NB316", "output-domain-mismatch", E, "an output's value set differs from the patient schema"),
+    Code("NB316", "output-domain-mismatch", E, "an output's value set differs from the one in facts.yaml"),
     Code("NB317", "bad-pending-value", E, "a pending value is not a value of its fact"),
     Code("NB318", "unknown-rule", E, "a case expects a rule id that does not exist"),
     Code("NB319", "self-dependency", E, "a decision reads an output it decides itself"),
