@@ -124,6 +124,9 @@ class PackageBuild:
     package: KnowledgePackage
     files: tuple[LoadedFile, ...]
     diagnostics: tuple[Diagnostic, ...]
+    #: True when facts.yaml exists but cannot be read as a vocabulary at all (bad YAML, not
+    #: a mapping, no valid ``facts`` table): decision files are then not checked against it.
+    vocabulary_broken: bool = False
 
 
 def _load(source: RuleSource) -> tuple[LoadedFile, list[Diagnostic]]:
@@ -221,6 +224,7 @@ def build_package(sources: Sequence[RuleSource]) -> PackageBuild:
             by_name[s.name] = (f, d)
     files = tuple(f.source for f in loaded)
     bundled = "facts.yaml" not in by_name
+    broken = False
     if bundled:
         facts: Mapping[str, FactSpec] = bundled_facts()
         outputs: Mapping[str, FactSpec] = _bundled_outputs()
@@ -229,6 +233,7 @@ def build_package(sources: Sequence[RuleSource]) -> PackageBuild:
         f, schema_diags = by_name["facts.yaml"]
         facts, outputs, meaning = _facts(f, schema_diags) if f.ok else ({}, {}, [])
         diags += meaning
+        broken = not f.ok or any(d.is_error and d.pointer in ("", "/facts") for d in schema_diags)
     meta: Mapping[str, Any] = {}
     if "package.yaml" in by_name:
         f, d = by_name["package.yaml"]
@@ -238,7 +243,7 @@ def build_package(sources: Sequence[RuleSource]) -> PackageBuild:
         name=str(meta.get("package", "")), version=str(meta.get("version", "")), title=str(meta.get("title", "")),
         description=" ".join(str(meta.get("description", "")).split()), facts=facts, outputs=outputs,
         sources=dict(meta.get("sources", {})), files=files, bundled_vocabulary=bundled)
-    return PackageBuild(package, tuple(loaded), tuple(diags))
+    return PackageBuild(package, tuple(loaded), tuple(diags), broken)
 
 
 def with_output_words(vocabulary: Mapping[str, FactSpec], package: KnowledgePackage) -> dict[str, FactSpec]:

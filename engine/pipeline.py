@@ -86,6 +86,8 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
         if pruned is not None:
             checkable.append(pruned[0])
             ignored[f.source.display] = pruned[1]
+    if pkg.vocabulary_broken:  # its own diagnostics say why; every fact would be reported unknown
+        checkable = []
     checked = check_files(checkable, pkg.package.facts, ignored)
     diags.extend(checked.diagnostics)
     diags.extend(_output_words_problems(pkg.package, checked.vocabulary, pkg.files))

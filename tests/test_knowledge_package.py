@@ -205,3 +205,13 @@ def test_editing_guides_are_printed_without_the_repository(capsys: pytest.Captur
     assert main(["docs", "knowledge-package"]) == 0
     assert capsys.readouterr().out == (REPO / "docs" / "knowledge-package.md").read_text(encoding="utf-8")
     assert main(["docs", "nope"]) == 4
+
+
+def test_unreadable_vocabulary_is_reported_once_not_as_every_fact_unknown(rules_dir) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import DEMO
+
+    root = rules_dir(demo=DEMO)
+    (root / "facts.yaml").write_text("facts: [age_days, mycn_status]\n", encoding="utf-8")
+    build = build_directory(root, label="rules")
+    assert [(d.code, d.path, d.line, d.column) for d in build.diagnostics] == [("NB201", "rules/facts.yaml", 1, 8)]
+    assert build.diagnostics[0].message == "expected a mapping, found a list of 2 items"
