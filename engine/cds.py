@@ -16,6 +16,8 @@ from typing import Any, Mapping
 from .errors import PatientInputError
 from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
+from .model import Decision
+from .reference import anchor_id, split_citation
 from .results import Result
 
 __all__ = ["SERVICE_ID", "service_id", "discovery", "cards_for"]
@@ -61,8 +63,14 @@ def _card_id(seed: str) -> str:
     return str(uuid.uuid5(_NS, seed))
 
 
-def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any]) -> dict[str, Any]:
-    """The CDS Hooks response for a ``patient-view`` request with prefetch."""
+def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
+              reference_base: str | None = None) -> dict[str, Any]:
+    """The CDS Hooks response for a ``patient-view`` request with prefetch.
+
+    ``reference_base`` is the service's own URL (``http://host:8000``): with it, each
+    card links the rows of the criteria reference its rules cite
+    (``{reference_base}/reference/criteria.md#S9``).
+    """
     mapped = map_resources(request.get("prefetch") or {}, mapping)
     title = engine.build.package.title or "Classification"
     try:
@@ -81,15 +89,30 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any]) -> 
         outs = list(d.decides)
         if not outs:
             continue
-        cards.append(_decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}))
+        cards.append(_decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}, reference_base))
     missing = _missing_card(result, mapped, title)
     if missing is not None:
         cards.append(missing)
     return {"cards": cards}
 
 
-def _decision_card(result: Result, d: Any, outs: list[str], mapping: FhirMapping,
-                   labels: Mapping[str, str]) -> dict[str, Any]:
+def _cite_links(d: Decision, cites: list[str], base: str) -> list[dict[str, str]]:
+    """CDS Hooks ``links`` to the reference rows a decision's fired rules cite."""
+    links: list[dict[str, str]] = []
+    for c in cites:
+        key, locator = split_citation(c)
+        ref = d.references.get(key)
+        if ref is None:
+            continue
+        url = f"{base.rstrip('/')}/reference/{ref.name}" + (f"#{anchor_id(locator)}" if locator else "")
+        link = {"label": c, "url": url, "type": "absolute"}
+        if link not in links:
+            links.append(link)
+    return links
+
+
+def _decision_card(result: Result, d: Decision, outs: list[str], mapping: FhirMapping,
+                   labels: Mapping[str, str], reference_base: str | None = None) -> dict[str, Any]:
     parts: list[str] = []
     detail: list[str] = []
     undetermined = False
@@ -143,6 +166,10 @@ def _decision_card(result: Result, d: Any, outs: list[str], mapping: FhirMapping
         "detail": "\n\n".join(detail) or "No rule applied.",
         "source": {"label": source_label},
     }
+    if reference_base is not None:
+        links = _cite_links(d, [c for f in fired for c in f.cite], reference_base)
+        if links:
+            card["links"] = links
     if codes:
         card["extension"] = {"nbrules": {"codes": codes}}
     return card

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any, Mapping, Sequence
 
 from .conditions import condition_refs, params_in, tests_in
@@ -32,6 +33,7 @@ from .model import (
     Test,
 )
 from .patient import PatientValidator
+from .reference import Reference, anchor_id, find_reference, split_citation
 from .validator import describe_value
 from .vocabulary import FactSpec
 
@@ -196,7 +198,14 @@ class _FileChecker:
         self.case_validator = case_validator
         self.diags: list[Diagnostic] = []
         self.reads: tuple[str, ...] = tuple(self.data.get("reads", ()))
-        self.sources: dict[str, str] = dict(self.data.get("sources", {}))
+        self.sources: dict[str, str] = {}
+        self.references: dict[str, Reference] = {}
+        for key, src in self.data.get("sources", {}).items():
+            if isinstance(src, Mapping):
+                self.sources[key] = str(src["title"])
+                self._reference(key, str(src["document"]))
+            else:
+                self.sources[key] = str(src)
         self.decides: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in self.data.get("decides", {}).items()}
         self.params: dict[str, Parameter] = {}
         self.cited: set[str] = set()
@@ -231,7 +240,7 @@ class _FileChecker:
         facts = {r: self.vocab[r] for r in self.reads if r in self.vocab}
         decision = Decision(
             id=d["decision"], title=d["title"], description=d.get("description", ""), version=d["version"],
-            status=d["status"], effective=d["effective"], sources=self.sources,
+            status=d["status"], effective=d["effective"], sources=self.sources, references=self.references,
             hit_policy=d.get("hit_policy", "unique"), parameters=self.params, conditions=conditions,
             reads=self.reads, facts=facts, pending=pending, decides=self.decides, scopes=scopes, rules=rules,
             cases=(), source=self.f.source, file=self.f,
@@ -286,14 +295,33 @@ class _FileChecker:
 
     # -- citations, parameters ---------------------------------------------------------
 
+    def _reference(self, key: str, document: str) -> None:
+        src = self.f.source
+        root = None
+        if src.path is not None:
+            root = src.path.parents[len(PurePosixPath(src.name).parts) - 1]
+        ref = find_reference(document, root)
+        if ref is None:
+            self.err("NB360", f"source '{key}' names the document '{document}', which is not in the rules directory "
+                     "nor among the documents bundled with nbrules", join_pointer(f"/sources/{key}", "document"),
+                     hint="put the document at the root of the rules directory, or correct its name")
+        else:
+            self.references[key] = ref
+
     def _cites(self, cites: Sequence[str], ptr: str) -> tuple[str, ...]:
         for i, c in enumerate(cites):
-            key = c.split()[0] if c.split() else c
+            key, locator = split_citation(c)
             if key not in self.sources:
                 self.err("NB306", f"citation '{c}' names no entry of sources", f"{ptr}/{i}",
                          hint=did_you_mean(key, self.sources) or f"declared sources: {', '.join(self.sources)}")
-            else:
-                self.cited.add(key)
+                continue
+            self.cited.add(key)
+            ref = self.references.get(key)
+            if ref is not None and locator and not ref.has(locator):
+                self.err("NB361", f"citation '{c}' names no row of {ref.display}: expected one of its anchors, "
+                         f"found '{anchor_id(locator)}'", f"{ptr}/{i}",
+                         hint=did_you_mean(anchor_id(locator), sorted(ref.anchors))
+                         or f"rows are marked <a id=\"...\"></a> in {ref.display}")
         return tuple(cites)
 
     def _parameter(self, name: str, p: Mapping[str, Any]) -> Parameter:

@@ -105,6 +105,8 @@ CODES: dict[str, Code] = _registry(
     Code("NB332", "unused-read", W, "a fact in `reads` is never tested"),
     Code("NB333", "unused-condition", W, "a named condition is never used"),
     Code("NB334", "bad-alternative", E, "a parameter alternative has a different type from its value"),
+    Code("NB360", "reference-not-found", E, "a source names a reference document that cannot be found"),
+    Code("NB361", "unknown-reference-row", E, "a citation names a row the reference document does not have"),
     # compile
     Code("NB401", "engine-rejected", E, "durable-rules refused the compiled ruleset (a bug in nbrules)"),
     # evaluate (patient input and runtime)

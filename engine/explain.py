@@ -48,6 +48,12 @@ def _wrap(text: str, indent: str, width: int = 96) -> list[str]:
     return lines
 
 
+def _cite_text(cite: str, decision: Decision | None) -> str:
+    """``criteria.md S9 (docs/criteria.md#S9)``: a citation with the row it links to."""
+    link = decision.cite_link(cite) if decision is not None else None
+    return f"{cite} ({link})" if link else cite
+
+
 def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
     """Plain-text explanation; ``decisions`` maps decision id to the decision that ran."""
     out: list[str] = []
@@ -112,7 +118,7 @@ def explain(result: Result, decisions: Mapping[str, Decision]) -> str:
             params = "; ".join(f"{k} = {json.dumps(v)}" for k, v in f.parameters.items())
             out.append(f"     parameters: {params}")
         out.append("     set: " + "; ".join(f"{k} = {v}" for k, v in f.set.items()))
-        out.extend(_wrap("cites: " + "; ".join(f.cite), "     "))
+        out.extend(_wrap("cites: " + "; ".join(_cite_text(c, d) for c in f.cite), "     "))
         for c in f.cite:
             key = c.split()[0]
             if d is not None and key in d.sources:

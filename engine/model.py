@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 from .loader import LoadedFile
+from .reference import Reference, split_citation
 from .sources import RuleSource
 from .vocabulary import FactSpec
 
@@ -180,6 +181,14 @@ class Decision:
     cases: tuple[Case, ...]
     source: RuleSource
     file: LoadedFile = field(repr=False)
+    #: Sources that are reference documents of the package, by source key.
+    references: Mapping[str, Reference] = field(default_factory=dict, repr=False)
+
+    def cite_link(self, cite: str) -> str | None:
+        """Where a citation points: ``docs/criteria.md#S9``; ``None`` for a publication."""
+        key, locator = split_citation(cite)
+        ref = self.references.get(key)
+        return ref.link(locator) if ref is not None else None
 
     @property
     def key(self) -> str:

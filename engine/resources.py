@@ -14,7 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundled_rules_dir", "schemas_dir", "mappings_dir", "docs_dir", "read_schema"]
+__all__ = ["bundled_rules_dir", "docs_dir", "schemas_dir", "mappings_dir", "read_schema"]
 
 
 def _data_dir(kind: str) -> Path:
@@ -37,14 +37,16 @@ def mappings_dir() -> Path:
     return _data_dir("mappings")
 
 
+def docs_dir() -> Path:
+    """Directory of the documentation shipped with nbrules: the criteria reference and the
+    editing guides (``rule-files.md``, ``knowledge-package.md``…)."""
+    return _data_dir("docs")
+
+
 def schemas_dir() -> Path:
     """Directory of the file formats: ``ruleset``, ``package``, ``facts``, ``fhir-mapping`` (``*.schema.json``)."""
     return _data_dir("schemas")
 
-
-def docs_dir() -> Path:
-    """Directory of the editing documentation (``rule-files.md``, ``knowledge-package.md``…)."""
-    return _data_dir("docs")
 
 
 @lru_cache(maxsize=None)

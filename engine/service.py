@@ -3,7 +3,9 @@
 Endpoints: ``POST /evaluate`` (one patient or a list), ``GET /decisions``,
 ``GET /health``, ``GET /openapi.json``, and CDS Hooks ``GET /cds-services`` /
 ``POST /cds-services/<package name>`` (``nbrules-neuroblastoma`` for the bundled
-package).  Bad input gets a 4xx answer in the problem-details form (RFC 9457) with one entry per problem: JSON pointer, code,
+package), and ``GET /reference/{name}``, the criteria reference the rules in force
+cite, as HTML with an anchor per row.  Bad input gets a 4xx answer in the
+problem-details form (RFC 9457) with one entry per problem: JSON pointer, code,
 expected and found.  Bodies are limited in size and lists in length.
 """
 
@@ -15,7 +17,7 @@ from typing import Any, Awaitable, Callable
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ._version import __version__
@@ -25,8 +27,10 @@ from .errors import PatientInputError
 from .fhir import FhirMapping, load_mapping
 from .loader import join_pointer
 from .patient import parse_patient_json
+from .reference import render_reference
 from .runtime import RuleEngine
 from .vocabulary import input_facts, patient_schema
+from .workbench import workbench_routes
 
 __all__ = ["create_app", "openapi_document", "DEFAULT_MAX_BODY", "DEFAULT_MAX_PATIENTS"]
 
@@ -205,18 +209,24 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
                                      "detail": "expected a FHIR resource or Bundle"})
         if problems:
             raise _Problem(400, "invalid CDS Hooks request", problems)
-        return await run_in_threadpool(lambda: _json(cards_for(engine, fhir, data)))
+        base = str(request.base_url).rstrip("/")
+        return await run_in_threadpool(lambda: _json(cards_for(engine, fhir, data, reference_base=base)))
 
-    async def index(request: Request) -> Response:
-        return _json({"service": f"nbrules {__version__}", "endpoints": ["/evaluate", "/decisions", "/health",
-                                                                          "/openapi.json", "/cds-services"]})
+    async def reference(request: Request) -> Response:
+        name = request.path_params["name"]
+        for d in engine.decisions:
+            for ref in d.references.values():
+                if ref.name == name:
+                    return HTMLResponse(render_reference(ref))
+        return _problem(_Problem(404, f"no reference document named {name!r} is cited by the rules in force"))
 
     return Starlette(routes=[
-        Route("/", index),
+        *workbench_routes(engine),
         Route("/evaluate", evaluate, methods=["POST"]),
         Route("/decisions", decisions),
         Route("/health", health),
         Route("/openapi.json", openapi),
         Route("/cds-services", cds_discovery),
         Route(f"/cds-services/{service_id(engine)}", cds_service, methods=["POST"]),
+        Route("/reference/{name}", reference),
     ])

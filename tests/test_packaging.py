@@ -36,6 +36,7 @@ def test_wheel_carries_rules_and_schemas_and_evaluates_outside_the_repo(tmp_path
     assert "nbrules/docs/knowledge-package.md" in names and "nbrules/docs/rule-files.md" in names
     assert "nbrules/py.typed" in names
     assert "nbrules/mappings/fhir-r4.yaml" in names
+    assert "nbrules/docs/criteria.md" in names  # the reference the rules cite, resolved in the wheel
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)

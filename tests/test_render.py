@@ -38,14 +38,19 @@ def test_markdown_has_a_row_per_rule_and_a_column_per_fact() -> None:
     d = next(x for x in BUILD.decisions if x.id == "cog-risk")
     md = render_markdown([d])
     header = next(line for line in md.splitlines() if line.startswith("| rule |"))
-    for fact in ("inrgss_stage", "age_days", "mycn_status", "inpc_histology", "resection_extent"):
-        assert f"| {fact} |" in header
+    # a column per fact the rules test, headed by its title in the vocabulary; ploidy and the
+    # chromosome facts are tested only inside named conditions and still get their column
+    for fact in ("inrgss_stage", "age_days", "mycn_status", "inpc_histology", "resection_extent", "ploidy",
+                 "chr11q_status", "chr1p_status", "symptoms"):
+        assert f"| {d.facts[fact].title or fact} |" in header, fact
     for rule in d.rules:
         assert re.search(rf"^\| {re.escape(rule.id)} \|", md, re.M), rule.id
     assert f"version **{d.version}** ({d.status})" in md and d.sha256 in md
     assert "| unknown_biology_policy | indeterminate |" in md  # parameters with notes and readings
     v21 = next(line for line in md.splitlines() if line.startswith("| V2-1 |"))
-    assert "= L1" in v21 and "= not_amplified" in v21 and "cog_risk = low" in v21 and "criteria.md V2-1" in v21
+    assert "| L1 |" in v21 and "*not_amplified*" in v21 and "cog_risk = low" in v21 and "criteria.md V2-1" in v21
+    assert "- *not_amplified*: MYCN status: not amplified" in md  # named conditions defined once
+    assert "## Example cases" in md and "| FAIL" not in md
 
 
 def test_html_is_self_contained() -> None:
@@ -53,10 +58,12 @@ def test_html_is_self_contained() -> None:
     parser = _Collect()
     parser.feed(page)
     assert "script" not in parser.tags and "link" not in parser.tags and "img" not in parser.tags
-    assert parser.urls == []  # nothing fetched: only in-page anchors
+    # nothing fetched: in-page anchors, and links to the rows of the criteria reference the rules cite
+    reference = BUILD.decisions[0].references["criteria.md"].path.resolve().as_uri()
+    assert parser.urls and all(u == reference or u.startswith(reference + "#") for u in parser.urls)
     # per decision: a rules table (header + one row per rule or exclusion) and a parameters table
     expected = sum(1 + len(d.rules) + len(d.scopes) + (1 + len(d.parameters) if d.parameters else 0)
-                   for d in BUILD.decisions)
+                   + (1 + len(d.cases) if d.cases else 0) for d in BUILD.decisions)
     assert parser.rows == expected
 
 

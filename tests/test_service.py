@@ -171,3 +171,25 @@ def test_load_many_clients_no_errors_flat_memory(server: tuple[str, int]) -> Non
     assert report["errors"] == 0, report["first_errors"]
     assert report["requests"] == 6000
     assert grown < 15, f"server memory grew by {grown:.1f} MB"
+
+
+def test_reference_served_with_row_anchors(server: tuple[str, int]) -> None:
+    url, _ = server
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("GET", "/reference/criteria.md")
+    resp = conn.getresponse()
+    page = resp.read().decode()
+    assert resp.status == 200 and resp.getheader("Content-Type", "").startswith("text/html")
+    assert '<a id="S9"></a>' in page and "<table>" in page
+    status, ctype, body = call(url, "GET", "/reference/secrets.md")
+    assert status == 404 and ctype.startswith("application/problem+json")
+
+
+def test_cds_cards_link_the_cited_rows(server: tuple[str, int]) -> None:
+    url, _ = server
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", request)
+    assert status == 200
+    links = [link for card in body["cards"] for link in card.get("links", [])]
+    assert {"label": "criteria.md S9", "url": f"{url}/reference/criteria.md#S9", "type": "absolute"} in links
