@@ -211,6 +211,7 @@ def document(p: dict[str, Any], meta: dict[tuple[str, str], dict[str, Any]]) -> 
                       "source": m["source"], "cite": m["cite"], "matched": {f: p.get(f) for f in m["facts"]},
                       "set": m["set"], **({"parameters": m["parameters"]} if m["parameters"] else {})})
     doc = {"type": "nbrules.result", "outputs": outputs, "indeterminate": {}, "not_applicable": {}, "settled": {},
-           "from_input": {"inss_stage": {"decision": "inss", "value": p["inss_stage"]}}, "fired": trace, "warnings": [], "rulesets": meta[("", "")]["rulesets"], "input": p,
+           "from_input": {"inss_stage": {"decision": "inss", "value": p["inss_stage"]}}, "fired": trace, "warnings": [],
+           "rulesets": meta[("", "")]["rulesets"], "knowledge": meta[("", "")]["knowledge"], "input": p,
            "input_sha256": hashlib.sha256(canonical.encode()).hexdigest(), "engine": "baseline"}
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))

@@ -96,7 +96,7 @@ def trace_table(engine: RuleEngine) -> dict[tuple[str, str], dict[str, Any]]:
             meta[(d.id, cr.id)] = {"version": d.version, "source": f"{d.source.display}:{cr.rule.line}",
                                    "cite": list(cr.rule.cite), "facts": list(cr.facts), "set": dict(cr.then),
                                    "parameters": {k: runner.program.params[k] for k in cr.params}}
-    meta[("", "")] = {"rulesets": [r.to_dict() for r in engine.rulesets]}
+    meta[("", "")] = {"rulesets": [r.to_dict() for r in engine.rulesets], "knowledge": engine.knowledge.to_dict()}
     return meta
 
 

@@ -197,7 +197,7 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     text = io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8-sig", newline="")
     bar = _Progress(progress, total) if progress is not None else None
     try:
-        for status, line in _records(read_rows(text, fmt, id_column), spec, workers, engine):
+        for status, line in _records(read_rows(text, fmt, id_column, engine.build.package.facts if engine is not None else None), spec, workers, engine):
             out.write(line + "\n")
             summary.rows += 1
             summary.statuses[status] = summary.statuses.get(status, 0) + 1

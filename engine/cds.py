@@ -1,6 +1,6 @@
 """CDS Hooks (1.0/2.0) discovery and cards for the ``patient-view`` hook.
 
-One card per decision that ran: its outputs (INRGSS stages also as NCIt codes),
+One card per decision that ran: its outputs (with their codes from the FHIR mapping),
 the rules that fired with the facts they matched, and their citations as the card's
 source.  Indeterminate outputs say what they could be and which facts would settle
 them; a further card lists every fact the record lacked and every resource or code
@@ -20,20 +20,31 @@ from .model import Decision
 from .reference import anchor_id, split_citation
 from .results import APPLIES_IF_GIVEN, Result
 
-__all__ = ["SERVICE_ID", "discovery", "cards_for"]
+__all__ = ["SERVICE_ID", "service_id", "discovery", "cards_for"]
 
-SERVICE_ID = "nbrules-neuroblastoma"
+#: The CDS service id of a package without a name (package.yaml); otherwise the id is
+#: the package's name, e.g. ``nbrules-neuroblastoma`` for the bundled package.
+SERVICE_ID = "nbrules"
 _NS = uuid.UUID("6b1e6a3c-2d0f-4c7e-9a51-3f0d1c2b4a77")
 _NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
 
 
-def discovery() -> dict[str, Any]:
+def service_id(engine: Any) -> str:
+    """The CDS Hooks service id: the name of the knowledge package in force."""
+    return str(engine.build.package.name) or SERVICE_ID
+
+
+def discovery(engine: Any = None) -> dict[str, Any]:
+    """The CDS Hooks discovery document; title and description are those of the
+    knowledge package in force (package.yaml)."""
+    package = engine.build.package if engine is not None else None
+    title = (package.title if package is not None else "") or "nbrules"
+    description = (package.description if package is not None else "") or "Decisions from cited rule files"
     return {"services": [{
         "hook": "patient-view",
-        "id": SERVICE_ID,
-        "title": "Neuroblastoma staging and risk groups",
-        "description": ("INRGSS stage, INPC histology, INRG pretreatment group, COG risk (version 2 and the INSS-era "
-                        "tables) from cited rule files, with the rules that fired and what is still missing."),
+        "id": service_id(engine) if engine is not None else SERVICE_ID,
+        "title": title,
+        "description": description + " With the rules that fired and what is still missing.",
         "prefetch": {
             "patient": "Patient/{{context.patientId}}",
             "conditions": "Condition?patient={{context.patientId}}",
@@ -42,10 +53,10 @@ def discovery() -> dict[str, Any]:
     }]}
 
 
-def _label(name: str) -> str:
-    return name.replace("_", " ").replace("inss", "INSS").replace("inrc", "INRC").replace("inrgss", "INRGSS") \
-        .replace("inrg", "INRG").replace("inpc", "INPC").replace("cog v1", "COG INSS-era").replace("cog", "COG") \
-        .replace("mki", "MKI")
+def _label(engine: Any, name: str) -> str:
+    """The short title of an output, from the vocabulary of the package in force."""
+    spec = engine.build.vocabulary.get(name)
+    return spec.title if spec is not None and spec.title and spec.title != name else name.replace("_", " ")
 
 
 def _card_id(seed: str) -> str:
@@ -61,13 +72,14 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
     (``{reference_base}/reference/criteria.md#S9``).
     """
     mapped = map_resources(request.get("prefetch") or {}, mapping)
+    title = engine.build.package.title or "Classification"
     try:
         result = engine.evaluate(mapped.facts)
     except PatientInputError as exc:
         lines = [f"- `{d.pointer}`: {d.message}" for d in exc.diagnostics]
         return {"cards": [{
             "uuid": _card_id("invalid:" + repr(sorted(mapped.facts.items()))),
-            "summary": "Neuroblastoma classification not possible: the record's facts contradict each other",
+            "summary": f"{title}: not possible, the record's facts contradict each other",
             "indicator": "warning",
             "detail": "\n".join(lines) + "\n\n" + _sources(mapped),
             "source": {"label": "nbrules"},
@@ -79,8 +91,8 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
             continue
         if all(o in result.not_applicable and result.not_applicable[o].scope == APPLIES_IF_GIVEN for o in outs):
             continue  # the record is not of the kind this decision assesses (e.g. no response assessment)
-        cards.append(_decision_card(result, d, outs, mapping, reference_base))
-    missing = _missing_card(result, mapped)
+        cards.append(_decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}, reference_base))
+    missing = _missing_card(result, mapped, title)
     if missing is not None:
         cards.append(missing)
     return {"cards": cards}
@@ -102,14 +114,14 @@ def _cite_links(d: Decision, cites: list[str], base: str) -> list[dict[str, str]
 
 
 def _decision_card(result: Result, d: Decision, outs: list[str], mapping: FhirMapping,
-                   reference_base: str | None = None) -> dict[str, Any]:
+                   labels: Mapping[str, str], reference_base: str | None = None) -> dict[str, Any]:
     parts: list[str] = []
     detail: list[str] = []
     undetermined = False
     codes: dict[str, Any] = {}
     for out in outs:
         value = result.outputs.get(out)
-        label = _label(out)
+        label = labels[out]
         if value is not None:
             code = mapping.stage_code(out, value)
             notes = ["from the record"] if out in result.from_input else []
@@ -175,7 +187,7 @@ def _sources(mapped: MappedFacts) -> str:
     return "\n\n".join(lines)
 
 
-def _missing_card(result: Result, mapped: MappedFacts) -> dict[str, Any] | None:
+def _missing_card(result: Result, mapped: MappedFacts, title: str) -> dict[str, Any] | None:
     needed: list[str] = []
     for ind in result.indeterminate.values():
         for fact in ind.missing:
@@ -193,7 +205,7 @@ def _missing_card(result: Result, mapped: MappedFacts) -> dict[str, Any] | None:
         detail.append(extra)
     return {
         "uuid": _card_id(f"{result.input_sha256}:missing:{','.join(needed)}:{'|'.join(mapped.not_used)}"),
-        "summary": f"Neuroblastoma classification: {len(needed)} fact(s) missing from the record",
+        "summary": f"{title}: {len(needed)} fact(s) missing from the record",
         "indicator": "warning",
         "detail": "\n\n".join(detail),
         "source": {"label": "nbrules FHIR mapping (mappings/fhir-r4.yaml)"},

@@ -37,11 +37,20 @@ from .reference import Reference, anchor_id, find_reference, split_citation
 from .validator import describe_value
 from .vocabulary import FactSpec
 
-__all__ = ["CheckResult", "check_files", "dependency_order", "output_vocabulary"]
+__all__ = ["CheckResult", "check_files", "dependency_order", "output_vocabulary", "undeclared_fact_hint"]
 
 _SCALAR_OPS = ("is", "in")
 _NUMBER_OPS = ("less_than", "at_most", "greater_than", "at_least")
 _SET_OPS = ("contains_any", "contains_all", "subset_of", "empty")
+
+
+def undeclared_fact_hint(name: str, vocabulary: Mapping[str, FactSpec]) -> str:
+    """NB301's hint: the closest declared fact, and how to declare a new one in facts.yaml."""
+    close = did_you_mean(name, vocabulary)
+    declare = (f"if '{name}' is a new fact, declare it in facts.yaml at the root of the rules directory, under "
+               f"facts:, e.g. '{name}: {{type: one_of, title: ..., description: ..., values: [{{value: ..., "
+               f"label: ...}}]}}' (see docs/knowledge-package.md, or 'nbrules docs knowledge-package')")
+    return f"{close} Or, {declare}" if close else declare[0].upper() + declare[1:]
 
 
 @dataclass(frozen=True)
@@ -248,7 +257,7 @@ class _FileChecker:
             ptr = f"/reads/{i}"
             if name not in self.vocab:
                 self.err("NB301", f"fact '{name}' is neither a patient fact nor an output of a decision", ptr,
-                         hint=did_you_mean(name, self.vocab) or "see schemas/patient.schema.json for patient facts")
+                         hint=undeclared_fact_hint(name, self.vocab))
             elif name in self.decides:
                 self.err("NB319", f"decision reads '{name}', which it decides itself", ptr,
                          hint="remove it from reads; a decision cannot depend on its own output")
@@ -263,7 +272,7 @@ class _FileChecker:
                 self.err("NB316", f"output '{name}' is a patient fact of type {spec.describe()}; outputs are value sets",
                          ptr, key=True)
             elif set(values) != set(spec.values):
-                self.err("NB316", f"output '{name}' lists {', '.join(values)} but the patient schema has "
+                self.err("NB316", f"output '{name}' lists {', '.join(values)} but facts.yaml declares "
                                   f"{', '.join(spec.values)}", ptr,
                          hint="an output that can also be given as input must have the same values in both places")
 
@@ -414,7 +423,7 @@ class _FileChecker:
         spec = self.vocab.get(fact)
         if spec is None:
             self.err("NB301", f"fact '{fact}' is not declared", f"{ptr}/fact",
-                     hint=did_you_mean(fact, self.vocab) or "see schemas/patient.schema.json for patient facts")
+                     hint=undeclared_fact_hint(fact, self.vocab))
             return test
         if fact not in self.reads:
             self.err("NB309", f"fact '{fact}' is tested but missing from reads", f"{ptr}/fact",

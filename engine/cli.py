@@ -359,7 +359,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         outputs = list(dict.fromkeys(o for e in (old_engine, new_engine) for d in e.decisions for o in d.decides))
         try:
             with _open_text(args.cohort) as stream:
-                cohort = diff_cohort(old_engine, new_engine, read_rows(stream, fmt, args.id_column or "id"), outputs)
+                cohort = diff_cohort(old_engine, new_engine,
+                                     read_rows(stream, fmt, args.id_column or "id", new_engine.build.package.facts),
+                                     outputs)
         except CohortFormatError as exc:
             raise _UsageError(str(exc)) from exc
         finally:
@@ -442,8 +444,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise _UsageError(f"nbrules serve needs the 'serve' extra: pip install 'nbrules[serve]' ({exc.name} is missing)")
     from .fhir import load_mapping
 
-    mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None)
     engine = _engine(args)
+    mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None, engine.build.package.facts)
     if args.watch:
         def report(r: object) -> None:
             print(f"nbrules: {r.summary()}", file=sys.stderr)  # type: ignore[attr-defined]
@@ -454,6 +456,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     finally:
         engine.close()
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .editing import init_package
+
+    dest = Path(args.dir)
+    try:
+        written = init_package(dest)
+    except FileExistsError as exc:
+        raise _UsageError(f"nbrules init: {exc}") from exc
+    except OSError as exc:
+        raise _UsageError(f"nbrules init: cannot write '{dest}': {exc.strerror or exc}") from exc
+    print(f"{dest}: {_plural(len(written), 'file')} written (the bundled knowledge package, and its formats in "
+          f"{dest / 'schemas'} for editor completion). Edit, then: nbrules validate {dest}; nbrules test {dest}; "
+          f"nbrules verify {dest}. Guide: nbrules docs knowledge-package")
+    return EXIT_OK
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from .editing import doc_pages, doc_text
+
+    if not args.page:
+        print("\n".join(doc_pages()))
+        return EXIT_OK
+    try:
+        print(doc_text(args.page), end="")
+    except KeyError:
+        raise _UsageError(f"nbrules docs: no page '{args.page}' (pages: {', '.join(doc_pages())})") from None
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .editing import schema_names
+    from .resources import schemas_dir
+    from .vocabulary import patient_schema
+
+    if args.name == "patient":
+        build = _build(args)
+        if not build.ok:
+            _print_diagnostics(build.diagnostics, sys.stderr)
+            raise _RulesInvalid(build)
+        pkg = build.package
+        schema = patient_schema(pkg.facts, package=f"{pkg.name} {pkg.version}" if pkg.name else "")
+        print(json.dumps(schema, indent=2, ensure_ascii=False))
+    elif args.name in schema_names():
+        print((schemas_dir() / f"{args.name}.schema.json").read_text(encoding="utf-8"), end="")
+    else:
+        raise _UsageError(f"nbrules schema: no schema '{args.name}' (patient, {', '.join(schema_names())})")
     return EXIT_OK
 
 
@@ -543,6 +594,19 @@ def _parser() -> _Parser:
     sv.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N", help="outcomes remembered per decision")
     sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     sv.set_defaults(func=cmd_serve)
+
+    ini = sub.add_parser("init", help="write an editable copy of the bundled knowledge package into DIR")
+    ini.add_argument("dir", metavar="DIR")
+    ini.set_defaults(func=cmd_init)
+
+    dc = sub.add_parser("docs", help="print an editing guide (rule-files, knowledge-package, diagnostics...)")
+    dc.add_argument("page", nargs="?", metavar="PAGE", help="page name (default: list the pages)")
+    dc.set_defaults(func=cmd_docs)
+
+    sc = sub.add_parser("schema", help="print a JSON Schema: patient (generated from facts.yaml), ruleset, facts...")
+    sc.add_argument("name", metavar="NAME", help="patient, or a file format: ruleset, package, facts, fhir-mapping")
+    _rules_arg(sc)
+    sc.set_defaults(func=cmd_schema)
 
     c = sub.add_parser("codes", help="list every diagnostic code")
     c.set_defaults(func=cmd_codes)

@@ -59,8 +59,10 @@ def detect_format(path: str | Path) -> str:
     raise CohortFormatError(f"cannot tell the format of '{path}': name it .jsonl or .csv, or give --input-format")
 
 
-def read_rows(stream: IO[str], fmt: str, id_column: str = "id") -> Iterator[Row]:
-    """Stream the rows of a JSONL or CSV cohort.
+def read_rows(stream: IO[str], fmt: str, id_column: str = "id",
+              facts: Mapping[str, FactSpec] | None = None) -> Iterator[Row]:
+    """Stream the rows of a JSONL or CSV cohort.  CSV cells are typed by ``facts``
+    (the input vocabulary of the package in force; default: the bundled one).
 
     A row whose id an earlier row already has comes back with problem NB560 and no
     facts (it is not evaluated: results keyed by id would be ambiguous); the first row
@@ -69,7 +71,7 @@ def read_rows(stream: IO[str], fmt: str, id_column: str = "id") -> Iterator[Row]
     if fmt == "jsonl":
         rows = _jsonl(stream, id_column)
     elif fmt == "csv":
-        rows = _csv(stream, id_column)
+        rows = _csv(stream, id_column, input_facts() if facts is None else facts)
     else:
         raise CohortFormatError(f"unknown cohort format '{fmt}' (jsonl or csv)")
     first: dict[str, int] = {}
@@ -110,7 +112,7 @@ def _jsonl(stream: IO[str], id_column: str) -> Iterator[Row]:
         yield Row(number, row_id, data)
 
 
-def _csv(stream: IO[str], id_column: str) -> Iterator[Row]:
+def _csv(stream: IO[str], id_column: str, specs: Mapping[str, FactSpec]) -> Iterator[Row]:
     reader = csv.reader(stream)
     try:
         header = next(reader)
@@ -119,7 +121,6 @@ def _csv(stream: IO[str], id_column: str) -> Iterator[Row]:
     header = [h.strip() for h in header]
     if id_column not in header:
         raise CohortFormatError(f"the CSV header has no '{id_column}' column (found: {', '.join(header)})")
-    specs = input_facts()
     id_index = header.index(id_column)
     for number, cells in enumerate(reader, start=1):
         if not any(c.strip() for c in cells):

@@ -22,6 +22,12 @@ __all__ = ["CompiledRule", "Program", "compile_decision", "engine_fact", "COUNT_
 
 COUNT_SUFFIX = "__count"
 
+#: durable-rules 2.0.28 holds fewer than 32 expressions per rule (MAX_SEQUENCE_EXPRESSIONS in
+#: its rete.h; beyond that, creating the ruleset fails with error 113).  A rule whose pattern
+#: is larger than this budget and whose condition is an "any" is registered as one
+#: durable-rules rule per alternative, named ``<name>~<j>``, all mapped back to the rule.
+EXPRESSION_BUDGET = 24
+
 
 @dataclass(frozen=True)
 class CompiledRule:
@@ -70,7 +76,9 @@ class Program:
         return f"{self.decision.key}:{self.decision.sha256[:12]}"
 
     def by_engine_name(self) -> dict[str, CompiledRule]:
-        return {r.engine_name: r for r in self.rules + self.scopes}
+        """Every durable-rules rule name (alternatives of a split rule included) to its rule."""
+        base = {r.engine_name: r for r in self.rules + self.scopes}
+        return {**base, **{name: base[name.split("~")[0]] for name in self.definition}}
 
 
 def engine_fact(facts: Mapping[str, Any], specs: Mapping[str, FactSpec]) -> dict[str, Any]:
@@ -163,6 +171,31 @@ def _rule_json(node: NNF, specs: Mapping[str, FactSpec]) -> dict[str, Any] | Non
     return {"all": [{"m": {"$and": [{"__nb": 1}, _pattern(node, specs)]}}]}
 
 
+def _size(pattern: Any) -> int:
+    """An upper estimate of the expressions durable-rules builds for a pattern: one per test
+    and per operator."""
+    if isinstance(pattern, dict):
+        return sum(1 + _size(v) if k.startswith("$") or not isinstance(v, dict) else _size(v) for k, v in pattern.items())
+    if isinstance(pattern, list):
+        return sum(_size(x) for x in pattern)
+    return 0
+
+
+def _rule_jsons(name: str, node: NNF, specs: Mapping[str, FactSpec]) -> dict[str, dict[str, Any]]:
+    """The durable-rules rule(s) of one condition: split into its alternatives when too large."""
+    pattern = _rule_json(node, specs)
+    if pattern is None:
+        return {}
+    if isinstance(node, Or) and _size(pattern) > EXPRESSION_BUDGET:
+        out: dict[str, dict[str, Any]] = {}
+        for j, alternative in enumerate(node.items):
+            part = _rule_json(alternative, specs)
+            if part is not None:
+                out[f"{name}~{j}"] = part
+        return out
+    return {name: pattern}
+
+
 def _reads_order(decision: Decision) -> Any:
     order = {name: i for i, name in enumerate(decision.reads)}
     return lambda fact: order.get(fact, len(order))
@@ -188,9 +221,7 @@ def compile_decision(decision: Decision, params: Mapping[str, Any] | None = None
             unknown_tests=frozenset(a.fact for a in atoms(node) if a.op == "unknown"),
         )
         (scopes if isinstance(rule, Scope) else compiled).append(cr)
-        pattern = _rule_json(node, decision.facts)
-        if pattern is not None:
-            definition[name] = pattern
+        definition.update(_rule_jsons(name, node, decision.facts))
     return Program(
         decision=decision,
         params=bound,

@@ -67,6 +67,11 @@ CODES: dict[str, Code] = _registry(
     Code("NB106", "multiple-documents", E, "the file holds more than one YAML document"),
     Code("NB107", "non-string-key", E, "a mapping key is not a plain string"),
     Code("NB108", "no-rule-files", E, "the rules directory holds no *.yaml files"),
+    # knowledge-package files (package.yaml, facts.yaml)
+    Code("NB110", "facts-duplicate-value", E, "a fact or output in facts.yaml lists a value twice"),
+    Code("NB111", "facts-type-mismatch", E, "a fact's values, unit or range do not fit its type"),
+    Code("NB112", "facts-unknown-output", E, "facts.yaml describes an output, or a value, no decision sets"),
+    Code("NB113", "package-file-misplaced", E, "a knowledge-package file name is used below the root"),
     # validate (JSON Schema of the rule-file format)
     Code("NB201", "wrong-type", E, "a value has the wrong type"),
     Code("NB202", "missing-key", E, "a required key is missing"),
@@ -91,7 +96,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB313", "unknown-condition", E, "a named condition is used but not declared"),
     Code("NB314", "condition-cycle", E, "named conditions refer to each other in a cycle"),
     Code("NB315", "bad-date", E, "an effective date is not a real calendar date"),
-    Code("NB316", "output-domain-mismatch", E, "an output's value set differs from the patient schema"),
+    Code("NB316", "output-domain-mismatch", E, "an output's value set differs from the one in facts.yaml"),
     Code("NB317", "bad-pending-value", E, "a pending value is not a value of its fact"),
     Code("NB318", "unknown-rule", E, "a case expects a rule id that does not exist"),
     Code("NB319", "self-dependency", E, "a decision reads an output it decides itself"),

@@ -19,7 +19,7 @@ from .loader import LoadedFile, join_pointer, load_source
 from .resources import mappings_dir
 from .sources import RuleSource
 from .validator import SCHEMA_CODES, schema_problems, schema_validator
-from .vocabulary import input_facts
+from .vocabulary import FactSpec, input_facts
 
 __all__ = ["FhirMapping", "MappedFacts", "load_mapping", "map_resources"]
 
@@ -35,6 +35,8 @@ class FhirMapping:
     stage_codes: Mapping[str, Mapping[str, tuple[str, str]]]  # fact -> value -> (system, code)
     observations: Mapping[tuple[str, str], tuple[str, str, Mapping[tuple[str, str], str]]]  # code -> fact, kind, values
     sha256: str
+    #: The fact that receives the age at diagnosis in days (``diagnosis.age_fact``); None: not computed.
+    age_fact: str | None = None
 
     def stage_code(self, fact: str, value: str) -> tuple[str, str] | None:
         """The (system, code) of a stage value, e.g. NCIt C133431 for MS."""
@@ -45,8 +47,9 @@ _KINDS = {"coded": ("enum",), "list": ("set",), "boolean": ("boolean",), "intege
           "number": ("number", "integer")}
 
 
-def load_mapping(path: Path | None = None) -> FhirMapping:
-    """Read and check a mapping file (default: the bundled ``fhir-r4.yaml``).
+def load_mapping(path: Path | None = None, facts: Mapping[str, FactSpec] | None = None) -> FhirMapping:
+    """Read and check a mapping file (default: the bundled ``fhir-r4.yaml``) against the
+    input facts of the package in force (``facts``; default: the bundled vocabulary).
 
     Raises :class:`MappingError` with every problem located at ``path:line:col``:
     the YAML, the format (``schemas/fhir-mapping.schema.json``), and the meaning
@@ -63,15 +66,14 @@ def load_mapping(path: Path | None = None) -> FhirMapping:
         problems += [loaded.diag(SCHEMA_CODES[p.kind], p.message, p.pointer, key=p.on_key, hint=p.hint)
                      for p in schema_problems(schema_validator("fhir-mapping.schema.json"), loaded.data)]
         if not problems:
-            problems += _meaning_problems(loaded)
+            problems += _meaning_problems(loaded, input_facts() if facts is None else facts)
     if problems:
         raise MappingError(f"the FHIR mapping {path} has {len(problems)} problem(s)", problems)
     return _build(loaded.data, loaded.source.sha256)
 
 
-def _meaning_problems(loaded: LoadedFile) -> list[Diagnostic]:
+def _meaning_problems(loaded: LoadedFile, facts: Mapping[str, FactSpec]) -> list[Diagnostic]:
     data: Mapping[str, Any] = loaded.data
-    facts = input_facts()
     out: list[Diagnostic] = []
 
     def system_ok(entry: Mapping[str, Any], pointer: str) -> None:
@@ -92,11 +94,15 @@ def _meaning_problems(loaded: LoadedFile) -> list[Diagnostic]:
         if fact in facts:
             return True
         out.append(loaded.diag("NB301", f"unknown fact '{fact}'", pointer, key=True,
-                               hint=did_you_mean(fact, list(facts)) or "facts are those of schemas/patient.schema.json"))
+                               hint=did_you_mean(fact, list(facts)) or "facts are those of facts.yaml in the rules directory"))
         return False
 
     for i, c in enumerate(data["diagnosis"]["codes"]):
         system_ok(c, f"/diagnosis/codes/{i}")
+    age = data["diagnosis"].get("age_fact")
+    if age is not None and fact_ok(age, "/diagnosis/age_fact") and facts[age].kind != "integer":
+        out.append(loaded.diag("NB303", f"age_fact '{age}' is {facts[age].describe()}; the age in days is a whole number",
+                               "/diagnosis/age_fact"))
     for fact, entries in data.get("stages", {}).items():
         if fact_ok(fact, join_pointer("/stages", fact)):
             values_ok(fact, entries, join_pointer("/stages", fact))
@@ -142,7 +148,8 @@ def _build(data: Mapping[str, Any], sha256: str) -> FhirMapping:
         values = {key(v): str(v["value"]) for v in spec.get("values", [])}
         for c in spec["codes"]:
             observations[key(c)] = (fact, spec["kind"], values)
-    return FhirMapping(frozenset(key(c) for c in data["diagnosis"]["codes"]), stages, stage_codes, observations, sha256)
+    return FhirMapping(frozenset(key(c) for c in data["diagnosis"]["codes"]), stages, stage_codes, observations, sha256,
+                       data["diagnosis"].get("age_fact"))
 
 
 @dataclass
@@ -232,7 +239,7 @@ def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping) -> MappedFa
             if set(_codings(res.get("code"))) & mapping.diagnosis:
                 diagnoses.append((_date(res.get("onsetDateTime")) or _date(res.get("recordedDate")), res))
             else:
-                col.out.not_used.append(f"{_ref(res)}: not a neuroblastoma diagnosis in the mapping")
+                col.out.not_used.append(f"{_ref(res)}: not a diagnosis in the mapping")
         elif kind == "Observation":
             observations.append(res)
         else:
@@ -241,10 +248,11 @@ def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping) -> MappedFa
         diagnoses.sort(key=lambda d: (d[0] is None, d[0] or datetime.date.max))
         onset, dx = diagnoses[0]
         for _, other in diagnoses[1:]:
-            col.out.not_used.append(f"{_ref(other)}: a later neuroblastoma Condition; the earliest is used")
-        if onset is not None and birth is not None and onset >= birth:
-            col.put("age_days", (onset - birth).days, f"{_ref(dx)} and Patient.birthDate")
-        elif onset is None:
+            col.out.not_used.append(f"{_ref(other)}: a later Condition of the diagnosis; the earliest is used")
+        age = mapping.age_fact
+        if age is not None and onset is not None and birth is not None and onset >= birth:
+            col.put(age, (onset - birth).days, f"{_ref(dx)} and Patient.birthDate")
+        elif age is not None and onset is None:
             col.out.not_used.append(f"{_ref(dx)}: no onsetDateTime or recordedDate, so age at diagnosis is unknown")
         for stage in dx.get("stage", []) or []:
             codes = _codings(stage.get("summary") if isinstance(stage, dict) else None)

@@ -1,4 +1,5 @@
-"""Patient facts: parse, validate against ``patient.schema.json``, find contradictions.
+"""Patient facts: parse, validate against the patient schema generated from the
+vocabulary of the package in force, find contradictions.
 
 Facts are checked strictly before they reach durable-rules, which would otherwise
 compare ``"9"`` with ``18`` as text and match ``"true"`` or ``1`` with ``true``.
@@ -8,7 +9,6 @@ pointer of the fact, what was expected and what was found.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -18,9 +18,8 @@ from jsonschema import Draft202012Validator
 
 from .diagnostics import Diagnostic, did_you_mean, has_errors
 from .loader import join_pointer
-from .resources import read_schema
 from .validator import describe_value, schema_problems
-from .vocabulary import FactSpec
+from .vocabulary import FactSpec, patient_schema
 
 __all__ = [
     "PatientValidator",
@@ -220,14 +219,15 @@ def _fast_check(specs: Mapping[str, FactSpec]) -> Any:
 
 
 class PatientValidator:
-    """Validates patient records against the patient schema (optionally extended).
+    """Validates patient records against the patient schema generated from ``specs``
+    (:func:`nbrules.vocabulary.patient_schema`), optionally extended.
 
     ``extra`` adds facts that are not patient input, e.g. the outputs of other
     decisions given in a rule file's example case.
     """
 
     def __init__(self, specs: Mapping[str, FactSpec], extra: Iterable[FactSpec] = ()) -> None:
-        schema = copy.deepcopy(read_schema("patient.schema.json"))
+        schema = patient_schema(specs)
         self.specs: dict[str, FactSpec] = dict(specs)
         for spec in extra:
             if spec.name not in schema["properties"]:
@@ -260,7 +260,7 @@ class PatientValidator:
             if p.kind == "unknown-key":
                 name = p.pointer.rsplit("/", 1)[-1]
                 message = f"expected a patient fact, found unknown fact '{name}'"
-                hint = did_you_mean(name, self.specs) or "the patient facts are listed in schemas/patient.schema.json"
+                hint = did_you_mean(name, self.specs) or "the patient facts are declared in facts.yaml of the rules directory"
             diags.append(Diagnostic(code=_CODES[p.kind], pointer=p.pointer, message=message, hint=hint))
         for name, value in record.items():
             spec = self.specs.get(name)

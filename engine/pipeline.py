@@ -15,25 +15,32 @@ from typing import Any, Mapping, Sequence
 
 from .checker import check_files, dependency_order
 from .diagnostics import Diagnostic, has_errors, sort_diagnostics
-from .loader import LoadedFile, load_source
+from .loader import LoadedFile, join_pointer, load_source
 from .model import Decision
+from .package import KnowledgePackage, build_package, is_package_file, misplaced_package_file, with_output_words
 from .resources import bundled_rules_dir
 from .sources import RuleSource, directory_sources, file_source
 from .validator import validate_rule_file
-from .vocabulary import FactSpec, input_facts
+from .vocabulary import FactSpec
 
 __all__ = ["RuleSetBuild", "build_sources", "build_directory", "build_bundled", "build_file"]
 
 
 @dataclass(frozen=True)
 class RuleSetBuild:
-    """Checked decisions (in dependency order) and every diagnostic of the three stages."""
+    """Checked decisions (in dependency order) and every diagnostic of the three stages.
+
+    ``package`` is the knowledge package (name, version, input facts, its files);
+    ``vocabulary`` its input facts plus every output of a decision; ``files`` every
+    loaded file, package files included.
+    """
 
     decisions: tuple[Decision, ...]
     diagnostics: tuple[Diagnostic, ...]
     vocabulary: Mapping[str, FactSpec]
     files: tuple[LoadedFile, ...]
     label: str
+    package: KnowledgePackage
 
     @property
     def ok(self) -> bool:
@@ -48,8 +55,18 @@ class RuleSetBuild:
 
 
 def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSetBuild:
-    """Load, validate and check ``sources``."""
+    """Load, validate and check ``sources``: the knowledge-package files among them
+    (:data:`nbrules.package.PACKAGE_FILES`), then the decision files against its vocabulary."""
     diags: list[Diagnostic] = []
+    pkg = build_package(sources)
+    diags.extend(pkg.diagnostics)
+    for s in sources:
+        if misplaced_package_file(s):
+            diags.append(Diagnostic(
+                code="NB113", path=s.display, line=1, column=1,
+                message=f"'{s.name}' has the name of a knowledge-package file but is not at the root of {label}",
+                hint=f"move it to the root of the rules directory, or rename it if it is a decision file"))
+    sources = [s for s in sources if not is_package_file(s) and not misplaced_package_file(s)]
     if not sources:
         diags.append(Diagnostic(code="NB108", message=f"no rule files (*.yaml) found in {label}", path=label,
                                 hint="point --rules at a directory of rule files"))
@@ -69,10 +86,36 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
         if pruned is not None:
             checkable.append(pruned[0])
             ignored[f.source.display] = pruned[1]
-    checked = check_files(checkable, input_facts(), ignored)
+    if pkg.vocabulary_broken:  # its own diagnostics say why; every fact would be reported unknown
+        checkable = []
+    checked = check_files(checkable, pkg.package.facts, ignored)
     diags.extend(checked.diagnostics)
+    diags.extend(_output_words_problems(pkg.package, checked.vocabulary, pkg.files))
     decisions = tuple(dependency_order(checked.decisions))
-    return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), checked.vocabulary, tuple(loaded), label)
+    vocabulary = with_output_words(checked.vocabulary, pkg.package)
+    return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), vocabulary, pkg.files + tuple(loaded), label,
+                        pkg.package)
+
+
+def _output_words_problems(package: KnowledgePackage, vocabulary: Mapping[str, FactSpec],
+                           files: Sequence[LoadedFile]) -> list[Diagnostic]:
+    """NB112: words in facts.yaml for an output no decision sets, or for a value it never takes."""
+    facts_file = next((f for f in files if f.source.name == "facts.yaml"), None)
+    if facts_file is None:
+        return []
+    out: list[Diagnostic] = []
+    for name, words in package.outputs.items():
+        ptr = join_pointer("/outputs", name)
+        spec = vocabulary.get(name)
+        if spec is None or spec.is_input:
+            out.append(facts_file.diag("NB112", f"'{name}' is not an output of any decision", ptr, key=True,
+                                       hint="describe input facts under facts:, outputs of decisions under outputs:"))
+            continue
+        for i, value in enumerate(words.values):
+            if value not in spec.values:
+                out.append(facts_file.diag("NB112", f"'{value}' is not a value of output {name} "
+                                           f"(its decisions set {', '.join(spec.values)})", f"{ptr}/values/{i}/value"))
+    return out
 
 
 _MEMO: "OrderedDict[tuple[str, str], tuple[LoadedFile, tuple[Diagnostic, ...]]]" = OrderedDict()

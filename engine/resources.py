@@ -38,13 +38,15 @@ def mappings_dir() -> Path:
 
 
 def docs_dir() -> Path:
-    """Directory of the documentation shipped with nbrules (the criteria reference)."""
+    """Directory of the documentation shipped with nbrules: the criteria reference and the
+    editing guides (``rule-files.md``, ``knowledge-package.md``…)."""
     return _data_dir("docs")
 
 
 def schemas_dir() -> Path:
-    """Directory of ``ruleset.schema.json`` and ``patient.schema.json``."""
+    """Directory of the file formats: ``ruleset``, ``package``, ``facts``, ``fhir-mapping`` (``*.schema.json``)."""
     return _data_dir("schemas")
+
 
 
 @lru_cache(maxsize=None)

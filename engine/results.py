@@ -157,6 +157,22 @@ class RulesetInfo:
 
 
 @dataclass(frozen=True)
+class KnowledgeInfo:
+    """The knowledge an evaluation used: the package's name and version (empty for a
+    directory without package.yaml), the profile chosen (empty when none) and
+    :func:`nbrules.package.knowledge_sha256` over every knowledge file and decision
+    file in force plus the profile."""
+
+    package: str
+    version: str
+    profile: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"package": self.package, "version": self.version, "profile": self.profile, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
 class Result:
     """Everything one evaluation established.
 
@@ -168,6 +184,8 @@ class Result:
     * ``fired``: the ordered trace of rules that fired;
     * ``warnings``: diagnostics that did not stop the evaluation;
     * ``rulesets``: version and sha256 of every rule file used;
+    * ``knowledge``: the package, version, profile and one sha256 over all of its
+      knowledge in force (:class:`KnowledgeInfo`);
     * ``input_sha256``: hash of the canonical input.
     """
 
@@ -182,6 +200,7 @@ class Result:
     input: Mapping[str, Any]
     input_sha256: str
     engine: str
+    knowledge: KnowledgeInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data, in a fixed key order."""
@@ -195,6 +214,7 @@ class Result:
             "fired": [f.to_dict() for f in self.fired],
             "warnings": [dict(w) for w in self.warnings],
             "rulesets": [r.to_dict() for r in self.rulesets],
+            **({"knowledge": self.knowledge.to_dict()} if self.knowledge is not None else {}),
             "input": dict(self.input),
             "input_sha256": self.input_sha256,
             "engine": self.engine,
@@ -223,6 +243,7 @@ class Result:
             ',"fired":[', ",".join(f.to_compact_json() for f in self.fired),
             '],"warnings":', _encode([dict(w) for w in self.warnings]) if self.warnings else "[]",
             ',"rulesets":', _rulesets_json(self.rulesets),
+            ',"knowledge":' + _knowledge_json(self.knowledge) if self.knowledge is not None else "",
             ',"input":', _encode(self.input),
             ',"input_sha256":', _encode(self.input_sha256),
             ',"engine":', _encode(self.engine), "}"))
@@ -236,3 +257,8 @@ class Result:
 @lru_cache(maxsize=64)
 def _rulesets_json(rulesets: tuple[RulesetInfo, ...]) -> str:
     return _encode([r.to_dict() for r in rulesets])
+
+
+@lru_cache(maxsize=64)
+def _knowledge_json(knowledge: KnowledgeInfo) -> str:
+    return _encode(knowledge.to_dict())

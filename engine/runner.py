@@ -110,7 +110,8 @@ class DecisionRunner:
         except EngineError as exc:
             raise EngineError(f"{self.decision.key}: {exc}",
                               [Diagnostic(code="NB530", message=f"{self.decision.key}: {exc}")]) from exc
-        hits = sorted((self._by_name[n] for n in names), key=lambda r: r.index)
+        # a rule split into alternatives (compiler.EXPRESSION_BUDGET) may fire more than once
+        hits = sorted({r.index: r for r in (self._by_name[n] for n in names)}.values(), key=lambda r: r.index)
         return [r for r in hits if not r.is_scope], [r for r in hits if r.is_scope]
 
     def view(self, known: Mapping[str, Any]) -> dict[str, Any]:

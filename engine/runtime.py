@@ -25,9 +25,8 @@ from .patient import PatientValidator, facts_sha256, parse_patient_json
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_sources
 from .resources import bundled_rules_dir
 from .runner import DecisionRunner
-from .results import APPLIES_IF_GIVEN, FiredRule, FromInput, Indeterminate, NotApplicable, Result, RulesetInfo, Settled
+from .results import APPLIES_IF_GIVEN, FiredRule, FromInput, Indeterminate, KnowledgeInfo, NotApplicable, Result, RulesetInfo, Settled
 from .sources import RuleSource
-from .vocabulary import input_facts
 
 __all__ = ["RuleEngine", "ReloadReport", "select_versions", "DEFAULT_CACHE_SIZE"]
 
@@ -125,6 +124,12 @@ class _State:
         self.runners: tuple[DecisionRunner, ...] = tuple(runners)
         self.rulesets = tuple(RulesetInfo(d.id, d.version, d.status, d.source.display, d.sha256)
                               for d in self.decisions)
+        pkg = build.package
+        #: The profile slot of the knowledge hash: empty until profiles exist.
+        profile = ""
+        self.knowledge = KnowledgeInfo(pkg.name, pkg.version, profile,
+                                       pkg.sha256((d.source for d in self.decisions), profile))
+        self.validator = PatientValidator(pkg.facts)
         self.fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
         self.in_flight = 0
         self.retired = False
@@ -193,7 +198,6 @@ class RuleEngine:
         self._reload_lock = threading.Lock()
         self._state = _State(build, self._use, cache_size)
         self._state.plan(self._requested)  # an unknown decision id fails here, not at the first patient
-        self._validator = PatientValidator(input_facts())
         self._engine_label = f"nbrules {__version__}"
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
@@ -242,6 +246,11 @@ class RuleEngine:
     @property
     def version_warnings(self) -> tuple[Diagnostic, ...]:
         return self._state.version_warnings
+
+    @property
+    def knowledge(self) -> KnowledgeInfo:
+        """Package, version, profile and knowledge sha256 of the rule set in force."""
+        return self._state.knowledge
 
     @property
     def rulesets(self) -> tuple[RulesetInfo, ...]:
@@ -358,7 +367,7 @@ class RuleEngine:
 
     def check_patient(self, facts: Any) -> list[Diagnostic]:
         """Every problem of a patient record (errors and warnings), without evaluating."""
-        return self._validator.check(facts)
+        return self._state.validator.check(facts)
 
     def evaluate_json(self, text: str | bytes) -> Result:
         """Parse JSON text strictly, then :meth:`evaluate` it."""
@@ -397,11 +406,11 @@ class RuleEngine:
         """Evaluate on ``state`` with ``runners`` (default: every decision of the state)."""
         if runners is None:
             runners = state.runners
-        diags = self._validator.check(facts)
+        diags = state.validator.check(facts)
         if has_errors(diags):
             raise PatientInputError("the patient record is invalid", [d for d in diags if d.is_error])
         warnings: list[Diagnostic] = [d for d in diags if not d.is_error] + list(state.version_warnings)
-        given = self._validator.canonical(facts)
+        given = state.validator.canonical(facts)
         known: dict[str, Any] = dict(given)
         open_values: dict[str, tuple[str, ...]] = {}
         missing_of: dict[str, tuple[str, ...]] = {}
@@ -484,6 +493,7 @@ class RuleEngine:
             input=given,
             input_sha256=facts_sha256(given),
             engine=self._engine_label,
+            knowledge=state.knowledge,
         )
 
     def _compare_given(self, runner: DecisionRunner, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],

@@ -2,15 +2,15 @@
 
 Endpoints: ``POST /evaluate`` (one patient or a list), ``GET /decisions``,
 ``GET /health``, ``GET /openapi.json``, and CDS Hooks ``GET /cds-services`` /
-``POST /cds-services/nbrules-neuroblastoma``, and ``GET /reference/{name}``, the
-criteria reference the rules in force cite, as HTML with an anchor per row.  Bad input gets a 4xx answer in the
+``POST /cds-services/<package name>`` (``nbrules-neuroblastoma`` for the bundled
+package), and ``GET /reference/{name}``, the criteria reference the rules in force
+cite, as HTML with an anchor per row.  Bad input gets a 4xx answer in the
 problem-details form (RFC 9457) with one entry per problem: JSON pointer, code,
 expected and found.  Bodies are limited in size and lists in length.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any, Awaitable, Callable
 
@@ -21,15 +21,15 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ._version import __version__
-from .cds import SERVICE_ID, cards_for, discovery
+from .cds import SERVICE_ID, cards_for, discovery, service_id
 from .diagnostics import Diagnostic
 from .errors import PatientInputError
 from .fhir import FhirMapping, load_mapping
 from .loader import join_pointer
 from .patient import parse_patient_json
 from .reference import render_reference
-from .resources import read_schema
 from .runtime import RuleEngine
+from .vocabulary import input_facts, patient_schema
 from .workbench import workbench_routes
 
 __all__ = ["create_app", "openapi_document", "DEFAULT_MAX_BODY", "DEFAULT_MAX_PATIENTS"]
@@ -96,11 +96,13 @@ def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Reque
     return wrapped
 
 
-def openapi_document() -> dict[str, Any]:
-    """OpenAPI 3.1 description of the service, with the patient schema embedded."""
-    patient = copy.deepcopy(read_schema("patient.schema.json"))
+def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
+    """OpenAPI 3.1 description of the service, with the patient schema generated from the
+    vocabulary of the package in force embedded (the bundled one without ``engine``)."""
+    facts = engine.build.package.facts if engine is not None else input_facts()
+    package = engine.build.package if engine is not None else None
+    patient = patient_schema(facts, package=f"{package.name} {package.version}" if package and package.name else "")
     patient.pop("$schema", None)
-    patient.pop("$id", None)
     problem = {"type": "object", "required": ["title", "status", "errors"], "properties": {
         "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
         "errors": {"type": "array", "items": {"type": "object", "required": ["pointer", "code", "detail"], "properties": {
@@ -116,7 +118,8 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "nbrules", "version": __version__,
-                 "description": "Neuroblastoma staging and risk classification from cited, versioned rule files."},
+                 "description": (package.title + ": " if package is not None and package.title else "")
+                 + "decisions from cited, versioned rule files."},
         "paths": {
             "/evaluate": {"post": {
                 "summary": "Evaluate one patient, or a list of patients",
@@ -134,7 +137,7 @@ def openapi_document() -> dict[str, Any]:
             "/health": {"get": {"summary": "Liveness and the rule files in force",
                                 "responses": {"200": {"description": "ok"}}}},
             "/cds-services": {"get": {"summary": "CDS Hooks discovery", "responses": {"200": {"description": "services"}}}},
-            f"/cds-services/{SERVICE_ID}": {"post": {
+            f"/cds-services/{service_id(engine) if engine is not None else SERVICE_ID}": {"post": {
                 "summary": "CDS Hooks patient-view: FHIR R4 Patient, Condition, Observation in prefetch",
                 "responses": {"200": {"description": "cards"}, "400": bad, "413": bad, "415": bad}}},
         },
@@ -145,7 +148,7 @@ def openapi_document() -> dict[str, Any]:
 def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_body: int = DEFAULT_MAX_BODY,
                max_patients: int = DEFAULT_MAX_PATIENTS) -> Starlette:
     """The ASGI application around one engine (shared by all requests)."""
-    fhir = mapping or load_mapping()
+    fhir = mapping or load_mapping(facts=engine.build.package.facts)
 
     def evaluate_all(data: Any) -> Response:
         single = not isinstance(data, list)
@@ -177,13 +180,14 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
 
     async def health(request: Request) -> Response:
         return _json({"status": "ok", "engine": f"nbrules {__version__}",
-                      "rulesets": [r.to_dict() for r in engine.rulesets], "fhir_mapping_sha256": fhir.sha256})
+                      "rulesets": [r.to_dict() for r in engine.rulesets], "knowledge": engine.knowledge.to_dict(),
+                      "fhir_mapping_sha256": fhir.sha256})
 
     async def openapi(request: Request) -> Response:
-        return _json(openapi_document())
+        return _json(openapi_document(engine))
 
     async def cds_discovery(request: Request) -> Response:
-        return _json(discovery())
+        return _json(discovery(engine))
 
     @_guard
     async def cds_service(request: Request) -> Response:
@@ -223,6 +227,6 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         Route("/health", health),
         Route("/openapi.json", openapi),
         Route("/cds-services", cds_discovery),
-        Route(f"/cds-services/{SERVICE_ID}", cds_service, methods=["POST"]),
+        Route(f"/cds-services/{service_id(engine)}", cds_service, methods=["POST"]),
         Route("/reference/{name}", reference),
     ])

@@ -46,7 +46,7 @@ from .render import templates
 from .results import Result
 from .runtime import RuleEngine
 from .tables import Cite, decision_table, fact_title, value_label
-from .vocabulary import FactSpec, input_facts
+from .vocabulary import FactSpec
 
 __all__ = ["workbench_routes", "form_facts", "MAX_COHORT_BYTES"]
 
@@ -166,9 +166,7 @@ def _field_views(vocabulary: Mapping[str, FactSpec], params: Mapping[str, str],
 def _result_view(result: Result, engine: RuleEngine, query: Mapping[str, str],
                  multi: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     decisions = {d.id: d for d in engine.decisions}
-    specs: dict[str, FactSpec] = {}
-    for d in engine.decisions:
-        specs.update(d.facts)
+    specs: dict[str, FactSpec] = dict(engine.build.vocabulary)  # input facts and the words of outputs
     outputs = []
     for d in engine.decisions:
         for out in d.decides:
@@ -184,11 +182,13 @@ def _result_view(result: Result, engine: RuleEngine, query: Mapping[str, str],
                     links = [(value_label(v if spec is None or spec.kind != "boolean" else v == "true", spec),
                               _with(query, multi, fact, v)) for v in values]
                     settle.append({"fact": fact, "title": fact_title(fact, spec), "links": links})
-                item.update(kind="indeterminate", candidates=list(ind.candidates), settle=settle)
+                item.update(kind="indeterminate", candidates=[value_label(c, specs.get(out)) for c in ind.candidates],
+                            settle=settle)
             elif out in result.not_applicable:
                 item.update(kind="not_applicable", reason=result.not_applicable[out].reason)
             elif result.outputs.get(out) is not None:
-                item.update(kind="value", value=result.outputs[out], from_input=out in result.from_input,
+                item.update(kind="value", value=value_label(result.outputs[out], specs.get(out)),
+                            from_input=out in result.from_input,
                             settled=out in result.settled)
             else:
                 item.update(kind="none")
@@ -234,7 +234,7 @@ def workbench_routes(engine: RuleEngine) -> list[Route]:
     """The workbench pages for one engine (the service's, so reloads show at once)."""
 
     def vocabulary() -> Mapping[str, FactSpec]:
-        return input_facts()
+        return engine.build.package.facts  # the input facts of the package in force
 
     async def index(request: Request) -> Response:
         in_force = {d.key for d in engine.decisions}

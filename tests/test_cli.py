@@ -52,7 +52,7 @@ def test_bad_patient_exits_2_with_one_line_per_problem(capsys: pytest.CaptureFix
     assert lines == [
         "/age_days: NB502 [input-wrong-type] expected a whole number, found text '183'",
         "/bogus: NB503 [input-unknown-fact] expected a patient fact, found unknown fact 'bogus' "
-        "(the patient facts are listed in schemas/patient.schema.json)",
+        "(the patient facts are declared in facts.yaml of the rules directory)",
         "/mycn_status: NB504 [input-value-not-allowed] expected one of amplified, not_amplified; found text 'amp'",
     ]
 

@@ -6,6 +6,7 @@ import re
 
 from nbrules import build_bundled
 from nbrules.diagnostics import CODES
+from nbrules.package import PACKAGE_FILES
 
 from .conftest import REPO
 
@@ -22,7 +23,8 @@ def test_bundled_rule_files_start_with_the_schema_line() -> None:
         first = f.source.data.decode().splitlines()[0]
         rel = f.source.path.relative_to(REPO / "rules")  # type: ignore[union-attr]
         depth = len(rel.parts)
-        assert first == f"# yaml-language-server: $schema={'../' * depth}schemas/ruleset.schema.json", f.source.display
+        schema = PACKAGE_FILES.get(f.source.name, "ruleset.schema.json")  # package files have their own format
+        assert first == f"# yaml-language-server: $schema={'../' * depth}schemas/{schema}", f.source.display
 
 
 def test_schemas_are_valid_2020_12() -> None:
@@ -30,7 +32,7 @@ def test_schemas_are_valid_2020_12() -> None:
 
     from jsonschema import Draft202012Validator
 
-    for name in ("ruleset.schema.json", "patient.schema.json", "fhir-mapping.schema.json"):
+    for name in ("ruleset.schema.json", "package.schema.json", "facts.schema.json", "fhir-mapping.schema.json"):
         schema = json.loads((REPO / "schemas" / name).read_text())
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         Draft202012Validator.check_schema(schema)

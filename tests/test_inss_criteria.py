@@ -207,4 +207,4 @@ def test_text_explanation_of_an_inss_derivation() -> None:
     assert ("matched: Extent of resection = incomplete; Primary crosses the midline = yes; "
             "Metastatic sites = none") in why
     assert "cites: brodeur1993" in why
-    assert "rule v1-9-toddler" in why and "matched: INSS stage = 3; Age at diagnosis (days) = 400 days" in why
+    assert "rule v1-9-toddler" in why and "matched: INSS stage = 3; Age at diagnosis = 400 days" in why

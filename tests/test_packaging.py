@@ -31,7 +31,9 @@ def test_wheel_carries_rules_and_schemas_and_evaluates_outside_the_repo(tmp_path
     [wheel] = list(dist.glob("nbrules-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "nbrules/rules/staging/inrgss.yaml" in names
-    assert "nbrules/schemas/patient.schema.json" in names and "nbrules/schemas/ruleset.schema.json" in names
+    assert "nbrules/schemas/facts.schema.json" in names and "nbrules/schemas/ruleset.schema.json" in names
+    assert "nbrules/rules/facts.yaml" in names and "nbrules/rules/package.yaml" in names
+    assert "nbrules/docs/knowledge-package.md" in names and "nbrules/docs/rule-files.md" in names
     assert "nbrules/py.typed" in names
     assert "nbrules/mappings/fhir-r4.yaml" in names
     assert "nbrules/docs/criteria.md" in names  # the reference the rules cite, resolved in the wheel
@@ -58,3 +60,11 @@ def test_wheel_carries_rules_and_schemas_and_evaluates_outside_the_repo(tmp_path
     mapping = subprocess.run([str(py), "-c", "from nbrules.fhir import load_mapping; print(len(load_mapping().stages))"],
                              cwd=work, capture_output=True, text=True)
     assert mapping.returncode == 0 and int(mapping.stdout) >= 1, mapping.stderr
+    # editing from the wheel: an editable copy that validates, and the guides
+    subprocess.run([str(nbrules), "init", "my-rules"], cwd=work, capture_output=True, text=True, check=True)
+    assert (work / "my-rules" / "schemas" / "facts.schema.json").is_file()
+    proc = subprocess.run([str(nbrules), "validate", "my-rules"], cwd=work, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    guide = subprocess.run([str(nbrules), "docs", "knowledge-package"], cwd=work, capture_output=True, text=True,
+                           check=True)
+    assert "facts.yaml" in guide.stdout
