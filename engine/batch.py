@@ -25,7 +25,7 @@ from typing import IO, Any, Iterable, Iterator, Sequence
 from .cohort import Row, read_rows
 from .diagnostics import Diagnostic
 from .errors import NbrulesError, PatientInputError
-from .patient import DEFAULT_MAX_INPUT
+from .patient import DEFAULT_MAX_INPUT, not_text
 from .results import Result
 
 __all__ = ["BatchSummary", "EngineSpec", "run_batch", "row_record", "status_of"]
@@ -73,13 +73,7 @@ def status_of(result: Result) -> str:
 
 def _text(line: str) -> str:
     """``line`` as writable UTF-8: a lone surrogate (never expected) becomes a JSON escape."""
-    if line.isascii():
-        return line
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        return line.encode("utf-8", "backslashreplace").decode("utf-8")
-    return line
+    return line.encode("utf-8", "backslashreplace").decode("utf-8") if not_text(line) else line
 
 
 def row_record(row: Row, engine: Any) -> tuple[str, str]:

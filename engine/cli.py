@@ -28,7 +28,7 @@ from .errors import NbrulesError, PatientInputError
 from .explain import explain
 from .pipeline import RuleSetBuild, build_bundled, build_directory
 from .model import Decision
-from .patient import DEFAULT_MAX_INPUT
+from .patient import DEFAULT_MAX_INPUT, escape_controls
 from .runtime import DEFAULT_CACHE_SIZE, RuleEngine, select_versions
 
 __all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_INTERNAL"]
@@ -153,14 +153,6 @@ def _read_input(path: str, limit: int) -> bytes:
         raise _UsageError(f"cannot read '{path}': {exc.strerror or exc}") from exc
 
 
-def _terminal_safe(text: str) -> str:
-    """``text`` with control characters (terminal escape codes) written as escapes."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in text)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.batch:
         return _batch(args)
@@ -174,7 +166,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for d in exc.diagnostics:
             hint = f" ({d.hint})" if d.hint else ""
             line = f"{d.pointer or '(record)'}: {d.code} [{d.name}] {d.message}{hint}"
-            print(_terminal_safe(line), file=sys.stderr)
+            print(escape_controls(line), file=sys.stderr)
         return EXIT_PATIENT
     if args.format == "text":
         sys.stdout.write(explain(result, {d.id: d for d in engine.decisions}))

@@ -23,7 +23,7 @@ from typing import IO, Any, Iterator, Mapping, cast
 
 from .diagnostics import Diagnostic
 from .loader import join_pointer
-from .patient import DEFAULT_MAX_INPUT, parse_patient_json, too_large
+from .patient import DEFAULT_MAX_INPUT, not_text, parse_patient_json, too_large
 from .validator import describe_value
 from .vocabulary import FactSpec, input_facts
 
@@ -150,7 +150,7 @@ def _csv(stream: IO[str], id_column: str) -> Iterator[Row]:
             continue
         if not any(c.strip() for c in cells):
             continue
-        if any(_not_utf8(c) for c in cells):
+        if any(not_text(c) for c in cells):  # bytes that were not UTF-8 (surrogateescape)
             shown_id = cells[id_index].encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip() \
                 if id_index < len(cells) else None
             yield Row(number, shown_id or None, None, (Diagnostic(
@@ -178,17 +178,6 @@ def _csv(stream: IO[str], id_column: str) -> Iterator[Row]:
         if row_id is None:
             problems.append(_missing_id(id_column))
         yield Row(number, row_id, facts, tuple(problems))
-
-
-def _not_utf8(cell: str) -> bool:
-    """Whether a cell decoded with ``surrogateescape`` held bytes that are not UTF-8."""
-    if cell.isascii():
-        return False
-    try:
-        cell.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _convert(name: str, text: str, specs: Mapping[str, FactSpec]) -> tuple[Any, Diagnostic | None]:

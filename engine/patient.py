@@ -37,6 +37,8 @@ __all__ = [
     "MAX_PROBLEMS",
     "MAX_SUGGEST",
     "shown",
+    "escape_controls",
+    "not_text",
     "too_large",
 ]
 
@@ -87,11 +89,16 @@ def _reject_constant(name: str) -> Any:
 def shown(text: str) -> str:
     """``text`` for a message: cut after 80 characters, control characters escaped
     (a message never carries terminal escape codes from the input)."""
-    cut = text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
-    if cut.isprintable():
-        return cut
+    return escape_controls(text if len(text) <= _SHOWN else text[:_SHOWN] + "…")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control and other unprintable characters written as escapes
+    (``\\x1b``), so that no terminal escape code from the input reaches a terminal."""
+    if text.isprintable():
+        return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in cut)
+                   for c in text)
 
 
 def too_large(message: str, pointer: str = "") -> Diagnostic:
@@ -111,7 +118,8 @@ def _pointer(path: Any) -> str:
     return out
 
 
-def _not_text(s: str) -> bool:
+def not_text(s: str) -> bool:
+    """Whether ``s`` cannot be written as UTF-8 (it holds a lone surrogate)."""
     if s.isascii():
         return False
     try:
@@ -125,7 +133,7 @@ def inspect_json(data: Any, max_depth: int = MAX_DEPTH) -> Diagnostic | None:
     """The first place where parsed JSON nests deeper than ``max_depth`` (NB509) or
     holds a lone surrogate in a string or key (NB551); None when there is none.
     Iterative, linear in the size of ``data``."""
-    if type(data) is str and _not_text(data):
+    if type(data) is str and not_text(data):
         return Diagnostic(code="NB551", pointer="", message=f"expected text, found a lone surrogate in {shown(ascii(data))}")
     if type(data) is not dict and type(data) is not list:
         return None
@@ -136,12 +144,12 @@ def inspect_json(data: Any, max_depth: int = MAX_DEPTH) -> Diagnostic | None:
             return too_large(f"expected JSON nested at most {max_depth} levels deep, found deeper", _pointer(path))
         items = value.items() if type(value) is dict else enumerate(value)
         for k, v in items:
-            if type(k) is str and _not_text(k):
+            if type(k) is str and not_text(k):
                 return Diagnostic(code="NB551", pointer=_pointer(path),
                                   message=f"expected text, found a lone surrogate in the key {shown(ascii(k))}")
             t = type(v)
             if t is str:
-                if _not_text(v):
+                if not_text(v):
                     return Diagnostic(code="NB551", pointer=_pointer((path, k)),
                                       message=f"expected text, found a lone surrogate in {shown(ascii(v))}")
             elif t is dict or t is list:
