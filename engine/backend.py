@@ -62,14 +62,22 @@ def _number(x: float) -> str:
 
 
 def _bare_exponent(value: Any) -> bool:
-    """Whether ``value`` holds a float that Python would write as ``1e-05``."""
-    if type(value) is float:
+    """Whether ``value`` holds a float that Python would write as ``1e-05`` (on the hot
+    path: strings, ints and booleans are passed over by type alone)."""
+    t = type(value)
+    if t is float:
         text = repr(value)
         return "e" in text and "." not in text
-    if isinstance(value, dict):
-        return any(_bare_exponent(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_bare_exponent(v) for v in value)
+    if t is dict:
+        items: Any = value.values()
+    elif t is list or t is tuple:
+        items = value
+    else:
+        return False
+    for v in items:
+        tv = type(v)
+        if (tv is float or tv is dict or tv is list or tv is tuple) and _bare_exponent(v):
+            return True
     return False
 
 
