@@ -113,10 +113,9 @@ async def _body(request: Request, limit: int, timeout: float) -> Any:
         _LOG.warning("nbrules: client %s disconnected during the request body of %s %s",
                      request.client.host if request.client else "?", request.method, request.url.path)
         raise _Disconnected()
-    data, problems = parse_patient_json(raw, limit)
+    data, problems = parse_patient_json(raw)
     if problems:
-        status = 413 if problems[0].code == "NB509" else 400
-        raise _Problem(status, "the body is not valid JSON" if status == 400 else "the body exceeds a limit",
+        raise _Problem(400, "the body is not valid JSON" if problems[0].code == "NB501" else "the body cannot be read",
                        _errors(problems))
     return data
 
