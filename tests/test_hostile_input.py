@@ -219,3 +219,44 @@ def test_client_disconnecting_mid_upload_is_one_log_line_not_a_traceback() -> No
     log = err.decode()
     assert "Traceback" not in log, log
     assert log.count("disconnected") == 1, log
+
+
+def test_a_defect_is_answered_500_as_problem_json() -> None:
+    """Driven in-process over ASGI with an engine that fails: the 500 is problem+json
+    and says nothing of the defect's details (they go to the server log)."""
+    import asyncio
+
+    from nbrules.service import create_app
+
+    class Broken:
+        def evaluate(self, facts: Any) -> Any:
+            raise RuntimeError("secret detail of a defect")
+
+    app = create_app(Broken())  # type: ignore[arg-type]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b'{"age_days": 100}', "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/evaluate", "raw_path": b"/evaluate", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80)}
+    with pytest.raises(RuntimeError):  # re-raised after the answer, for the server to log
+        asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    assert start["status"] == 500 and (b"content-type", b"application/problem+json") in start["headers"]
+    assert body["status"] == 500 and "secret" not in json.dumps(body)
+
+
+def test_openapi_document_carries_the_cds_hooks_request_schema(server: tuple[str, Any]) -> None:
+    status, _, doc = call(server[0], "GET", "/openapi.json")
+    op = doc["paths"]["/cds-services/nbrules-neuroblastoma"]["post"]
+    assert status == 200
+    assert op["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/CdsRequest"}
+    resource = doc["components"]["schemas"]["CdsRequest"]["$defs"]["resource"]
+    assert resource["properties"]["entry"]["type"] == "array" and resource["properties"]["stage"]["type"] == "array"
