@@ -54,7 +54,7 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 
 
 @schema.parametrize()
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_documented(case: Any, live_server: tuple[str, int]) -> None:
     start = time.monotonic()
     try:
