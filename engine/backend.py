@@ -16,23 +16,28 @@ It absorbs every pitfall measured in docs/durable-rules.md (architecture.md §7)
   state, are surfaced as :class:`~nbrules.errors.EngineError`;
 * ruleset definitions are deep-copied (``set_rulesets`` mutates them), names carry
   version, hash and a serial (a name cannot be registered twice), and retired
-  rulesets are freed with ``delete_ruleset``.
+  rulesets are freed with ``delete_ruleset``;
+* every number handed to durable-rules is written in a form its JSON reader accepts:
+  the reader takes an exponent only after a decimal point, and Python writes
+  ``1e-05`` (see :func:`engine_json`).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 import threading
 import weakref
 from typing import Any, Callable, Mapping
 
+import durable.engine as _durable_engine  # type: ignore[import-untyped]
 import durable_rules_engine  # type: ignore[import-not-found]
-from durable.engine import Host, MessageNotHandledException  # type: ignore[import-untyped]
+from durable.engine import Host, MessageNotHandledException
 
 from .errors import EngineError
 
-__all__ = ["EngineRuleset", "DISCRIMINATOR", "CATCH_ALL", "engine_lock", "live_rulesets"]
+__all__ = ["EngineRuleset", "DISCRIMINATOR", "CATCH_ALL", "engine_lock", "live_rulesets", "engine_json"]
 
 #: Field that marks a fact as a patient fact; every pattern tests it, so no pattern
 #: can match the engine's own state fact.
@@ -44,6 +49,71 @@ _LOCK = threading.RLock()
 _SIDS = itertools.count(1)
 _NAMES = itertools.count(1)
 _LIVE: "weakref.WeakSet[EngineRuleset]" = weakref.WeakSet()
+
+
+def _number(x: float) -> str:
+    """A float as durable-rules' reader accepts it: ``1e-05`` becomes ``1.0e-05``
+    (same double; Python's shortest repr otherwise)."""
+    text = repr(x)
+    mantissa, e, exponent = text.partition("e")
+    if e and "." not in mantissa:
+        return f"{mantissa}.0e{exponent}"
+    return text
+
+
+def _bare_exponent(value: Any) -> bool:
+    """Whether ``value`` holds a float that Python would write as ``1e-05`` (on the hot
+    path: strings, ints and booleans are passed over by type alone)."""
+    t = type(value)
+    if t is float:
+        text = repr(value)
+        return "e" in text and "." not in text
+    if t is dict:
+        items: Any = value.values()
+    elif t is list or t is tuple:
+        items = value
+    else:
+        return False
+    for v in items:
+        tv = type(v)
+        if (tv is float or tv is dict or tv is list or tv is tuple) and _bare_exponent(v):
+            return True
+    return False
+
+
+def _write(value: Any) -> str:
+    if isinstance(value, float):
+        return _number(value) if value == value and abs(value) != float("inf") else json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_write(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_write(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def engine_json(value: Any, **options: Any) -> str:
+    """JSON text of ``value`` that durable-rules 2.0.28 reads back as the same value.
+
+    Its reader (``json.c``) accepts an exponent only after a decimal point and fails
+    with error 204 on ``1e-05``, which is how Python writes small and large floats.
+    Values without such a float take the standard (C) encoder unchanged.
+    """
+    if not _bare_exponent(value):
+        return json.dumps(value, ensure_ascii=False)
+    return _write(value)
+
+
+class _DurableJson:
+    """What ``durable.engine`` sees as its ``json`` module: :func:`engine_json` for
+    writing (facts, ruleset definitions, session state), the standard reader."""
+
+    dumps = staticmethod(engine_json)
+    loads = staticmethod(json.loads)
+
+
+# durable.engine serialises every fact, definition and state with ``json.dumps``
+# right before handing it to the C core; this is the one place to write numbers.
+_durable_engine.json = _DurableJson
 
 
 def engine_lock() -> threading.RLock:

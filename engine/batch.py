@@ -4,7 +4,9 @@ Rows stream through in bounded chunks, so memory stays constant however large th
 input.  With ``workers`` > 1 the chunks are spread over processes (durable-rules
 is not thread-safe; processes scale), each with its own engine; results come back
 in input order.  A bad row is never lost: it yields an error record with its row
-number, id and the JSON pointer of every problem.
+number, id and the JSON pointer of every problem (status ``invalid``), and an
+evaluation that fails for any other reason yields an ``error`` record (NB530); the
+run goes on.  Worker processes exit when the parent process dies.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -20,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Iterator, Sequence
 
 from .cohort import Row, read_rows
-from .errors import PatientInputError
+from .diagnostics import Diagnostic
+from .errors import NbrulesError, PatientInputError
+from .patient import DEFAULT_MAX_INPUT, not_text
 from .results import Result
 
 __all__ = ["BatchSummary", "EngineSpec", "run_batch", "row_record", "status_of"]
@@ -52,12 +57,14 @@ class BatchSummary:
     ok: int = 0
     indeterminate: int = 0
     invalid: int = 0
+    error: int = 0
     seconds: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
 
     def text(self) -> str:
         rate = self.rows / self.seconds if self.seconds > 0 else 0.0
-        return (f"{self.rows} rows: {self.ok} ok, {self.indeterminate} indeterminate, {self.invalid} invalid "
+        errors = f", {self.error} failed" if self.error else ""
+        return (f"{self.rows} rows: {self.ok} ok, {self.indeterminate} indeterminate, {self.invalid} invalid{errors} "
                 f"({rate:,.0f} rows/s)")
 
 
@@ -70,24 +77,35 @@ def status_of(result: Result, outputs: Iterable[str] | None = None) -> str:
     return "indeterminate" if any(o in result.indeterminate for o in outputs) else "ok"
 
 
+def _text(line: str) -> str:
+    """``line`` as writable UTF-8: a lone surrogate (never expected) becomes a JSON escape."""
+    return line.encode("utf-8", "backslashreplace").decode("utf-8") if not_text(line) else line
+
+
 def row_record(row: Row, engine: Any) -> tuple[str, str]:
-    """(status, one JSON line) for a row."""
+    """(status, one JSON line) for a row: ``ok``/``indeterminate`` with the result,
+    ``invalid`` with the problems of bad input, ``error`` when the evaluation failed."""
     problems = row.problems
+    status = "invalid"
     if not problems and row.facts is not None:
         try:
             result = engine.evaluate(row.facts)
         except PatientInputError as exc:
             problems = exc.diagnostics
+        except Exception as exc:  # a defect: this row gets an error record, the run goes on
+            status = "error"
+            problems = (exc.diagnostics[0] if isinstance(exc, NbrulesError) and exc.diagnostics else
+                        Diagnostic(code="NB530", message=f"{type(exc).__name__}: {exc}"),)
         else:
             status = status_of(result, engine.requested_outputs())
             head = json.dumps({"row": row.number, "id": row.id, "status": status}, ensure_ascii=False,
                               separators=(",", ":"))
-            return status, f'{head[:-1]},"result":{result.to_compact_json()}}}'
+            return status, _text(f'{head[:-1]},"result":{result.to_compact_json()}}}')
 
-    record = {"row": row.number, "id": row.id, "status": "invalid",
+    record = {"row": row.number, "id": row.id, "status": status,
               "problems": [{"pointer": d.pointer or "", "code": d.code, "name": d.name, "message": d.message,
                             **({"hint": d.hint} if d.hint else {})} for d in problems]}
-    return "invalid", json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return status, _text(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
 
 
 # -- worker processes ------------------------------------------------------------------------
@@ -95,8 +113,21 @@ def row_record(row: Row, engine: Any) -> tuple[str, str]:
 _WORKER_ENGINE: Any = None
 
 
-def _init_worker(spec: EngineSpec) -> None:
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """In a worker: end the process as soon as ``parent`` is no longer its parent (it
+    died, even by SIGKILL; the worker is then re-parented)."""
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="nbrules-parent-watch", daemon=True).start()
+
+
+def _init_worker(spec: EngineSpec, parent: int) -> None:
     global _WORKER_ENGINE
+    _exit_with_parent(parent)
     _WORKER_ENGINE = spec.build()
 
 
@@ -126,7 +157,8 @@ def _records(rows: Iterable[Row], spec: EngineSpec, workers: int, engine: Any = 
             if own:
                 engine.close()
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(spec,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                             initargs=(spec, os.getpid())) as pool:
         window: deque[Future[list[tuple[str, str]]]] = deque()
         for chunk in _chunks(rows, CHUNK):
             window.append(pool.submit(_work, chunk))
@@ -179,8 +211,11 @@ class _Progress:
 
 
 def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: int = 1, id_column: str = "id",
-              progress: IO[str] | None = None, engine: Any = None) -> BatchSummary:
+              progress: IO[str] | None = None, engine: Any = None, max_row: int = DEFAULT_MAX_INPUT) -> BatchSummary:
     """Evaluate every row of ``source`` (a path, or ``-`` for stdin) and write JSON lines to ``out``.
+
+    Every row gets one line, in input order; a row over ``max_row`` bytes gets an
+    NB509 error record.
 
     With one worker, ``engine`` (built from ``spec`` by the caller, and left open) is
     used instead of building another; worker processes always build their own.
@@ -194,10 +229,11 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
         raw = open(source, "rb")
         total = os.fstat(raw.fileno()).st_size
     counter = _CountingReader(raw)
-    text = io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8-sig", newline="")
     bar = _Progress(progress, total) if progress is not None else None
     try:
-        for status, line in _records(read_rows(text, fmt, id_column, engine.build.package.facts if engine is not None else None), spec, workers, engine):
+        rows = read_rows(io.BufferedReader(counter), fmt, id_column,
+                         engine.build.package.facts if engine is not None else None, max_row=max_row)
+        for status, line in _records(rows, spec, workers, engine):
             out.write(line + "\n")
             summary.rows += 1
             summary.statuses[status] = summary.statuses.get(status, 0) + 1
@@ -209,6 +245,7 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     summary.ok = summary.statuses.get("ok", 0)
     summary.indeterminate = summary.statuses.get("indeterminate", 0)
     summary.invalid = summary.statuses.get("invalid", 0)
+    summary.error = summary.statuses.get("error", 0)
     summary.seconds = time.perf_counter() - start
     if bar is not None:
         bar.update(summary.rows, counter.count, final=True)

@@ -6,12 +6,11 @@ Exit codes are named in :mod:`nbrules.errors` (``EXIT_CODES``, the README's tabl
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence, TextIO
+from typing import IO, Callable, NoReturn, Sequence, TextIO
 
 from ._version import __version__
 from .cases import run_cases
@@ -21,6 +20,7 @@ from .errors import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_PATIENT, EXIT_R
 from .explain import explain
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_file
 from .model import Decision
+from .patient import DEFAULT_MAX_INPUT, escape_controls
 from .runtime import DEFAULT_CACHE_SIZE, RuleEngine, select_versions
 
 __all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_INTERNAL"]
@@ -170,11 +170,13 @@ def cmd_test(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if failed else EXIT_OK
 
 
-def _read_input(path: str) -> bytes:
+def _read_input(path: str, limit: int) -> bytes:
+    """At most ``limit`` + 1 bytes of the patient file (one more tells it is too large)."""
     if path == "-":
-        return sys.stdin.buffer.read()
+        return sys.stdin.buffer.read(limit + 1)
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as f:
+            return f.read(limit + 1)
     except OSError as exc:
         raise _UsageError(f"cannot read '{path}': {exc.strerror or exc}") from exc
 
@@ -209,13 +211,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.batch:
         return _batch(args)
     engine = _engine(args)
-    data = _read_input(args.file)
+    data = _read_input(args.file, args.max_input)
     try:
-        result = engine.evaluate_json(data)
+        result = engine.evaluate_json(data, max_bytes=args.max_input)
     except PatientInputError as exc:
         for d in exc.diagnostics:
             hint = f" ({d.hint})" if d.hint else ""
-            print(f"{d.pointer or '(record)'}: {d.code} [{d.name}] {d.message}{hint}", file=sys.stderr)
+            line = f"{d.pointer or '(record)'}: {d.code} [{d.name}] {d.message}{hint}"
+            print(escape_controls(line), file=sys.stderr)
         return EXIT_PATIENT
     if args.format == "text":
         sys.stdout.write(explain(result, {d.id: d for d in engine.decisions}, engine.build.vocabulary))
@@ -394,11 +397,12 @@ def _format_of(path: str, detect: Callable[[str], str]) -> str:
         raise _UsageError(str(exc)) from exc
 
 
-def _open_text(path: str) -> TextIO:
+def _open_text(path: str) -> IO[bytes]:
+    """A cohort, opened in binary: rows are decoded one by one (a bad line costs that row)."""
     if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+        return sys.stdin.buffer
     try:
-        return open(path, encoding="utf-8-sig", newline="")
+        return open(path, "rb")
     except OSError as exc:
         raise _UsageError(f"cannot read '{path}': {exc.strerror or exc}") from exc
 
@@ -415,21 +419,28 @@ def _batch(args: argparse.Namespace) -> int:
     spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size, decisions=_decision_list(args))
     engine = _engine(args)  # the rules are checked here, once, before any worker starts
     out: TextIO = sys.stdout
+    # A file is written as OUT.partial and renamed to OUT only when every row is written:
+    # a run that is killed or fails leaves OUT.partial, never a truncated OUT.
+    partial = f"{args.out}.partial" if args.out not in (None, "-") else None
+    done = False
     try:
-        if args.out not in (None, "-"):
+        if partial is not None:
             try:
-                out = open(args.out, "w", encoding="utf-8")
+                out = open(partial, "w", encoding="utf-8")
             except OSError as exc:
-                raise _UsageError(f"cannot write '{args.out}': {exc.strerror or exc}") from exc
+                raise _UsageError(f"cannot write '{partial}': {exc.strerror or exc}") from exc
         progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
         summary = run_batch(args.batch, out, fmt, spec, workers=args.workers or 1, id_column=args.id_column or "id",
-                            progress=progress, engine=engine)
+                            progress=progress, engine=engine, max_row=args.max_input)
+        done = True
     except CohortFormatError as exc:
         raise _UsageError(str(exc)) from exc
     finally:
         engine.close()
         if out is not sys.stdout:
             out.close()
+            if done and partial is not None:
+                os.replace(partial, args.out)
     if not args.quiet:
         print(summary.text(), file=sys.stderr)
     return EXIT_OK
@@ -439,7 +450,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .service import create_app
+        from .service import create_app, header_timeout_protocol
     except ImportError as exc:
         raise _UsageError(f"nbrules serve needs the 'serve' extra: pip install 'nbrules[serve]' ({exc.name} is missing)")
     from .fhir import load_mapping
@@ -451,9 +462,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"nbrules: {r.summary()}", file=sys.stderr)  # type: ignore[attr-defined]
 
         engine.watch(interval=args.watch, on_reload=report)
-    app = create_app(engine, mapping=mapping, max_body=args.max_body, max_patients=args.max_patients)
+    app = create_app(engine, mapping=mapping, max_body=args.max_body, max_patients=args.max_patients,
+                     body_timeout=args.body_timeout)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                    http=header_timeout_protocol(args.header_timeout))
     finally:
         engine.close()
     return EXIT_OK
@@ -543,6 +556,8 @@ def _parser() -> _Parser:
     e.add_argument("--decisions", metavar="ID,ID",
                    help="run only these decisions (and those whose outputs they read); batch status is computed "
                         "over their outputs")
+    e.add_argument("--max-input", type=int, default=DEFAULT_MAX_INPUT, metavar="BYTES",
+                   help="largest patient file, and largest batch row (default 1 MiB, as the HTTP body)")
     e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin, JSONL "
                                                  "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
@@ -591,6 +606,10 @@ def _parser() -> _Parser:
                     help="CDS Hooks: map FHIR codes to facts with this file (default: the bundled mappings/fhir-r4.yaml)")
     sv.add_argument("--max-body", type=int, default=1_048_576, metavar="BYTES", help="largest request body")
     sv.add_argument("--max-patients", type=int, default=1000, metavar="N", help="largest list of patients")
+    sv.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                    help="close a connection whose request headers take longer (default 10)")
+    sv.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                    help="answer 408 when a request body takes longer (default 30)")
     sv.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N", help="outcomes remembered per decision")
     sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     sv.set_defaults(func=cmd_serve)

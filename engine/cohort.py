@@ -1,7 +1,10 @@
 """Reading cohorts of patients, one row at a time (JSONL or CSV with an id column).
 
 Rows are streamed: memory does not grow with the file.  A row that cannot be read
-is never dropped; it comes back with its problems (JSON pointer, expected, found).
+is never dropped; it comes back with its problems (JSON pointer, expected, found):
+a line that is not UTF-8, a row over the size limit (read in bounded pieces and
+skipped), a CSV field over the ``csv`` module's 128 KiB limit, JSON nested too
+deeply, an integer of more than 4,300 digits, text with lone surrogates.
 
 CSV cells are typed by the patient schema: empty means unknown; booleans are
 ``true``/``false``; numbers are plain decimals; lists are ``a;b;c`` or a JSON array,
@@ -14,13 +17,13 @@ import csv
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any, Iterator, Mapping, cast
 
 from .diagnostics import Diagnostic
 from .loader import join_pointer
-from .patient import parse_patient_json
+from .patient import DEFAULT_MAX_INPUT, not_text, parse_patient_json, too_large
 from .validator import describe_value
 from .vocabulary import FactSpec, input_facts
 
@@ -59,19 +62,25 @@ def detect_format(path: str | Path) -> str:
     raise CohortFormatError(f"cannot tell the format of '{path}': name it .jsonl or .csv, or give --input-format")
 
 
-def read_rows(stream: IO[str], fmt: str, id_column: str = "id",
-              facts: Mapping[str, FactSpec] | None = None) -> Iterator[Row]:
+def read_rows(stream: IO[str] | IO[bytes], fmt: str, id_column: str = "id",
+              facts: Mapping[str, FactSpec] | None = None, max_row: int = DEFAULT_MAX_INPUT) -> Iterator[Row]:
     """Stream the rows of a JSONL or CSV cohort.  CSV cells are typed by ``facts``
     (the input vocabulary of the package in force; default: the bundled one).
 
-    A row whose id an earlier row already has comes back with problem NB560 and no
-    facts (it is not evaluated: results keyed by id would be ambiguous); the first row
-    with that id is read as usual.  The ids seen are kept (a few dozen bytes per row).
+    A binary stream is decoded here, row by row, so a line that is not UTF-8 costs that
+    row only; a JSONL line longer than ``max_row`` bytes is skipped in bounded pieces and
+    reported (NB509).  A row whose id an earlier row already has comes back with problem
+    NB560 and no facts (it is not evaluated: results keyed by id would be ambiguous); the
+    first row with that id is read as usual.  The ids seen are kept (a few dozen bytes
+    per row).
     """
+    rows: Iterator[Row]
     if fmt == "jsonl":
-        rows = _jsonl(stream, id_column)
+        rows = _jsonl(stream, id_column, max_row)
     elif fmt == "csv":
-        rows = _csv(stream, id_column, input_facts() if facts is None else facts)
+        text: Any = stream if isinstance(stream, io.TextIOBase) else io.TextIOWrapper(
+            cast(IO[bytes], stream), encoding="utf-8-sig", errors="surrogateescape", newline="")
+        rows = _csv(text, id_column, input_facts() if facts is None else facts)
     else:
         raise CohortFormatError(f"unknown cohort format '{fmt}' (jsonl or csv)")
     first: dict[str, int] = {}
@@ -92,8 +101,32 @@ def _missing_id(id_column: str) -> Diagnostic:
                       hint=f"give every row a '{id_column}'")
 
 
-def _jsonl(stream: IO[str], id_column: str) -> Iterator[Row]:
-    for number, line in enumerate(stream, start=1):
+def _lines(stream: IO[Any], limit: int) -> Iterator[str | bytes | None]:
+    """The lines of ``stream``, each read with at most ``limit`` + 1 characters in
+    memory; None for a line longer than ``limit`` (the rest of it is skipped)."""
+    first = True
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if first:
+            first = False
+            line = line[3:] if line[:3] == b"\xef\xbb\xbf" else line[1:] if line[:1] == "\ufeff" else line
+        if len(line) > limit and line[-1:] not in (b"\n", "\n"):
+            while True:
+                rest = stream.readline(65536)
+                if not rest or rest[-1:] in (b"\n", "\n"):
+                    break
+            yield None
+            continue
+        yield line
+
+
+def _jsonl(stream: IO[Any], id_column: str, max_row: int = DEFAULT_MAX_INPUT) -> Iterator[Row]:
+    for number, line in enumerate(_lines(stream, max_row), start=1):
+        if line is None:
+            yield Row(number, None, None, (too_large(f"expected a row of at most {max_row} bytes, found a longer one"),))
+            continue
         if not line.strip():
             continue
         data, problems = parse_patient_json(line)
@@ -122,8 +155,23 @@ def _csv(stream: IO[str], id_column: str, specs: Mapping[str, FactSpec]) -> Iter
     if id_column not in header:
         raise CohortFormatError(f"the CSV header has no '{id_column}' column (found: {', '.join(header)})")
     id_index = header.index(id_column)
-    for number, cells in enumerate(reader, start=1):
+    number = 0
+    while True:
+        number += 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over 128 KiB: this row only
+            yield Row(number, None, None, (too_large(f"expected a CSV row the csv module can read: {exc}"),))
+            continue
         if not any(c.strip() for c in cells):
+            continue
+        if any(not_text(c) for c in cells):  # bytes that were not UTF-8 (surrogateescape)
+            shown_id = cells[id_index].encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip() \
+                if id_index < len(cells) else None
+            yield Row(number, shown_id or None, None, (Diagnostic(
+                code="NB551", pointer="", message="expected UTF-8 text, found bytes that are not"),))
             continue
         if len(cells) != len(header):
             yield Row(number, cells[id_index].strip() if id_index < len(cells) else None, None, (Diagnostic(
@@ -160,6 +208,8 @@ def _convert(name: str, text: str, specs: Mapping[str, FactSpec]) -> tuple[Any, 
         return None, Diagnostic(code="NB502", pointer=pointer, message=f"expected true or false, found text '{text}'")
     if spec.kind == "integer":
         if _INT.match(text):
+            if len(text) > 4300:
+                return None, too_large("expected a number of at most 4,300 digits, found a longer one", pointer)
             return int(text), None
         return None, Diagnostic(code="NB502", pointer=pointer, message=f"expected a whole number, found text '{text}'")
     if spec.kind == "number":
@@ -169,10 +219,9 @@ def _convert(name: str, text: str, specs: Mapping[str, FactSpec]) -> tuple[Any, 
         return None, Diagnostic(code="NB502", pointer=pointer, message=f"expected a number, found text '{text}'")
     if spec.kind == "set":
         if text.startswith("["):
-            try:
-                items = json.loads(text)
-            except json.JSONDecodeError:
-                items = None
+            items, problems = parse_patient_json(text)
+            if problems:
+                return None, replace(problems[0], pointer=pointer + (problems[0].pointer or ""))
             if not isinstance(items, list):
                 return None, Diagnostic(code="NB502", pointer=pointer,
                                         message=f"expected a JSON list or items separated by ';', found text '{text}'")

@@ -30,7 +30,28 @@ __all__ = [
     "contradictions",
     "is_contradictory",
     "CONTRADICTION_CUTS",
+    "MAX_DEPTH",
+    "DEFAULT_MAX_INPUT",
+    "inspect_json",
+    "MAX_PROBLEMS",
+    "MAX_SUGGEST",
+    "shown",
+    "escape_controls",
+    "not_text",
+    "too_large",
 ]
+
+#: Largest patient input in bytes: an HTTP body, a patient file, a batch row.
+DEFAULT_MAX_INPUT = 1_048_576
+#: Deepest nesting of JSON arrays and objects accepted (a patient record needs 2;
+#: FHIR resources in a CDS Hooks request about 10).
+MAX_DEPTH = 64
+#: Problems listed per record; the rest are counted in one NB550 entry.
+MAX_PROBLEMS = 50
+#: Longest unknown name that gets a "did you mean" suggestion.
+MAX_SUGGEST = 64
+#: Longest key or value quoted in a message (the pointer stays exact).
+_SHOWN = 80
 
 _CODES = {
     "type": "NB502",
@@ -64,22 +85,106 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number in JSON")
 
 
-def parse_patient_json(text: str | bytes) -> tuple[Any, list[Diagnostic]]:
-    """Parse one JSON document strictly: no duplicate keys, no NaN/Infinity."""
+def shown(text: str) -> str:
+    """``text`` for a message: cut after 80 characters, control characters escaped
+    (a message never carries terminal escape codes from the input)."""
+    return escape_controls(text if len(text) <= _SHOWN else text[:_SHOWN] + "…")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control and other unprintable characters written as escapes
+    (``\\x1b``), so that no terminal escape code from the input reaches a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
+
+
+def too_large(message: str, pointer: str = "") -> Diagnostic:
+    """An NB509 diagnostic: the input exceeds a limit."""
+    return Diagnostic(code="NB509", pointer=pointer, message=message,
+                      hint="send one patient's facts; see docs/diagnostics.md#nb509")
+
+
+def _pointer(path: Any) -> str:
+    keys: list[str | int] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    out = ""
+    for key in reversed(keys):
+        out = join_pointer(out, key)
+    return out
+
+
+def not_text(s: str) -> bool:
+    """Whether ``s`` cannot be written as UTF-8 (it holds a lone surrogate)."""
+    if s.isascii():
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def inspect_json(data: Any, max_depth: int = MAX_DEPTH) -> Diagnostic | None:
+    """The first place where parsed JSON nests deeper than ``max_depth`` (NB509) or
+    holds a lone surrogate in a string or key (NB551); None when there is none.
+    Iterative, linear in the size of ``data``."""
+    if type(data) is str and not_text(data):
+        return Diagnostic(code="NB551", pointer="", message=f"expected text, found a lone surrogate in {shown(ascii(data))}")
+    if type(data) is not dict and type(data) is not list:
+        return None
+    stack: list[tuple[Any, Any, int]] = [(data, None, 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth >= max_depth:
+            return too_large(f"expected JSON nested at most {max_depth} levels deep, found deeper", _pointer(path))
+        items = value.items() if type(value) is dict else enumerate(value)
+        for k, v in items:
+            if type(k) is str and not_text(k):
+                return Diagnostic(code="NB551", pointer=_pointer(path),
+                                  message=f"expected text, found a lone surrogate in the key {shown(ascii(k))}")
+            t = type(v)
+            if t is str:
+                if not_text(v):
+                    return Diagnostic(code="NB551", pointer=_pointer((path, k)),
+                                      message=f"expected text, found a lone surrogate in {shown(ascii(v))}")
+            elif t is dict or t is list:
+                stack.append((v, (path, k), depth + 1))
+    return None
+
+
+def parse_patient_json(text: str | bytes, max_bytes: int | None = None,
+                       max_depth: int = MAX_DEPTH) -> tuple[Any, list[Diagnostic]]:
+    """Parse one JSON document strictly: no duplicate keys, no NaN/Infinity, text that
+    is Unicode (NB551), at most ``max_bytes`` long and ``max_depth`` deep and integers
+    of at most 4,300 digits (NB509).  Returns (data, []) or (None, [diagnostic])."""
+    if max_bytes is not None and len(text) > max_bytes:
+        return None, [too_large(f"expected at most {max_bytes} bytes of JSON, found {len(text)}")]
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8-sig")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant), []
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except _DuplicateKey as exc:
-        return None, [Diagnostic(code="NB506", message=f"key '{exc.key}' appears twice in one object",
+        return None, [Diagnostic(code="NB506", message=f"key '{shown(exc.key)}' appears twice in one object",
                                  pointer=join_pointer("", exc.key), hint="give each fact once")]
     except UnicodeDecodeError:
         return None, [Diagnostic(code="NB501", message="input is not UTF-8 text", pointer="")]
     except json.JSONDecodeError as exc:
         return None, [Diagnostic(code="NB501", message=f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                                  pointer="")]
+    except RecursionError:
+        return None, [too_large(f"expected JSON nested at most {max_depth} levels deep, found deeper")]
     except ValueError as exc:
+        if "digits" in str(exc):  # int_max_str_digits: Python refuses to read longer integers
+            return None, [too_large("expected a number of at most 4,300 digits, found a longer one")]
         return None, [Diagnostic(code="NB501", message=f"not valid JSON: {exc}", pointer="")]
+    problem = inspect_json(data, max_depth)
+    if problem is not None:
+        return None, [problem]
+    return data, []
 
 
 def canonical_facts(facts: Mapping[str, Any], specs: Mapping[str, FactSpec]) -> dict[str, Any]:
@@ -253,21 +358,44 @@ class PatientValidator:
         if not isinstance(record, dict):
             return [Diagnostic(code="NB507", pointer="",
                                message=f"expected a JSON object of patient facts, found {describe_value(record)}")]
-        diags = []
-        for p in schema_problems(self._validator, record):
-            message = p.message
-            hint = p.hint
-            if p.kind == "unknown-key":
-                name = p.pointer.rsplit("/", 1)[-1]
-                message = f"expected a patient fact, found unknown fact '{name}'"
-                hint = did_you_mean(name, self.specs) or "the patient facts are declared in facts.yaml of the rules directory"
-            diags.append(Diagnostic(code=_CODES[p.kind], pointer=p.pointer, message=message, hint=hint))
+        diags: list[Diagnostic] = []
+        more = 0
+        # Unknown facts first, without jsonschema: one entry each up to MAX_PROBLEMS, a
+        # suggestion only for short names, the rest counted (a 1 MiB body of unknown keys
+        # costs milliseconds, not seconds).
+        known: dict[str, Any] = {}
         for name, value in record.items():
+            if name in self.specs:
+                known[name] = value
+            elif len(diags) < MAX_PROBLEMS:
+                hint = (did_you_mean(name, self.specs) if len(name) <= MAX_SUGGEST else None) \
+                    or "the patient facts are declared in facts.yaml of the rules directory"
+                diags.append(Diagnostic(code="NB503", pointer=join_pointer("", name), hint=hint,
+                                        message=f"expected a patient fact, found unknown fact '{shown(name)}'"))
+            else:
+                more += 1
+        # A list longer than its value set cannot be valid: one entry, not one per item.
+        for name, value in list(known.items()):
+            kind, size = self.specs[name].kind, len(self.specs[name].values)
+            if kind == "set" and isinstance(value, list) and len(value) > size:
+                del known[name]
+                diags.append(Diagnostic(
+                    code="NB505", pointer=join_pointer("", name),
+                    message=f"expected a list of at most {size} distinct items, found {describe_value(value)}"))
+        for p in schema_problems(self._validator, known):
+            if len(diags) >= MAX_PROBLEMS:
+                more += 1
+                continue
+            diags.append(Diagnostic(code=_CODES[p.kind], pointer=p.pointer, message=p.message, hint=p.hint))
+        for name, value in known.items():
             spec = self.specs.get(name)
             if spec is not None and spec.is_numeric and isinstance(value, float) and not math.isfinite(value):
                 diags.append(Diagnostic(code="NB505", pointer=join_pointer("", name),
                                         message=f"expected a finite number, found {value}"))
-        if not has_errors(diags):
+        if more:
+            diags.append(Diagnostic(code="NB550", pointer="",
+                                    message=f"{more} more problem{'s' if more != 1 else ''} of this record not listed"))
+        elif not has_errors(diags):
             diags.extend(contradictions(record))
         return diags
 

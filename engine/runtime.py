@@ -369,9 +369,9 @@ class RuleEngine:
         """Every problem of a patient record (errors and warnings), without evaluating."""
         return self._state.validator.check(facts)
 
-    def evaluate_json(self, text: str | bytes) -> Result:
-        """Parse JSON text strictly, then :meth:`evaluate` it."""
-        data, diags = parse_patient_json(text)
+    def evaluate_json(self, text: str | bytes, max_bytes: int | None = None) -> Result:
+        """Parse JSON text strictly (at most ``max_bytes`` long), then :meth:`evaluate` it."""
+        data, diags = parse_patient_json(text, max_bytes)
         if diags:
             raise PatientInputError("the patient record is not valid JSON", diags)
         return self.evaluate(data)

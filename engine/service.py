@@ -3,20 +3,28 @@
 Endpoints: ``POST /evaluate`` (one patient or a list), ``GET /decisions``,
 ``GET /health``, ``GET /openapi.json``, and CDS Hooks ``GET /cds-services`` /
 ``POST /cds-services/<package name>`` (``nbrules-neuroblastoma`` for the bundled
-package), and ``GET /reference/{name}``, the criteria reference the rules in force
-cite, as HTML with an anchor per row.  Bad input gets a 4xx answer in the
-problem-details form (RFC 9457) with one entry per problem: JSON pointer, code,
-expected and found.  Bodies are limited in size and lists in length.
+package), ``GET /reference/{name}`` (the criteria reference the rules in force cite,
+as HTML with an anchor per row) and the workbench at ``/``.  Every error answer is in
+the problem-details form (RFC 9457, ``application/problem+json``), 404, 405 and 500
+included; bad input gets a 4xx answer with one entry per problem (at most 50, then
+a count): JSON pointer, code, expected and found.  Bodies are limited in size and
+lists in length; the body must arrive within ``body_timeout`` seconds (408), and
+:func:`header_timeout_protocol` closes connections whose request headers do not.
+A client that disconnects mid-upload costs one log line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
+import logging
 from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -26,17 +34,31 @@ from .diagnostics import Diagnostic
 from .errors import PatientInputError
 from .fhir import FhirMapping, load_mapping
 from .loader import join_pointer
-from .patient import parse_patient_json
+from .patient import DEFAULT_MAX_INPUT, MAX_PROBLEMS, parse_patient_json, shown
 from .reference import render_reference
+from .resources import read_schema
 from .runtime import RuleEngine
+from .validator import schema_problems, schema_validator
 from .vocabulary import input_facts, patient_schema
 from .workbench import workbench_routes
 
-__all__ = ["create_app", "openapi_document", "DEFAULT_MAX_BODY", "DEFAULT_MAX_PATIENTS"]
+__all__ = ["create_app", "openapi_document", "header_timeout_protocol", "DEFAULT_MAX_BODY", "DEFAULT_MAX_PATIENTS",
+           "DEFAULT_HEADER_TIMEOUT", "DEFAULT_BODY_TIMEOUT"]
 
-DEFAULT_MAX_BODY = 1_048_576
+DEFAULT_MAX_BODY = DEFAULT_MAX_INPUT
 DEFAULT_MAX_PATIENTS = 1000
+#: Seconds a connection may take to send the request line and headers.
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: Seconds a request may take to send its whole body.
+DEFAULT_BODY_TIMEOUT = 30.0
 _PROBLEM = "application/problem+json"
+_LOG = logging.getLogger("nbrules.service")
+_CDS_CODES = {"type": "NB502", "unknown-key": "NB503", "enum": "NB504", "size": "NB505", "duplicate": "NB506",
+              "format": "NB502", "required": "NB502"}
+
+
+class _Disconnected(Exception):
+    """The client went away before its request was read."""
 
 
 class _Problem(Exception):
@@ -48,7 +70,8 @@ class _Problem(Exception):
 
 
 def _json(data: Any, status: int = 200, media_type: str = "application/json") -> Response:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # backslashreplace: a lone surrogate (never expected here) is written as a JSON escape
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
     return Response(body, status_code=status, media_type=media_type)
 
 
@@ -66,23 +89,39 @@ def _errors(diags: tuple[Diagnostic, ...] | list[Diagnostic], prefix: str = "") 
     return out
 
 
-async def _body(request: Request, limit: int) -> Any:
-    ctype = request.headers.get("content-type", "")
-    if not ctype.split(";")[0].strip().lower().endswith("json"):
-        raise _Problem(415, f"expected a JSON body (Content-Type: application/json), found '{ctype or 'none'}'")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _Problem(413, f"the body is {declared} bytes; the limit is {limit}")
+async def _read(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _Problem(413, f"the body is larger than the limit of {limit} bytes")
+            raise _Problem(413, f"the body is larger than the limit of {limit} bytes",
+                           [{"pointer": "", "code": "NB509", "detail": f"expected at most {limit} bytes"}])
         chunks.append(chunk)
-    data, problems = parse_patient_json(b"".join(chunks))
+    return b"".join(chunks)
+
+
+async def _body(request: Request, limit: int, timeout: float) -> Any:
+    ctype = request.headers.get("content-type", "")
+    if not ctype.split(";")[0].strip().lower().endswith("json"):
+        raise _Problem(415, f"expected a JSON body (Content-Type: application/json), found '{ctype or 'none'}'")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _Problem(413, f"the body is {declared} bytes; the limit is {limit}",
+                       [{"pointer": "", "code": "NB509", "detail": f"expected at most {limit} bytes"}])
+    try:
+        raw = await asyncio.wait_for(_read(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise _Problem(408, f"the body did not arrive within {timeout:g} seconds",
+                       [{"pointer": "", "code": "NB552", "detail": f"expected the whole body within {timeout:g} s"}])
+    except ClientDisconnect:
+        _LOG.warning("nbrules: client %s disconnected during the request body of %s %s",
+                     request.client.host if request.client else "?", request.method, request.url.path)
+        raise _Disconnected()
+    data, problems = parse_patient_json(raw)
     if problems:
-        raise _Problem(400, "the body is not valid JSON", _errors(problems))
+        raise _Problem(400, "the body is not valid JSON" if problems[0].code == "NB501" else "the body cannot be read",
+                       _errors(problems))
     return data
 
 
@@ -92,8 +131,80 @@ def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Reque
             return await handler(request)
         except _Problem as p:
             return _problem(p)
+        except _Disconnected:
+            return Response(status_code=400)  # nobody is listening; nothing more is logged
 
     return wrapped
+
+
+_TITLES = {404: "no such resource", 405: "method not allowed", 500: "internal error"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    title = _TITLES.get(status, exc.detail if isinstance(exc, HTTPException) else "error")
+    if status == 404:
+        detail = f"{request.method} {request.url.path}: no such resource; GET /openapi.json lists them"
+    elif status == 405:
+        detail = f"{request.url.path} does not answer {request.method}"
+    elif status == 500:
+        detail = "a defect in nbrules; the server log has the details"
+    else:
+        detail = str(exc.detail) if isinstance(exc, HTTPException) else title
+    response = _problem(_Problem(status, title, [{"pointer": "", "code": "", "detail": detail}]))
+    if isinstance(exc, HTTPException) and exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def header_timeout_protocol(seconds: float) -> type:
+    """A uvicorn HTTP/1.1 protocol (h11) that closes a connection whose request line
+    and headers have not all arrived ``seconds`` after the connection opened or the
+    previous response ended (slow-header clients cannot hold connections open).
+    Pass it as ``uvicorn.run(..., http=header_timeout_protocol(10))``."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _waiting_for_headers(self) -> bool:
+            return self.cycle is None or bool(self.cycle.response_complete)
+
+        def _arm(self) -> None:
+            if self._header_timer is None and self._waiting_for_headers():
+                self._header_timer = self.loop.call_later(seconds, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _too_slow(self) -> None:
+            self._header_timer = None
+            if self._waiting_for_headers() and not self.transport.is_closing():
+                _LOG.warning("nbrules: closed a connection whose request headers took more than %g s", seconds)
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            self._arm()
+            super().data_received(data)
+            if not self._waiting_for_headers():
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._disarm()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11
 
 
 def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
@@ -103,6 +214,12 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
     package = engine.build.package if engine is not None else None
     patient = patient_schema(facts, package=f"{package.name} {package.version}" if package and package.name else "")
     patient.pop("$schema", None)
+    cds = copy.deepcopy(read_schema("cds-request.schema.json"))
+    cds.pop("$schema", None)
+    cds.pop("$id", None)
+    # OpenAPI resolves references from the document root: point them at the embedded $defs.
+    text = json.dumps(cds).replace('"#/$defs/', '"#/components/schemas/CdsRequest/$defs/')
+    cds = json.loads(text)
     problem = {"type": "object", "required": ["title", "status", "errors"], "properties": {
         "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
         "errors": {"type": "array", "items": {"type": "object", "required": ["pointer", "code", "detail"], "properties": {
@@ -131,7 +248,7 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"oneOf": [
                                 {"$ref": "#/components/schemas/Result"},
                                 {"type": "array", "items": {"$ref": "#/components/schemas/Result"}}]}}}},
-                    "400": bad, "413": bad, "415": bad, "422": bad}}},
+                    "400": bad, "408": bad, "413": bad, "415": bad, "422": bad}}},
             "/decisions": {"get": {"summary": "Installed decisions: versions, status, hashes, which are in force",
                                    "responses": {"200": {"description": "decisions"}}}},
             "/health": {"get": {"summary": "Liveness and the rule files in force",
@@ -139,14 +256,16 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
             "/cds-services": {"get": {"summary": "CDS Hooks discovery", "responses": {"200": {"description": "services"}}}},
             f"/cds-services/{service_id(engine) if engine is not None else SERVICE_ID}": {"post": {
                 "summary": "CDS Hooks patient-view: FHIR R4 Patient, Condition, Observation in prefetch",
-                "responses": {"200": {"description": "cards"}, "400": bad, "413": bad, "415": bad}}},
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/CdsRequest"}}}},
+                "responses": {"200": {"description": "cards"}, "400": bad, "408": bad, "413": bad, "415": bad}}},
         },
-        "components": {"schemas": {"Patient": patient, "Result": result, "Problem": problem}},
+        "components": {"schemas": {"Patient": patient, "Result": result, "Problem": problem, "CdsRequest": cds}},
     }
 
 
 def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_body: int = DEFAULT_MAX_BODY,
-               max_patients: int = DEFAULT_MAX_PATIENTS) -> Starlette:
+               max_patients: int = DEFAULT_MAX_PATIENTS, body_timeout: float = DEFAULT_BODY_TIMEOUT) -> Starlette:
     """The ASGI application around one engine (shared by all requests)."""
     fhir = mapping or load_mapping(facts=engine.build.package.facts)
 
@@ -155,12 +274,19 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         patients = [data] if single else data
         if len(patients) > max_patients:
             raise _Problem(413, f"{len(patients)} patients in one request; the limit is {max_patients}")
-        results, errors = [], []
+        results: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        more = 0
         for i, facts in enumerate(patients):
             try:
                 results.append(engine.evaluate(facts).to_dict())
             except PatientInputError as exc:
-                errors += _errors(exc.diagnostics, "" if single else f"/{i}")
+                found = _errors(exc.diagnostics, "" if single else f"/{i}")
+                room = max(MAX_PROBLEMS - len(errors), 0)
+                errors += found[:room]
+                more += len(found) - len(found[:room])
+        if more:
+            errors.append({"pointer": "", "code": "NB550", "detail": f"{more} more problems not listed"})
         if errors:
             raise _Problem(422, "the patient record is invalid" if single else "some patient records are invalid",
                            errors)
@@ -168,7 +294,7 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
 
     @_guard
     async def evaluate(request: Request) -> Response:
-        data = await _body(request, max_body)
+        data = await _body(request, max_body, body_timeout)
         return await run_in_threadpool(evaluate_all, data)
 
     async def decisions(request: Request) -> Response:
@@ -191,12 +317,12 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
 
     @_guard
     async def cds_service(request: Request) -> Response:
-        data = await _body(request, max_body)
+        data = await _body(request, max_body, body_timeout)
         if not isinstance(data, dict):
             raise _Problem(400, "expected a CDS Hooks request object")
         problems = []
         if data.get("hook") != "patient-view":
-            problems.append({"pointer": "/hook", "code": "NB504", "detail": f"expected 'patient-view', found {data.get('hook')!r}"})
+            problems.append({"pointer": "/hook", "code": "NB504", "detail": f"expected 'patient-view', found {shown(repr(data.get('hook')))}"})
         prefetch = data.get("prefetch")
         if not isinstance(prefetch, dict) or not prefetch:
             problems.append({"pointer": "/prefetch", "code": "NB502",
@@ -207,6 +333,12 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
                 if value is not None and not isinstance(value, dict):
                     problems.append({"pointer": join_pointer("/prefetch", key), "code": "NB502",
                                      "detail": "expected a FHIR resource or Bundle"})
+        if not problems:  # the parts of the resources nbrules reads must have their FHIR types
+            for p in schema_problems(schema_validator("cds-request.schema.json"), data):
+                if len(problems) == MAX_PROBLEMS:
+                    problems.append({"pointer": "", "code": "NB550", "detail": "further problems not listed"})
+                    break
+                problems.append({"pointer": p.pointer, "code": _CDS_CODES[p.kind], "detail": p.message})
         if problems:
             raise _Problem(400, "invalid CDS Hooks request", problems)
         base = str(request.base_url).rstrip("/")
@@ -220,7 +352,7 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
                     return HTMLResponse(render_reference(ref))
         return _problem(_Problem(404, f"no reference document named {name!r} is cited by the rules in force"))
 
-    return Starlette(routes=[
+    return Starlette(exception_handlers={HTTPException: _http_error, Exception: _http_error}, routes=[
         *workbench_routes(engine),
         Route("/evaluate", evaluate, methods=["POST"]),
         Route("/decisions", decisions),

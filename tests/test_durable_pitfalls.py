@@ -14,7 +14,7 @@ from typing import Callable
 import pytest
 
 from nbrules import EngineError, RuleEngine, build_bundled, build_directory
-from nbrules.backend import CATCH_ALL, DISCRIMINATOR, EngineRuleset, live_rulesets
+from nbrules.backend import CATCH_ALL, DISCRIMINATOR, EngineRuleset, engine_json, live_rulesets
 from nbrules.compiler import compile_decision
 
 from .conftest import DEMO
@@ -191,3 +191,25 @@ def test_no_or_inside_item_tests() -> None:
     for definition in _compiled_patterns():
         for name, rule in definition.items():
             assert _walk(rule) == [], name
+
+
+def test_numbers_in_exponent_form_reach_durable_rules_readable() -> None:
+    """durable-rules' reader fails with error 204 on ``1e-05`` (an exponent without a
+    decimal point), which is how Python writes small floats; the adapter writes
+    ``1.0e-05``, in facts and in ruleset definitions, and the comparisons hold."""
+    import durable_rules_engine
+
+    rs = EngineRuleset("exponent", {
+        "positive": {"all": [{"m": {"$and": [{DISCRIMINATOR: 1}, {"$gt": {"x": 0}}]}}]},
+        "below": {"all": [{"m": {"$and": [{DISCRIMINATOR: 1}, {"$lt": {"x": 3e-05}}]}}]}})
+    try:
+        for x in (1e-05, 5e-324, 2e-05, 1e16, 1.5e-07):
+            assert rs.run({"x": x}) == ({"positive"} | ({"below"} if x < 3e-05 else set())), x
+        assert rs.run({"x": 0}) == {"below"}
+        with pytest.raises(Exception, match="204"):  # the pitfall itself, written by hand
+            durable_rules_engine.assert_fact(rs._handle, '{"sid":"raw","__nb":1,"x":1e-05}')
+    finally:
+        rs.close()
+    assert json.loads(engine_json({"x": [1e-05, 1e300, 0.5, 3], "y": "1e-05"})) == {"x": [1e-05, 1e300, 0.5, 3],
+                                                                                    "y": "1e-05"}
+    assert engine_json({"x": 1e-05, "y": 2.5e-07}) == '{"x":1.0e-05,"y":2.5e-07}'

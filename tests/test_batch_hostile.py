@@ -1,0 +1,115 @@
+"""Batches never lose a row: every bad row becomes an error record with its row number
+and the run goes on; a killed run leaves OUT.partial (never a truncated OUT) and no
+worker process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nbrules.cli import main
+
+from .conftest import DATA
+
+HOSTILE = DATA / "hostile"
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_every_bad_jsonl_row_is_an_error_record_and_the_run_goes_on(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    for workers in ("1", "2"):
+        assert main(["evaluate", "--batch", str(HOSTILE / "bad-rows.jsonl"), "--out", str(out), "--workers", workers,
+                     "-q"]) == 0
+        recs = _records(out)
+        assert [r["row"] for r in recs] == list(range(1, 15))
+        assert [r["id"] for r in recs[:8]] == [f"r{i}" for i in range(1, 9)]  # the rows before the bad line survive
+        codes = {r["row"]: r["problems"][0]["code"] for r in recs if r["status"] == "invalid"}
+        assert codes == {9: "NB501", 10: "NB509", 11: "NB509", 12: "NB551"}
+        assert recs[12]["id"] == "exp" and recs[12]["status"] in ("ok", "indeterminate")  # 1e-05 evaluates
+        assert recs[13]["id"] == "last"
+
+
+def test_every_bad_csv_row_is_an_error_record(tmp_path: Path) -> None:
+    src = tmp_path / "cohort.csv"
+    with open(src, "wb") as f:
+        f.write(b"id,age_days,metastatic_sites\n")
+        f.write(b"a,100,\n")
+        f.write(b"big,100," + b"x" * 200_000 + b"\n")  # a field over the csv module's 128 KiB limit
+        f.write(b"long," + b"9" * 5000 + b",\n")
+        f.write(b"caf\xe9,100,\n")  # not UTF-8
+        f.write(b'deep,100,"' + b"[" * 1000 + b"]" * 1000 + b'"\n')
+        f.write(b"z,400,[]\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["evaluate", "--batch", str(src), "--out", str(out), "-q"]) == 0
+    recs = _records(out)
+    assert [r["row"] for r in recs] == [1, 2, 3, 4, 5, 6]
+    assert [r["status"] for r in recs] == ["indeterminate", "invalid", "invalid", "invalid", "invalid", "indeterminate"]
+    assert [r["problems"][0]["code"] for r in recs[1:5]] == ["NB509", "NB509", "NB551", "NB509"]
+    assert recs[2]["problems"][0]["pointer"] == "/age_days"
+
+
+def test_a_row_over_the_size_limit_is_skipped_in_bounded_pieces(tmp_path: Path) -> None:
+    src = tmp_path / "cohort.jsonl"
+    src.write_text('{"id": "a", "age_days": 1}\n{"id": "huge", "x": "' + "y" * 3_000_000 + '"}\n{"id": "b"}\n')
+    out = tmp_path / "out.jsonl"
+    assert main(["evaluate", "--batch", str(src), "--out", str(out), "-q"]) == 0
+    recs = _records(out)
+    assert [(r["row"], r["status"]) for r in recs] == [(1, "indeterminate"), (2, "invalid"), (3, "indeterminate")]
+    assert recs[1]["problems"][0]["code"] == "NB509"
+
+
+def test_output_is_renamed_only_when_complete(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    assert main(["evaluate", "--batch", str(HOSTILE / "bad-rows.jsonl"), "--out", str(out), "-q"]) == 0
+    assert out.exists() and not Path(f"{out}.partial").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_a_killed_run_leaves_a_partial_file_and_no_workers(tmp_path: Path) -> None:
+    src = tmp_path / "cohort.jsonl"
+    with open(src, "w") as f:
+        for i in range(200_000):
+            f.write(json.dumps({"id": f"p{i}", "age_days": i % 3000, "metastatic_sites": [] if i % 2 else ["bone"],
+                                "mycn_status": "not_amplified"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    partial = Path(f"{out}.partial")
+    proc = subprocess.Popen([sys.executable, "-m", "nbrules.cli", "evaluate", "--batch", str(src), "--out", str(out),
+                             "--workers", "2", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 0):
+            time.sleep(0.2)
+        workers = _children(proc.pid)
+        assert partial.exists() and len(workers) >= 2, workers
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "worker processes outlived the killed parent"
+        assert not out.exists() and partial.stat().st_size > 0  # clearly partial: only OUT.partial
+    finally:
+        if proc.poll() is None:
+            proc.kill()
