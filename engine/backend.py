@@ -16,19 +16,24 @@ It absorbs every pitfall measured in docs/durable-rules.md (architecture.md §7)
   state, are surfaced as :class:`~nbrules.errors.EngineError`;
 * ruleset definitions are deep-copied (``set_rulesets`` mutates them), names carry
   version, hash and a serial (a name cannot be registered twice), and retired
-  rulesets are freed with ``delete_ruleset``.
+  rulesets are freed with ``delete_ruleset``;
+* ``durable.engine._unix_now`` calls ``datetime.utcfromtimestamp``, deprecated since
+  Python 3.12 (a DeprecationWarning on every session): it is replaced by the same
+  computation without the deprecated call.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
 import itertools
 import threading
 import weakref
 from typing import Any, Callable, Mapping
 
 import durable_rules_engine  # type: ignore[import-not-found]
-from durable.engine import Host, MessageNotHandledException  # type: ignore[import-untyped]
+import durable.engine  # type: ignore[import-untyped]
+from durable.engine import Host, MessageNotHandledException
 
 from .errors import EngineError
 
@@ -39,6 +44,17 @@ __all__ = ["EngineRuleset", "DISCRIMINATOR", "CATCH_ALL", "engine_lock", "live_r
 DISCRIMINATOR = "__nb"
 #: Name of the rule that fires for every patient fact.
 CATCH_ALL = "__seen"
+
+_EPOCH = datetime.datetime(1970, 1, 1)  # == datetime.utcfromtimestamp(0), naive like durable's
+
+
+def _unix_now() -> float:
+    """durable-rules' ``_unix_now`` (local wall time minus the naive epoch, in seconds),
+    without ``datetime.utcfromtimestamp``, deprecated since Python 3.12."""
+    return (datetime.datetime.now() - _EPOCH).total_seconds()
+
+
+durable.engine._unix_now = _unix_now
 
 _LOCK = threading.RLock()
 _SIDS = itertools.count(1)
