@@ -9,6 +9,7 @@ number, id and the JSON pointer of every problem.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import os
@@ -35,13 +36,14 @@ class EngineSpec:
     rules: str | None = None  # a rules directory; None for the bundled rules
     use: tuple[str, ...] = ()
     cache_size: int = 65536
+    as_of: datetime.date | None = None  # the parent's evaluation date, so workers choose the same versions
 
     def build(self) -> Any:
         from .runtime import RuleEngine
 
         if self.rules is None:
-            return RuleEngine.default(use=self.use, cache_size=self.cache_size)
-        return RuleEngine.from_directory(self.rules, use=self.use, cache_size=self.cache_size)
+            return RuleEngine.default(use=self.use, cache_size=self.cache_size, as_of=self.as_of)
+        return RuleEngine.from_directory(self.rules, use=self.use, cache_size=self.cache_size, as_of=self.as_of)
 
 
 @dataclass

@@ -15,6 +15,7 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
 import json
 import os
@@ -87,10 +88,21 @@ def _engine(args: argparse.Namespace) -> RuleEngine:
         raise _RulesInvalid(build)
     use = getattr(args, "use", None) or ()
     cache = getattr(args, "cache_size", DEFAULT_CACHE_SIZE)
+    as_of = getattr(args, "as_of", None)
     path = getattr(args, "dir", None) or args.rules
     if path is None:
-        return RuleEngine.default(use=use, cache_size=cache)
-    return RuleEngine.from_directory(path, use=use, cache_size=cache)  # remembers the directory for reload/watch
+        return RuleEngine.default(use=use, cache_size=cache, as_of=as_of)
+    return RuleEngine.from_directory(path, use=use, cache_size=cache, as_of=as_of)  # remembers the directory for reload/watch
+
+
+def _date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date (YYYY-MM-DD)") from None
+
+
+_AS_OF_HELP = "choose the versions in force on this date, YYYY-MM-DD (default: today; recorded in the result)"
 
 
 class _RulesInvalid(Exception):
@@ -343,8 +355,10 @@ def _batch(args: argparse.Namespace) -> int:
     if args.batch != "-" and not Path(args.batch).is_file():
         raise _UsageError(f"cannot read '{args.batch}': no such file")
     path = getattr(args, "dir", None) or args.rules
-    spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size)
+    # one evaluation date for the whole cohort, in every worker, even across midnight
+    args.as_of = args.as_of or datetime.date.today()
     engine = _engine(args)  # the rules are checked here, once, before any worker starts
+    spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size, as_of=engine.as_of)
     out: TextIO = sys.stdout
     try:
         if args.out not in (None, "-"):
@@ -422,6 +436,7 @@ def _parser() -> _Parser:
     _rules_arg(e)
     e.add_argument("--format", choices=("json", "text"), default="json")
     e.add_argument("--use", action="append", metavar="DECISION@VERSION", help="pin a version (repeatable)")
+    e.add_argument("--as-of", type=_date, metavar="DATE", help=_AS_OF_HELP)
     e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
     e.add_argument("--workers", type=int, default=1, metavar="N", help="batch: worker processes (default 1)")
@@ -462,6 +477,8 @@ def _parser() -> _Parser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--use", action="append", metavar="DECISION@VERSION", help="pin a version (repeatable)")
+    sv.add_argument("--as-of", type=_date, metavar="DATE",
+                    help="choose the versions in force on this date, YYYY-MM-DD (default: today, following the clock)")
     sv.add_argument("--watch", type=float, metavar="SECONDS", help="reload changed rule files, polling this often")
     sv.add_argument("--fhir-mapping", metavar="FILE",
                     help="CDS Hooks: map FHIR codes to facts with this file (default: the bundled mappings/fhir-r4.yaml)")

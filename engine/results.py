@@ -145,10 +145,12 @@ class RulesetInfo:
     status: str
     file: str
     sha256: str
+    effective: str = ""
+    selected: str = ""  # why this version is the one in force (runtime.choose_versions)
 
     def to_dict(self) -> dict[str, Any]:
         return {"decision": self.decision, "version": self.version, "status": self.status,
-                "file": self.file, "sha256": self.sha256}
+                "effective": self.effective, "file": self.file, "sha256": self.sha256, "selected": self.selected}
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,10 @@ class Result:
     * ``from_input``: outputs taken from the input instead of derived;
     * ``fired``: the ordered trace of rules that fired;
     * ``warnings``: diagnostics that did not stop the evaluation;
-    * ``rulesets``: version and sha256 of every rule file used;
-    * ``input_sha256``: hash of the canonical input.
+    * ``rulesets``: version, effective date, sha256 of every rule file used, and why
+      that version was the one in force (``selected``);
+    * ``input_sha256``: hash of the canonical input;
+    * ``as_of``: the date the versions in force were chosen for (ISO 8601).
     """
 
     outputs: Mapping[str, str | None]
@@ -177,6 +181,7 @@ class Result:
     input: Mapping[str, Any]
     input_sha256: str
     engine: str
+    as_of: str
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data, in a fixed key order."""
@@ -192,6 +197,7 @@ class Result:
             "rulesets": [r.to_dict() for r in self.rulesets],
             "input": dict(self.input),
             "input_sha256": self.input_sha256,
+            "as_of": self.as_of,
             "engine": self.engine,
         }
 
@@ -220,6 +226,7 @@ class Result:
             ',"rulesets":', _rulesets_json(self.rulesets),
             ',"input":', _encode(self.input),
             ',"input_sha256":', _encode(self.input_sha256),
+            ',"as_of":', _encode(self.as_of),
             ',"engine":', _encode(self.engine), "}"))
 
     @property
