@@ -8,6 +8,7 @@ Exit codes (also in the README):
 2     invalid patient input (one line per problem: pointer, expected, found)
 3     invalid rule files, or a requested version cannot run
 4     usage error, or a file that cannot be read
+5     serve: cannot listen on the address (port in use, or not permitted)
 70    internal error (a defect in nbrules; please report it)
 ====  =====================================================================
 """
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import io
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence, TextIO
@@ -32,18 +35,24 @@ from .pipeline import RuleSetBuild, build_bundled, build_directory
 from .model import Decision
 from .runtime import DEFAULT_CACHE_SIZE, RuleEngine, select_versions
 
-__all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_INTERNAL"]
+__all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_LISTEN",
+           "EXIT_INTERNAL"]
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_PATIENT = 2
 EXIT_RULES = 3
 EXIT_USAGE = 4
+EXIT_LISTEN = 5
 EXIT_INTERNAL = 70
 
 
 class _UsageError(Exception):
     pass
+
+
+class _ListenError(Exception):
+    """``serve`` cannot listen on the address it was given (exit 5)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -380,6 +389,26 @@ def _batch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, bound before the server starts, so that a bad
+    address is a usage error and a port in use is a one-line error, not a traceback."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise _UsageError(f"nbrules serve: --host {host}: cannot resolve it "
+                          f"({getattr(exc, 'strerror', None) or exc})") from exc
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        why = "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise _ListenError(f"nbrules serve: cannot listen on {host} port {port}: {why}") from exc
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -388,20 +417,58 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise _UsageError(f"nbrules serve needs the 'serve' extra: pip install 'nbrules[serve]' ({exc.name} is missing)")
     from .fhir import load_mapping
+    from .resources import bundled_rules_dir
 
+    if args.fhir_mapping and not Path(args.fhir_mapping).is_file():
+        raise _UsageError(f"nbrules serve: cannot read the FHIR mapping '{args.fhir_mapping}': no such file")
     mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None)
     engine = _engine(args)
+    try:
+        sock = _listen(args.host, args.port)
+    except BaseException:
+        engine.close()
+        raise
     if args.watch:
         def report(r: object) -> None:
             print(f"nbrules: {r.summary()}", file=sys.stderr)  # type: ignore[attr-defined]
 
         engine.watch(interval=args.watch, on_reload=report)
     app = create_app(engine, mapping=mapping, max_body=args.max_body, max_patients=args.max_patients)
+    rules = args.rules or f"{bundled_rules_dir()} (bundled)"
+    in_force = ", ".join(f"{d.id} {d.version}" for d in engine.decisions)
+    watching = f"; reloading changed files every {args.watch:g} s" if args.watch else ""
+    print(f"nbrules {__version__}: listening on {_url(sock)}; rules {rules}; in force on "
+          f"{engine.as_of.isoformat()}: {in_force}{watching}", file=sys.stderr, flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         engine.close()
     return EXIT_OK
+
+
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"{value} is out of range ({low} to {high})" if high is not None else f"{value} is below {low}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
 
 
 def cmd_codes(args: argparse.Namespace) -> int:
@@ -475,16 +542,18 @@ def _parser() -> _Parser:
     sv = sub.add_parser("serve", help="run the HTTP service (evaluate, decisions, health, OpenAPI, CDS Hooks)")
     _rules_arg(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=_int_at_least(0, 65535), default=8000,
+                    help="port to listen on (default 8000; 0: any free port, shown on the start line)")
     sv.add_argument("--use", action="append", metavar="DECISION@VERSION", help="pin a version (repeatable)")
     sv.add_argument("--as-of", type=_date, metavar="DATE",
                     help="choose the versions in force on this date, YYYY-MM-DD (default: today, following the clock)")
-    sv.add_argument("--watch", type=float, metavar="SECONDS", help="reload changed rule files, polling this often")
+    sv.add_argument("--watch", type=_seconds, metavar="SECONDS", help="reload changed rule files, polling this often")
     sv.add_argument("--fhir-mapping", metavar="FILE",
                     help="CDS Hooks: map FHIR codes to facts with this file (default: the bundled mappings/fhir-r4.yaml)")
-    sv.add_argument("--max-body", type=int, default=1_048_576, metavar="BYTES", help="largest request body")
-    sv.add_argument("--max-patients", type=int, default=1000, metavar="N", help="largest list of patients")
-    sv.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N", help="outcomes remembered per decision")
+    sv.add_argument("--max-body", type=_int_at_least(1), default=1_048_576, metavar="BYTES", help="largest request body")
+    sv.add_argument("--max-patients", type=_int_at_least(1), default=1000, metavar="N", help="largest list of patients")
+    sv.add_argument("--cache-size", type=_int_at_least(0), default=DEFAULT_CACHE_SIZE, metavar="N",
+                    help="outcomes remembered per decision")
     sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     sv.set_defaults(func=cmd_serve)
 
@@ -505,6 +574,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+    except _ListenError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_LISTEN
     except _RulesInvalid as exc:
         print(f"{exc.build.label}: the rule files have errors ({_counts(exc.build.diagnostics)}); "
               f"run 'nbrules validate' for details", file=sys.stderr)
