@@ -28,7 +28,7 @@ from typing import Callable, NoReturn, Sequence, TextIO
 
 from ._version import __version__
 from .cases import run_cases
-from .diagnostics import Diagnostic, format_diagnostic, sort_diagnostics
+from .diagnostics import Diagnostic, format_diagnostic, has_errors, sort_diagnostics
 from .errors import NbrulesError, PatientInputError
 from .explain import explain
 from .pipeline import RuleSetBuild, build_bundled, build_directory
@@ -124,15 +124,34 @@ class _RulesInvalid(Exception):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .governance import LOCK_FILE, LockFileError, lock_problems, read_lock, write_lock
+    from .resources import bundled_rules_dir
+
+    path = getattr(args, "dir", None) or args.rules
+    if args.record and path is None:
+        raise _UsageError("nbrules validate --record: name the rules directory to record (DIR or --rules)")
     build = _build(args)
+    root = Path(path) if path is not None else bundled_rules_dir()
+    try:
+        recorded = read_lock(root)
+    except LockFileError as exc:
+        raise _UsageError(str(exc)) from exc
+    diags = sort_diagnostics([*build.diagnostics, *lock_problems(build.decisions, recorded)])
     if args.format == "json":
-        print(json.dumps([d.to_dict() for d in build.diagnostics], indent=2, ensure_ascii=False))
+        print(json.dumps([d.to_dict() for d in diags], indent=2, ensure_ascii=False))
     else:
-        _print_diagnostics(build.diagnostics, sys.stdout)
+        _print_diagnostics(diags, sys.stdout)
         clean = [d for d in build.decisions if build.file_ok(d.source.display)]
         print(f"{build.label}: {_plural(len(build.files), 'file')}, {_plural(len(clean), 'valid decision')}, "
-              f"{_counts(build.diagnostics)}")
-    failing = build.errors() or (args.strict and build.diagnostics)
+              f"{_counts(diags)}")
+    failing = has_errors(diags) or (args.strict and diags)
+    if args.record:
+        if build.errors():
+            print("nbrules validate --record: nothing recorded, the rule files have errors", file=sys.stderr)
+        else:
+            n = write_lock(root, build.decisions, recorded)
+            print(f"recorded the sha256 of {_plural(len(build.decisions), 'version')} in {root / LOCK_FILE} "
+                  f"({n} in all)", file=sys.stderr)
     return EXIT_FINDINGS if failing else EXIT_OK
 
 
@@ -491,6 +510,9 @@ def _parser() -> _Parser:
     _rules_arg(v, positional=True)
     v.add_argument("--format", choices=("text", "json"), default="text")
     v.add_argument("--strict", action="store_true", help="fail on warnings too")
+    v.add_argument("--record", action="store_true",
+                   help="record the sha256 of every decision@version in DIR/versions.lock; later runs report a file "
+                        "changed without raising its version (NB812)")
     v.set_defaults(func=cmd_validate)
 
     t = sub.add_parser("test", help="run the example cases of every rule file")

@@ -135,7 +135,7 @@ CODES: dict[str, Code] = _registry(
     # versions in force (runtime.choose_versions) and content under a version (diff)
     Code("NB810", "nothing-in-force", E, "no decision has a version in force on the evaluation date"),
     Code("NB811", "decision-not-in-force", W, "a decision has no version in force on the evaluation date and does not run"),
-    Code("NB812", "changed-same-version", W, "two files of the same decision@version differ in content"),
+    Code("NB812", "changed-same-version", E, "a decision@version's content differs from another file's or from its recorded hash"),
 )
 
 del E, W, I

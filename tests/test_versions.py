@@ -195,3 +195,46 @@ def test_future_effective_date_is_a_warning(rules_dir: Callable[..., Path]) -> N
     tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
     build = build_directory(rules_dir(demo=DEMO.replace("effective: 2024-01-01", f"effective: {tomorrow}")))
     assert [d.code for d in build.diagnostics] == ["NB804"] and build.ok
+
+
+# --- content changed without a version change -----------------------------------------------
+
+
+def test_validate_reports_a_file_edited_without_raising_its_version(rules_dir: Callable[..., Path],
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    root = rules_dir(demo=DEMO, **{"demo-2.0.0": V2})
+    assert main(["validate", str(root), "--record"]) == 0
+    lock = (root / "versions.lock").read_text()
+    assert "demo@1.0.0 " in lock and "demo@2.0.0 " in lock
+    capsys.readouterr()
+    assert main(["validate", str(root)]) == 0  # unchanged: clean
+    p = root / "demo.yaml"
+    p.write_text(p.read_text().replace("{value: 547", "{value: 548"))
+    assert main(["validate", str(root)]) == 1
+    out = capsys.readouterr().out
+    [line] = [x for x in out.splitlines() if "NB812" in x]
+    assert line.startswith(f"{root.name}/demo.yaml:") and "demo@1.0.0 changed since its hash was recorded" in line
+    p.write_text(p.read_text().replace("version: 1.0.0", "version: 1.0.1"))  # a new version: nothing to report
+    assert main(["validate", str(root)]) == 0
+    p.write_text(p.read_text().replace("version: 1.0.1", "version: 1.0.0"))
+    assert main(["validate", str(root), "--record"]) == 1  # shows what it accepts, then records it
+    assert main(["validate", str(root)]) == 0
+
+
+def test_a_recorded_version_keeps_its_hash_when_its_file_is_gone(rules_dir: Callable[..., Path]) -> None:
+    root = rules_dir(demo=DEMO, **{"demo-2.0.0": V2})
+    assert main(["validate", str(root), "--record"]) == 0
+    v2 = (root / "demo-2.0.0.yaml")
+    text = v2.read_text()
+    v2.unlink()
+    assert main(["validate", str(root), "--record"]) == 0
+    v2.write_text(text.replace("365", "366"))  # restored with other content under the same version
+    assert main(["validate", str(root)]) == 1
+
+
+def test_a_bad_lock_file_is_a_usage_error(rules_dir: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    root = rules_dir(demo=DEMO)
+    (root / "versions.lock").write_text("demo@1.0.0 not-a-hash\n")
+    assert main(["validate", str(root)]) == 4
+    assert "versions.lock:1: expected 'decision@version sha256'" in capsys.readouterr().err
+    assert main(["validate", "--record"]) == 4  # the bundled rules are not recorded
