@@ -7,6 +7,7 @@ when it was built before).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import venv
@@ -82,7 +83,10 @@ def test_an_sdist_installs_and_evaluates_in_a_fresh_venv(tmp_path: Path) -> None
     py = str(env_dir / "bin" / "python")
     dist = tmp_path / "dist"
     _run([py, "-m", "pip", "install", "-q", "setuptools>=77"])  # to make the sdist (venvs of 3.12+ have none)
-    _run([py, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(dist)!r})"], cwd=REPO)
+    src = tmp_path / "src"  # a copy, so that building leaves nothing in the repository
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info",
+                                                             "__pycache__", ".mypy_cache", ".pytest_cache"))
+    _run([py, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(dist)!r})"], cwd=src)
     [sdist] = list(dist.glob("nbrules-*.tar.gz"))
     _run([py, "-m", "pip", "install", "-q", str(sdist)])
     work = tmp_path / "elsewhere"
