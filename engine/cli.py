@@ -438,8 +438,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .fhir import load_mapping
     from .resources import bundled_rules_dir
 
-    if args.fhir_mapping and not Path(args.fhir_mapping).is_file():
-        raise _UsageError(f"nbrules serve: cannot read the FHIR mapping '{args.fhir_mapping}': no such file")
     mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None)
     engine = _engine(args)
     try:

@@ -197,7 +197,6 @@ def test_start_line_names_the_address_the_rules_and_the_versions_in_force() -> N
     (["--watch", "0"], "nbrules serve: argument --watch: 0 is not a positive number of seconds"),
     (["--max-patients", "0"], "nbrules serve: argument --max-patients: 0 is below 1"),
     (["--host", "no-such-host.invalid"], "nbrules serve: --host no-such-host.invalid: cannot resolve it"),
-    (["--fhir-mapping", "no-such.yaml"], "nbrules serve: cannot read the FHIR mapping 'no-such.yaml': no such file"),
 ])
 def test_a_bad_option_is_one_line_and_exit_4(option: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
