@@ -20,11 +20,15 @@ It absorbs every pitfall measured in docs/durable-rules.md (architecture.md §7)
 * every number handed to durable-rules is written in a form its JSON reader accepts:
   the reader takes an exponent only after a decimal point, and Python writes
   ``1e-05`` (see :func:`engine_json`).
+* ``durable.engine._unix_now`` calls ``datetime.utcfromtimestamp``, deprecated since
+  Python 3.12 (a DeprecationWarning on every session): it is replaced by the same
+  computation without the deprecated call.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
 import itertools
 import json
 import threading
@@ -33,6 +37,7 @@ from typing import Any, Callable, Mapping
 
 import durable.engine as _durable_engine  # type: ignore[import-untyped]
 import durable_rules_engine  # type: ignore[import-not-found]
+import durable.engine
 from durable.engine import Host, MessageNotHandledException
 
 from .errors import EngineError
@@ -44,6 +49,17 @@ __all__ = ["EngineRuleset", "DISCRIMINATOR", "CATCH_ALL", "engine_lock", "live_r
 DISCRIMINATOR = "__nb"
 #: Name of the rule that fires for every patient fact.
 CATCH_ALL = "__seen"
+
+_EPOCH = datetime.datetime(1970, 1, 1)  # == datetime.utcfromtimestamp(0), naive like durable's
+
+
+def _unix_now() -> float:
+    """durable-rules' ``_unix_now`` (local wall time minus the naive epoch, in seconds),
+    without ``datetime.utcfromtimestamp``, deprecated since Python 3.12."""
+    return (datetime.datetime.now() - _EPOCH).total_seconds()
+
+
+durable.engine._unix_now = _unix_now
 
 _LOCK = threading.RLock()
 _SIDS = itertools.count(1)

@@ -11,6 +11,7 @@ run goes on.  Worker processes exit when the parent process dies.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import os
@@ -41,14 +42,16 @@ class EngineSpec:
     use: tuple[str, ...] = ()
     cache_size: int = 65536
     decisions: tuple[str, ...] | None = None  # the decisions to run (None: all)
+    as_of: datetime.date | None = None  # the parent's evaluation date, so workers choose the same versions
 
     def build(self) -> Any:
         from .runtime import RuleEngine
 
         if self.rules is None:
-            return RuleEngine.default(use=self.use, cache_size=self.cache_size, decisions=self.decisions)
+            return RuleEngine.default(use=self.use, cache_size=self.cache_size, decisions=self.decisions,
+                                      as_of=self.as_of)
         return RuleEngine.from_directory(self.rules, use=self.use, cache_size=self.cache_size,
-                                         decisions=self.decisions)
+                                         decisions=self.decisions, as_of=self.as_of)
 
 
 @dataclass

@@ -6,28 +6,37 @@ Exit codes are named in :mod:`nbrules.errors` (``EXIT_CODES``, the README's tabl
 from __future__ import annotations
 
 import argparse
+import datetime
+import errno
+import io
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import IO, Callable, NoReturn, Sequence, TextIO
 
 from ._version import __version__
 from .cases import run_cases
-from .diagnostics import Diagnostic, format_diagnostic, sort_diagnostics
-from .errors import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_PATIENT, EXIT_RULES, EXIT_USAGE, NbrulesError,
-                     PatientInputError)
+from .diagnostics import Diagnostic, format_diagnostic, has_errors, sort_diagnostics
+from .errors import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_LISTEN, EXIT_OK, EXIT_PATIENT, EXIT_RULES, EXIT_USAGE,
+                     NbrulesError, PatientInputError)
 from .explain import explain
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_file
 from .model import Decision
 from .patient import DEFAULT_MAX_INPUT, escape_controls
 from .runtime import DEFAULT_CACHE_SIZE, RuleEngine, select_versions
 
-__all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_INTERNAL"]
+__all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_LISTEN",
+           "EXIT_INTERNAL"]
 
 
 class _UsageError(Exception):
     pass
+
+
+class _ListenError(Exception):
+    """``serve`` cannot listen on the address it was given (exit 5)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,11 +121,22 @@ def _engine(args: argparse.Namespace) -> RuleEngine:
         if unknown:
             raise _UsageError(f"--decisions: no decision {', '.join(repr(i) for i in unknown)} in force; "
                               f"in force: {', '.join(in_force)}")
+    as_of = getattr(args, "as_of", None)
     path = getattr(args, "dir", None) or args.rules
     if path is None:
-        return RuleEngine.default(use=use, cache_size=cache, decisions=chosen)
+        return RuleEngine.default(use=use, cache_size=cache, decisions=chosen, as_of=as_of)
     # remembers the directory for reload/watch
-    return RuleEngine.from_directory(path, use=use, cache_size=cache, decisions=chosen)
+    return RuleEngine.from_directory(path, use=use, cache_size=cache, decisions=chosen, as_of=as_of)
+
+
+def _date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date (YYYY-MM-DD)") from None
+
+
+_AS_OF_HELP = "choose the versions in force on this date, YYYY-MM-DD (default: today; recorded in the result)"
 
 
 class _RulesInvalid(Exception):
@@ -129,8 +149,19 @@ class _RulesInvalid(Exception):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .governance import LOCK_FILE, LockFileError, lock_problems, read_lock, write_lock
+    from .resources import bundled_rules_dir
+
+    path = getattr(args, "dir", None) or args.rules
+    if args.record and (path is None or Path(path).is_file()):
+        raise _UsageError("nbrules validate --record: name the rules directory to record (DIR or --rules)")
     build, display = _target(args)
-    diags = _of(build.diagnostics, display)
+    root = Path(path) if path is not None and not Path(path).is_file() else bundled_rules_dir()
+    try:
+        recorded = read_lock(root)
+    except LockFileError as exc:
+        raise _UsageError(str(exc)) from exc
+    diags = _of(sort_diagnostics([*build.diagnostics, *lock_problems(build.decisions, recorded)]), display)
     if args.format == "json":
         print(json.dumps([d.to_dict() for d in diags], indent=2, ensure_ascii=False))
     else:
@@ -140,6 +171,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{display or build.label}: {_plural(files, 'file')}, {_plural(len(clean), 'valid decision')}, "
               f"{_counts(diags)}")
     failing = any(d.is_error for d in diags) or (args.strict and diags)
+    if args.record:
+        if build.errors():
+            print("nbrules validate --record: nothing recorded, the rule files have errors", file=sys.stderr)
+        else:
+            n = write_lock(root, build.decisions, recorded)
+            print(f"recorded the sha256 of {_plural(len(build.decisions), 'version')} in {root / LOCK_FILE} "
+                  f"({n} in all)", file=sys.stderr)
     return EXIT_FINDINGS if failing else EXIT_OK
 
 
@@ -416,8 +454,11 @@ def _batch(args: argparse.Namespace) -> int:
     if args.batch != "-" and not Path(args.batch).is_file():
         raise _UsageError(f"cannot read '{args.batch}': no such file")
     path = getattr(args, "dir", None) or args.rules
-    spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size, decisions=_decision_list(args))
+    # one evaluation date for the whole cohort, in every worker, even across midnight
+    args.as_of = args.as_of or datetime.date.today()
     engine = _engine(args)  # the rules are checked here, once, before any worker starts
+    spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size, decisions=_decision_list(args),
+                      as_of=engine.as_of)
     out: TextIO = sys.stdout
     # A file is written as OUT.partial and renamed to OUT only when every row is written:
     # a run that is killed or fails leaves OUT.partial, never a truncated OUT.
@@ -446,6 +487,26 @@ def _batch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, bound before the server starts, so that a bad
+    address is a usage error and a port in use is a one-line error, not a traceback."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise _UsageError(f"nbrules serve: --host {host}: cannot resolve it "
+                          f"({getattr(exc, 'strerror', None) or exc})") from exc
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        why = "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise _ListenError(f"nbrules serve: cannot listen on {host} port {port}: {why}") from exc
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -454,9 +515,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise _UsageError(f"nbrules serve needs the 'serve' extra: pip install 'nbrules[serve]' ({exc.name} is missing)")
     from .fhir import load_mapping
+    from .resources import bundled_rules_dir
 
     engine = _engine(args)
-    mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None, engine.build.package.facts)
+    try:
+        mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None, engine.build.package.facts)
+        sock = _listen(args.host, args.port)
+    except BaseException:
+        engine.close()
+        raise
     if args.watch:
         def report(r: object) -> None:
             print(f"nbrules: {r.summary()}", file=sys.stderr)  # type: ignore[attr-defined]
@@ -464,10 +531,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         engine.watch(interval=args.watch, on_reload=report)
     app = create_app(engine, mapping=mapping, max_body=args.max_body, max_patients=args.max_patients,
                      body_timeout=args.body_timeout)
+    rules = args.rules or f"{bundled_rules_dir()} (bundled)"
+    in_force = ", ".join(f"{d.id} {d.version}" for d in engine.decisions)
+    watching = f"; reloading changed files every {args.watch:g} s" if args.watch else ""
+    print(f"nbrules {__version__}: listening on {_url(sock)}; rules {rules}; in force on "
+          f"{engine.as_of.isoformat()}: {in_force}{watching}", file=sys.stderr, flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                    http=header_timeout_protocol(args.header_timeout))
+        config = uvicorn.Config(app, log_level=args.log_level, access_log=False,
+                                http=header_timeout_protocol(args.header_timeout))
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         engine.close()
     return EXIT_OK
 
@@ -521,6 +595,29 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"{value} is out of range ({low} to {high})" if high is not None else f"{value} is below {low}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
 def cmd_codes(args: argparse.Namespace) -> int:
     from .diagnostics import CODES
 
@@ -541,6 +638,9 @@ def _parser() -> _Parser:
     _rules_arg(v, positional=True)
     v.add_argument("--format", choices=("text", "json"), default="text")
     v.add_argument("--strict", action="store_true", help="fail on warnings too")
+    v.add_argument("--record", action="store_true",
+                   help="record the sha256 of every decision@version in DIR/versions.lock; later runs report a file "
+                        "changed without raising its version (NB812)")
     v.set_defaults(func=cmd_validate)
 
     t = sub.add_parser("test", help="run the example cases of every rule file")
@@ -558,6 +658,7 @@ def _parser() -> _Parser:
                         "over their outputs")
     e.add_argument("--max-input", type=int, default=DEFAULT_MAX_INPUT, metavar="BYTES",
                    help="largest patient file, and largest batch row (default 1 MiB, as the HTTP body)")
+    e.add_argument("--as-of", type=_date, metavar="DATE", help=_AS_OF_HELP)
     e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin, JSONL "
                                                  "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
@@ -599,18 +700,22 @@ def _parser() -> _Parser:
     sv = sub.add_parser("serve", help="run the HTTP service (evaluate, decisions, health, OpenAPI, CDS Hooks)")
     _rules_arg(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=_int_at_least(0, 65535), default=8000,
+                    help="port to listen on (default 8000; 0: any free port, shown on the start line)")
     sv.add_argument("--use", action="append", metavar="DECISION@VERSION", help="pin a version (repeatable)")
-    sv.add_argument("--watch", type=float, metavar="SECONDS", help="reload changed rule files, polling this often")
+    sv.add_argument("--as-of", type=_date, metavar="DATE",
+                    help="choose the versions in force on this date, YYYY-MM-DD (default: today, following the clock)")
+    sv.add_argument("--watch", type=_seconds, metavar="SECONDS", help="reload changed rule files, polling this often")
     sv.add_argument("--fhir-mapping", metavar="FILE",
                     help="CDS Hooks: map FHIR codes to facts with this file (default: the bundled mappings/fhir-r4.yaml)")
-    sv.add_argument("--max-body", type=int, default=1_048_576, metavar="BYTES", help="largest request body")
-    sv.add_argument("--max-patients", type=int, default=1000, metavar="N", help="largest list of patients")
-    sv.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+    sv.add_argument("--max-body", type=_int_at_least(1), default=1_048_576, metavar="BYTES", help="largest request body")
+    sv.add_argument("--max-patients", type=_int_at_least(1), default=1000, metavar="N", help="largest list of patients")
+    sv.add_argument("--header-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                     help="close a connection whose request headers take longer (default 10)")
-    sv.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+    sv.add_argument("--body-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                     help="answer 408 when a request body takes longer (default 30)")
-    sv.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N", help="outcomes remembered per decision")
+    sv.add_argument("--cache-size", type=_int_at_least(0), default=DEFAULT_CACHE_SIZE, metavar="N",
+                    help="outcomes remembered per decision")
     sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     sv.set_defaults(func=cmd_serve)
 
@@ -644,6 +749,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+    except _ListenError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_LISTEN
     except _RulesInvalid as exc:
         print(f"{exc.build.label}: the rule files have errors ({_counts(exc.build.diagnostics)}); "
               f"run 'nbrules validate' for details", file=sys.stderr)

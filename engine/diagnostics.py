@@ -145,6 +145,10 @@ CODES: dict[str, Code] = _registry(
     Code("NB802", "version-conflict", E, "a pinned version is not installed or not allowed"),
     Code("NB803", "retired-in-use", W, "a retired rule file is used because it was pinned"),
     Code("NB804", "future-effective", W, "an active rule file takes effect after today"),
+    # versions in force (runtime.choose_versions) and content under a version (diff)
+    Code("NB810", "nothing-in-force", E, "no decision has a version in force on the evaluation date"),
+    Code("NB811", "decision-not-in-force", W, "a decision has no version in force on the evaluation date and does not run"),
+    Code("NB812", "changed-same-version", E, "a decision@version's content differs from another file's or from its recorded hash"),
 )
 
 del E, W, I

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Mapping, Sequence
 
-from .diagnostics import Diagnostic
+from .diagnostics import Diagnostic, format_diagnostic
 from .domain import joint_domain
 from .errors import PatientInputError
 from .explain import show_facts, show_value
@@ -59,6 +59,7 @@ class DecisionDiff:
     new: Decision | None
     changes: list[str] = field(default_factory=list)
     impacts: list[Impact] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -72,6 +73,7 @@ class DecisionDiff:
 
     def text(self) -> str:
         lines = [self.title]
+        lines += [f"  {format_diagnostic(w)}" for w in self.warnings]
         lines += [f"  {c}" for c in self.changes] or ["  no change in the text of the rules"]
         for imp in self.impacts:
             label = "complete cells" if imp.region == "complete" else "cells with unknown facts (what the rules fire)"
@@ -87,6 +89,7 @@ class DecisionDiff:
             "old": self.old.key if self.old else None,
             "new": self.new.key if self.new else None,
             "changes": list(self.changes),
+            "warnings": [w.to_dict() for w in self.warnings],
             "impact": [{"output": i.output, "region": i.region, "cells": i.total, "unchanged": i.unchanged,
                         "transitions": [{"from": t.old, "to": t.new, "cells": t.cells, "examples": list(t.examples)}
                                         for t in i.transitions]} for i in self.impacts],
@@ -175,6 +178,11 @@ def _labels(space: DecisionSpace, decision: Decision, output: str) -> dict[str, 
 def diff_decisions(old: Decision, new: Decision, examples: int = 3) -> DecisionDiff:
     """Text changes and cell-by-cell impact between two versions of a decision."""
     result = DecisionDiff(old, new, _text_changes(old, new))
+    if old.key == new.key and old.sha256 != new.sha256:
+        result.warnings.append(new.file.diag(
+            "NB812", f"{new.key} differs from {old.key} in {old.source.display} (sha256 {old.sha256[:12]} -> "
+                     f"{new.sha256[:12]}) but has the same version", "/version",
+            hint="raise the version of the edited file: results name a decision by its version"))
     domain = joint_domain([(old, None), (new, None)])
     old_space = DecisionSpace(old, domain=domain)
     new_space = DecisionSpace(new, domain=domain)

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 from .diagnostics import Diagnostic, format_diagnostic
 
 __all__ = ["NbrulesError", "RuleSetError", "PatientInputError", "EngineError", "VersionError", "MappingError",
-           "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_CODES"]
+           "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_LISTEN", "EXIT_INTERNAL", "EXIT_CODES"]
 
 # -- exit codes of the command line (the README's table is checked against EXIT_CODES) --------
 
@@ -20,6 +20,7 @@ EXIT_FINDINGS = 1
 EXIT_PATIENT = 2
 EXIT_RULES = 3
 EXIT_USAGE = 4
+EXIT_LISTEN = 5
 EXIT_INTERNAL = 70
 
 #: exit code -> (meaning, the commands that can return it; ``*`` for every command).
@@ -32,6 +33,7 @@ EXIT_CODES: dict[int, tuple[str, tuple[str, ...]]] = {
                  ("evaluate", "evaluate --batch", "test", "verify", "render", "diff", "serve")),
     EXIT_USAGE: ("usage error: an unknown or inapplicable option, a bad value, an unreadable file",
                  ("*",)),
+    EXIT_LISTEN: ("the service cannot listen on the address (port in use, or not permitted)", ("serve",)),
     EXIT_INTERNAL: ("internal error: a defect in nbrules (rerun with NBRULES_DEBUG=1 for the traceback)", ("*",)),
 }
 

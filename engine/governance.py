@@ -4,20 +4,83 @@ Loading an engine refuses any active file that does not verify clean (no gaps,
 overlaps or dead rules) or whose example cases fail; validate and check errors
 already stop every load.  Drafts and retired files are exempt: they run only when
 pinned.  Verdicts are memoised per file content, so reloading unchanged files is cheap.
+
+A rules directory may also hold ``versions.lock``: the sha256 recorded for each
+``decision@version`` (``nbrules validate --record``).  ``nbrules validate`` reports a
+file whose content no longer has the hash recorded for its version (NB812): edited in
+place without raising its version.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 from .cases import run_cases
 from .diagnostics import Diagnostic
 from .model import Decision
 from .verify import verify_decision
 
-__all__ = ["governance_problems"]
+__all__ = ["governance_problems", "LOCK_FILE", "LockFileError", "read_lock", "lock_problems", "write_lock"]
+
+#: The file, at the top of a rules directory, holding the recorded hash of each version.
+LOCK_FILE = "versions.lock"
+_LOCK_HEADER = ("# nbrules: the sha256 of each decision@version when it was recorded (nbrules validate --record).\n"
+                "# A rule file whose version is listed here must keep this content: raise its version to change it.\n")
+
+
+class LockFileError(ValueError):
+    """``versions.lock`` cannot be read; the message names the line."""
+
+
+def read_lock(root: Path) -> dict[str, str]:
+    """``{decision@version: sha256}`` from ``root/versions.lock``; empty when there is none.
+
+    Raises :class:`LockFileError` for a line that is not ``decision@version sha256``.
+    """
+    path = Path(root) / LOCK_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise LockFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    recorded: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or "@" not in parts[0] or len(parts[1]) != 64:
+            raise LockFileError(f"{path}:{number}: expected 'decision@version sha256', found {line.strip()!r}")
+        recorded[parts[0]] = parts[1]
+    return recorded
+
+
+def lock_problems(decisions: Iterable[Decision], recorded: Mapping[str, str]) -> list[Diagnostic]:
+    """NB812 for every decision whose content differs from the hash recorded for its version."""
+    out = []
+    for d in decisions:
+        was = recorded.get(d.key)
+        if was is not None and was != d.sha256:
+            out.append(d.file.diag(
+                "NB812", f"{d.key} changed since its hash was recorded in {LOCK_FILE} (sha256 {was[:12]} -> "
+                         f"{d.sha256[:12]}) but its version did not", "/version",
+                hint="raise the version of the edited file; if the change is meant to keep this version, "
+                     "record it again with 'nbrules validate --record'"))
+    return out
+
+
+def write_lock(root: Path, decisions: Iterable[Decision], recorded: Mapping[str, str]) -> int:
+    """Record the hash of every decision given, keeping the other recorded versions
+    (a version removed and later restored must come back with its content).  Returns the
+    number of versions recorded in the file."""
+    merged = dict(recorded)
+    merged.update({d.key: d.sha256 for d in decisions})
+    body = "".join(f"{key} {merged[key]}\n" for key in sorted(merged))
+    (Path(root) / LOCK_FILE).write_text(_LOCK_HEADER + body, encoding="utf-8")
+    return len(merged)
 
 _MEMO: "OrderedDict[Any, tuple[Diagnostic, ...]]" = OrderedDict()
 _LOCK = threading.Lock()

@@ -63,16 +63,35 @@ class LoadedFile:
     keys: dict[str, Span] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    #: For a copy of the data with list items left out (pipeline._prune): for each
+    #: top-level list, the index in the file of each item kept.  Pointers into the copy
+    #: are translated through it, so every location names the node in the file.
+    kept: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not any(d.is_error for d in self.diagnostics)
+
+    def in_file(self, pointer: str) -> str:
+        """``pointer`` into :attr:`data` as a pointer into the file (they differ only in
+        a copy with list items left out)."""
+        if not self.kept:
+            return pointer
+        parts = pointer.split("/", 3)
+        if len(parts) >= 3 and parts[1] in self.kept and parts[2].isdigit():
+            kept = self.kept[parts[1]]
+            i = int(parts[2])
+            if i < len(kept):
+                parts[2] = str(kept[i])
+                return "/".join(parts)
+        return pointer
 
     def span(self, pointer: str, key: bool = False) -> Span | None:
         """Position of the value (or, with ``key``, of the key) at ``pointer``.
 
         Falls back to the nearest enclosing node that has a position.
         """
+        pointer = self.in_file(pointer)
         table = self.keys if key else self.values
         if pointer in table:
             return table[pointer]
@@ -96,6 +115,7 @@ class LoadedFile:
     ) -> Diagnostic:
         """A diagnostic located at ``pointer`` in this file (the one place locations are made)."""
         sp = span or self.span(pointer, key=key)
+        pointer = self.in_file(pointer)
         line = sp.line if sp else 1
         col = sp.column if sp else 1
         end = sp.end_column if sp and sp.end_line == sp.line else None

@@ -178,6 +178,7 @@ def _prune(f: LoadedFile, pointers: Sequence[str]) -> tuple[LoadedFile, set[str]
         else:
             fixed.pop(top, None)  # an unknown top-level key
     names: set[str] = set()
+    kept: dict[str, tuple[int, ...]] = {}
     for key in _LISTS:
         items = fixed.get(key, [])
         if not isinstance(items, list):
@@ -186,13 +187,15 @@ def _prune(f: LoadedFile, pointers: Sequence[str]) -> tuple[LoadedFile, set[str]
             if isinstance(i, int) and i < len(items) and isinstance(items[i], dict) and isinstance(items[i].get("id"), str):
                 names.add(items[i]["id"])
         fixed[key] = [x for i, x in enumerate(items) if i not in drop[key]]
+        if drop[key]:  # later items move up: remember where each came from
+            kept[key] = tuple(i for i in range(len(items)) if i not in drop[key])
     for key in _MAPS:
         table = fixed.get(key, {})
         if not isinstance(table, dict):
             return None
         names.update(str(n) for n in drop[key])
         fixed[key] = {k: v for k, v in table.items() if k not in drop[key]}
-    copy = LoadedFile(source=f.source, data=fixed, values=f.values, keys=f.keys, lines=f.lines)
+    copy = LoadedFile(source=f.source, data=fixed, values=f.values, keys=f.keys, lines=f.lines, kept=kept)
     return copy, names
 
 

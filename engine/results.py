@@ -150,10 +150,12 @@ class RulesetInfo:
     status: str
     file: str
     sha256: str
+    effective: str = ""
+    selected: str = ""  # why this version is the one in force (runtime.choose_versions)
 
     def to_dict(self) -> dict[str, Any]:
         return {"decision": self.decision, "version": self.version, "status": self.status,
-                "file": self.file, "sha256": self.sha256}
+                "effective": self.effective, "file": self.file, "sha256": self.sha256, "selected": self.selected}
 
 
 @dataclass(frozen=True)
@@ -183,10 +185,12 @@ class Result:
     * ``from_input``: outputs taken from the input instead of derived;
     * ``fired``: the ordered trace of rules that fired;
     * ``warnings``: diagnostics that did not stop the evaluation;
-    * ``rulesets``: version and sha256 of every rule file used;
+    * ``rulesets``: version, effective date, sha256 of every rule file used, and why
+      that version was the one in force (``selected``);
     * ``knowledge``: the package, version, profile and one sha256 over all of its
       knowledge in force (:class:`KnowledgeInfo`);
-    * ``input_sha256``: hash of the canonical input.
+    * ``input_sha256``: hash of the canonical input;
+    * ``as_of``: the date the versions in force were chosen for (ISO 8601).
     """
 
     outputs: Mapping[str, str | None]
@@ -200,6 +204,7 @@ class Result:
     input: Mapping[str, Any]
     input_sha256: str
     engine: str
+    as_of: str
     knowledge: KnowledgeInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,6 +222,7 @@ class Result:
             **({"knowledge": self.knowledge.to_dict()} if self.knowledge is not None else {}),
             "input": dict(self.input),
             "input_sha256": self.input_sha256,
+            "as_of": self.as_of,
             "engine": self.engine,
         }
 
@@ -246,6 +252,7 @@ class Result:
             ',"knowledge":' + _knowledge_json(self.knowledge) if self.knowledge is not None else "",
             ',"input":', _encode(self.input),
             ',"input_sha256":', _encode(self.input_sha256),
+            ',"as_of":', _encode(self.as_of),
             ',"engine":', _encode(self.engine), "}"))
 
     @property

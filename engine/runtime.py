@@ -10,6 +10,7 @@ atomically and watch them for changes.
 
 from __future__ import annotations
 
+import datetime
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from .runner import DecisionRunner
 from .results import APPLIES_IF_GIVEN, FiredRule, FromInput, Indeterminate, KnowledgeInfo, NotApplicable, Result, RulesetInfo, Settled
 from .sources import RuleSource
 
-__all__ = ["RuleEngine", "ReloadReport", "select_versions", "DEFAULT_CACHE_SIZE"]
+__all__ = ["RuleEngine", "ReloadReport", "VersionChoice", "choose_versions", "select_versions", "DEFAULT_CACHE_SIZE"]
 
 #: Outcomes each decision remembers per cell of its input domain.  Results are
 #: byte-identical with and without (tests/test_batch.py); 0 turns it off.
@@ -36,12 +37,45 @@ DEFAULT_CACHE_SIZE = 65536
 
 
 
-def select_versions(decisions: Sequence[Decision], use: Iterable[str] = ()) -> tuple[list[Decision], list[Diagnostic]]:
-    """One version per decision: the newest ``active`` one unless ``use`` pins another.
+@dataclass(frozen=True)
+class VersionChoice:
+    """The decision versions in force on ``as_of`` and why each was chosen.
 
-    ``use`` entries are ``decision@version``.  A draft or retired version runs only
-    when pinned; a pinned retired version runs with a warning (NB803).
+    ``chosen`` keeps the order of the decisions given; ``reasons`` maps each chosen
+    ``decision@version`` to a sentence (the ``selected`` field of a result's
+    ``rulesets``); ``diagnostics`` holds NB802 (bad pin, error), NB803 (retired pinned)
+    and NB811 (a decision with no version in force, warning).
     """
+
+    chosen: tuple[Decision, ...]
+    reasons: Mapping[str, str]
+    diagnostics: tuple[Diagnostic, ...]
+    as_of: datetime.date
+
+
+def _today() -> datetime.date:
+    """Today's date (the default evaluation date; tests replace it)."""
+    return datetime.date.today()
+
+
+def _effective(d: Decision) -> datetime.date | None:
+    try:
+        return datetime.date.fromisoformat(d.effective)
+    except ValueError:  # the checker already reported it (NB315)
+        return None
+
+
+def choose_versions(decisions: Sequence[Decision], use: Iterable[str] = (),
+                    as_of: datetime.date | None = None) -> VersionChoice:
+    """One version per decision, by status *and* effective date, unless ``use`` pins one.
+
+    The version in force is the newest ``active`` version whose ``effective`` date is on
+    or before ``as_of`` (default: today). An active version taking effect later, a
+    ``draft`` and a ``retired`` version run only when pinned (``decision@version``); a
+    pinned retired version runs with warning NB803. A decision with no version in force
+    does not run (warning NB811, which says how to make one run).
+    """
+    day = as_of or _today()
     pins: dict[str, str] = {}
     diags: list[Diagnostic] = []
     for item in use:
@@ -55,6 +89,7 @@ def select_versions(decisions: Sequence[Decision], use: Iterable[str] = ()) -> t
     for d in decisions:
         by_id.setdefault(d.id, []).append(d)
     chosen: list[Decision] = []
+    reasons: dict[str, str] = {}
     for did, versions in by_id.items():
         if did in pins:
             match = [d for d in versions if d.version == pins[did]]
@@ -66,17 +101,38 @@ def select_versions(decisions: Sequence[Decision], use: Iterable[str] = ()) -> t
             if pick.status == "retired":
                 diags.append(Diagnostic(code="NB803", message=f"{pick.key} is retired and runs only because it was pinned"))
             chosen.append(pick)
+            reasons[pick.key] = f"pinned ({pick.status}, effective {pick.effective})"
             continue
-        active = [d for d in versions if d.status == "active"]
-        if active:
-            chosen.append(max(active, key=lambda d: d.version_key))
+        ordered = sorted(versions, key=lambda d: d.version_key, reverse=True)
+        in_force = [d for d in ordered if d.status == "active" and (e := _effective(d)) is not None and e <= day]
+        later = [d for d in ordered if d.status == "active" and d not in in_force]
+        waiting = "".join(f"; {d.version} is active from {d.effective}" for d in later)
+        if in_force:
+            pick = in_force[0]
+            chosen.append(pick)
+            reasons[pick.key] = f"newest active version in effect on {day.isoformat()} (effective {pick.effective}){waiting}"
+            continue
+        why = ", ".join(f"{d.version} is {d.status}" + (f" from {d.effective}" if d in later else "")
+                        for d in ordered)
+        newest = ordered[0]
+        diags.append(Diagnostic(
+            code="NB811", message=f"no version of {did} is in force on {day.isoformat()}: {why}",
+            hint=f"pin one to run it (--use {newest.key}), or evaluate as of a later date (--as-of)"
+                 if later else f"pin one to run it (--use {newest.key}), or make it active"))
     for did in pins:
         if did not in by_id:
             diags.append(Diagnostic(code="NB802", message=f"no decision '{did}' is installed",
                                     hint="installed: " + ", ".join(sorted(by_id))))
     order = {d.key: i for i, d in enumerate(decisions)}
     chosen.sort(key=lambda d: order[d.key])
-    return chosen, diags
+    return VersionChoice(tuple(chosen), reasons, tuple(diags), day)
+
+
+def select_versions(decisions: Sequence[Decision], use: Iterable[str] = (),
+                    as_of: datetime.date | None = None) -> tuple[list[Decision], list[Diagnostic]]:
+    """The versions in force and the diagnostics of :func:`choose_versions`."""
+    choice = choose_versions(decisions, use, as_of)
+    return list(choice.chosen), list(choice.diagnostics)
 
 
 @dataclass(frozen=True)
@@ -101,18 +157,27 @@ class _State:
     """One complete, checked, compiled rule set.  Immutable once built; evaluations in
     flight keep the state they started with, and it is freed when the last one ends."""
 
-    def __init__(self, build: RuleSetBuild, use: Iterable[str], cache_size: int) -> None:
+    def __init__(self, build: RuleSetBuild, use: Iterable[str], cache_size: int, as_of: datetime.date) -> None:
         if not build.ok:
             raise RuleSetError(f"the rule files in {build.label} have errors", build.errors())
         refused = [p for d in build.decisions for p in governance_problems(d)]
         if refused:
             raise RuleSetError(f"the rule files in {build.label} include active files that are not clean", refused)
-        chosen, version_diags = select_versions(build.decisions, use)
+        choice = choose_versions(build.decisions, use, as_of)
+        version_diags = choice.diagnostics
         if has_errors(version_diags):
             raise VersionError("cannot select the requested versions", [d for d in version_diags if d.is_error])
+        if not choice.chosen:
+            raise VersionError(
+                f"no decision in {build.label} is in force on {as_of.isoformat()}",
+                [Diagnostic(code="NB810", message=f"nothing would run: no decision in {build.label} has a version "
+                                                  f"in force on {as_of.isoformat()}",
+                            hint="each NB811 below says why and how to make that decision run")]
+                + [d for d in version_diags if d.code == "NB811"])
         self.build = build
+        self.as_of = as_of
         self.version_warnings = tuple(d for d in version_diags if not d.is_error)
-        self.decisions: tuple[Decision, ...] = tuple(chosen)
+        self.decisions: tuple[Decision, ...] = choice.chosen
         runners: list[DecisionRunner] = []
         try:
             for d in self.decisions:
@@ -122,8 +187,8 @@ class _State:
                 r.close()
             raise
         self.runners: tuple[DecisionRunner, ...] = tuple(runners)
-        self.rulesets = tuple(RulesetInfo(d.id, d.version, d.status, d.source.display, d.sha256)
-                              for d in self.decisions)
+        self.rulesets = tuple(RulesetInfo(d.id, d.version, d.status, d.source.display, d.sha256, d.effective,
+                                          choice.reasons[d.key]) for d in self.decisions)
         pkg = build.package
         #: The profile slot of the knowledge hash: empty until profiles exist.
         profile = ""
@@ -184,19 +249,25 @@ class RuleEngine:
     outcome per cell of its input domain (identical results, faster).  ``decisions``
     (ids, e.g. ``["inrg"]``) chooses the decisions :meth:`evaluate` runs by default
     (None: all); the decisions they read outputs of run too.
+
+    ``as_of`` is the date the versions in force are chosen for (:func:`choose_versions`)
+    and is recorded in every result. By default it is today, and it follows the clock:
+    the first evaluation on a new day chooses again, so a version becomes in force on
+    its effective date without a restart. A fixed ``as_of`` makes results reproducible.
     """
 
     def __init__(self, build: RuleSetBuild, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
                  origin: Callable[[], RuleSetBuild] | None = None, directory: Path | None = None,
-                 decisions: Iterable[str] | None = None) -> None:
+                 decisions: Iterable[str] | None = None, as_of: datetime.date | None = None) -> None:
         self._use = tuple(use)
         self._requested: tuple[str, ...] | None = None if decisions is None else tuple(decisions)
+        self._as_of = as_of
         self.cache_size = cache_size
         self._origin = origin
         self._directory = directory
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
-        self._state = _State(build, self._use, cache_size)
+        self._state = _State(build, self._use, cache_size, self._day())
         self._state.plan(self._requested)  # an unknown decision id fails here, not at the first patient
         self._engine_label = f"nbrules {__version__}"
         self._watcher: threading.Thread | None = None
@@ -206,27 +277,28 @@ class RuleEngine:
 
     @classmethod
     def default(cls, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
-                decisions: Iterable[str] | None = None) -> "RuleEngine":
+                decisions: Iterable[str] | None = None, as_of: datetime.date | None = None) -> "RuleEngine":
         """An engine over the rule files bundled with nbrules."""
         return cls(build_bundled(), use=use, cache_size=cache_size, origin=build_bundled,
-                   directory=bundled_rules_dir(), decisions=decisions)
+                   directory=bundled_rules_dir(), decisions=decisions, as_of=as_of)
 
     @classmethod
     def from_directory(cls, path: str | Path, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
-                       decisions: Iterable[str] | None = None) -> "RuleEngine":
+                       decisions: Iterable[str] | None = None, as_of: datetime.date | None = None) -> "RuleEngine":
         """An engine over every ``*.yaml`` rule file below ``path``.
 
         Raises :class:`RuleSetError` with every diagnostic when a file is invalid.
         """
         root = Path(path)
         return cls(build_directory(root), use=use, cache_size=cache_size, origin=lambda: build_directory(root),
-                   directory=root, decisions=decisions)
+                   directory=root, decisions=decisions, as_of=as_of)
 
     @classmethod
     def from_sources(cls, sources: Sequence[RuleSource], label: str = "rules", *, use: Iterable[str] = (),
-                     cache_size: int = DEFAULT_CACHE_SIZE, decisions: Iterable[str] | None = None) -> "RuleEngine":
+                     cache_size: int = DEFAULT_CACHE_SIZE, decisions: Iterable[str] | None = None,
+                     as_of: datetime.date | None = None) -> "RuleEngine":
         """An engine over rule files held in memory (it cannot :meth:`reload`)."""
-        return cls(build_sources(sources, label), use=use, cache_size=cache_size, decisions=decisions)
+        return cls(build_sources(sources, label), use=use, cache_size=cache_size, decisions=decisions, as_of=as_of)
 
     # -- the rule set in force -----------------------------------------------------------
 
@@ -244,6 +316,11 @@ class RuleEngine:
         return self._state.runners
 
     @property
+    def as_of(self) -> datetime.date:
+        """The date the versions in force were chosen for."""
+        return self._state.as_of
+
+    @property
     def version_warnings(self) -> tuple[Diagnostic, ...]:
         return self._state.version_warnings
 
@@ -257,7 +334,12 @@ class RuleEngine:
         """Version, status, file and sha256 of every rule file in force."""
         return self._state.rulesets
 
+    def _day(self) -> datetime.date:
+        return self._as_of or _today()
+
     def _acquire(self) -> _State:
+        if self._state.as_of != self._day():
+            self._choose_again()
         with self._lock:
             state = self._state
             state.in_flight += 1
@@ -277,6 +359,17 @@ class RuleEngine:
         if free:
             state.close()
 
+    def _choose_again(self) -> None:
+        """A new day: choose the versions in force again, from the same rule files."""
+        with self._reload_lock:
+            day = self._day()
+            if self._state.as_of == day:
+                return
+            new = _State(self._state.build, self._use, self.cache_size, day)
+            with self._lock:
+                old, self._state = self._state, new
+            self._retire(old)
+
     # -- reload ------------------------------------------------------------------------
 
     def reload(self) -> ReloadReport:
@@ -293,9 +386,9 @@ class RuleEngine:
             try:
                 build = self._origin()
                 fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
-                if fingerprint == self._state.fingerprint:
+                if fingerprint == self._state.fingerprint and self._state.as_of == self._day():
                     return ReloadReport(True, False, (), self._state.rulesets)
-                new = _State(build, self._use, self.cache_size)
+                new = _State(build, self._use, self.cache_size, self._day())
                 try:
                     new.plan(self._requested)  # the chosen decisions must still be in force
                 except NbrulesError:
@@ -494,6 +587,7 @@ class RuleEngine:
             input_sha256=facts_sha256(given),
             engine=self._engine_label,
             knowledge=state.knowledge,
+            as_of=state.as_of.isoformat(),
         )
 
     def _compare_given(self, runner: DecisionRunner, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],

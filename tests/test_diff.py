@@ -144,3 +144,20 @@ def test_cohort_streams_in_constant_memory(two_versions: Path) -> None:
         assert sum(1 for _ in report.ids(("inrgss_stage", "M", "MS"))) == report.counts[("inrgss_stage", "M", "MS")]
         report.close()
     assert grown < 8, f"resident memory grew by {grown:.1f} MB over 60,000 rows"
+
+
+def test_a_file_edited_without_raising_its_version_is_reported(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    for root in (old, new):
+        (root / "staging").mkdir(parents=True)
+        shutil.copy(REPO / "rules/staging/inrgss.yaml", root / "staging/inrgss.yaml")
+    p = new / "staging/inrgss.yaml"
+    p.write_text(p.read_text().replace("  ms_age_limit_days:\n    value: 547", "  ms_age_limit_days:\n    value: 548"))
+    assert main(["diff", str(old), str(new)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "NB812" in x)
+    assert "staging/inrgss.yaml:" in line and "inrgss@1.0.0 differs from inrgss@1.0.0" in line
+    assert "parameter ms_age_limit_days: 547 -> 548" in out
+    assert main(["diff", str(old), str(old), "--format", "json"]) == 0  # same content: nothing to report
+    assert json.loads(capsys.readouterr().out)["decisions"][0]["warnings"] == []

@@ -36,6 +36,26 @@ def test_assert_fact_fires_every_matching_rule_once() -> None:
     rs.close()
 
 
+def test_no_deprecation_warning_from_durable_rules() -> None:
+    import datetime
+    import warnings
+
+    import durable.engine  # type: ignore[import-untyped]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rs = EngineRuleset("quiet", {"a": PATIENT})
+        assert rs.run({"x": 1}) == {"a"}
+        rs.close()
+        RuleEngine.default(cache_size=0).evaluate({"age_days": 183})
+    assert [str(w.message) for w in caught if "durable" in w.filename] == []
+    # the replacement computes what durable-rules' own _unix_now did (utcfromtimestamp(0) is the naive epoch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        theirs = (datetime.datetime.now() - datetime.datetime.utcfromtimestamp(0)).total_seconds()
+    assert abs(durable.engine._unix_now() - theirs) < 5
+
+
 def test_or_branches_fire_once_per_branch_and_are_deduplicated() -> None:
     both = {"all": [{"m": {"$and": [{DISCRIMINATOR: 1}, {"$or": [{"x": 1}, {"y": 2}]}]}}]}
     seen: list[str] = []

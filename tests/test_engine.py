@@ -21,7 +21,7 @@ MS = {"age_days": 183, "primary_idrfs": [], "metastatic_sites": ["liver", "skin"
 def test_result_shape(engine: RuleEngine) -> None:
     d = engine.evaluate(MS).to_dict()
     assert list(d) == ["type", "outputs", "indeterminate", "not_applicable", "settled", "from_input", "fired",
-                       "warnings", "rulesets", "knowledge", "input", "input_sha256", "engine"]
+                       "warnings", "rulesets", "knowledge", "input", "input_sha256", "as_of", "engine"]
     ms = next(f for f in d["fired"] if f["decision"] == "inrgss")
     assert ms["rule"] == "MS"
     assert ms["version"] == "1.0.0"

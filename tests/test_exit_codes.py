@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +35,7 @@ def _readme_table() -> dict[int, tuple[str, tuple[str, ...]]]:
 
 def test_the_readme_table_is_the_table_in_the_code() -> None:
     assert _readme_table() == errors.EXIT_CODES
-    assert {errors.EXIT_OK, errors.EXIT_FINDINGS, errors.EXIT_PATIENT, errors.EXIT_RULES, errors.EXIT_USAGE,
+    assert {errors.EXIT_OK, errors.EXIT_FINDINGS, errors.EXIT_PATIENT, errors.EXIT_RULES, errors.EXIT_USAGE, errors.EXIT_LISTEN,
             errors.EXIT_INTERNAL} == set(errors.EXIT_CODES)
     assert errors.PatientInputError.exit_code == errors.EXIT_PATIENT
     assert errors.RuleSetError.exit_code == errors.VersionError.exit_code == errors.EXIT_RULES
@@ -61,6 +62,18 @@ def _inrg_without_rule_g(tmp: Path) -> str:
 
 
 #: (command, exit code) -> the arguments that produce it.
+_HELD: list[socket.socket] = []
+
+
+def _port_in_use() -> str:
+    """A loopback port another socket listens on (kept open for the rest of the run)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    _HELD.append(sock)
+    return str(sock.getsockname()[1])
+
+
 SCENARIOS: dict[tuple[str, int], Callable[[Path], list[str]]] = {
     ("evaluate", 0): lambda t: ["evaluate", INFANT],
     ("evaluate", 2): _bad_patient,
@@ -88,6 +101,7 @@ SCENARIOS: dict[tuple[str, int], Callable[[Path], list[str]]] = {
     ("diff", 4): lambda t: ["diff", "inrgss@1.0.0", "inrg@1.0.0"],
     ("serve", 3): lambda t: ["serve", "--rules", BAD_RULES],
     ("serve", 4): lambda t: ["serve", "--port", "eighty"],
+    ("serve", 5): lambda t: ["serve", "--host", "127.0.0.1", "--port", _port_in_use()],
     ("codes", 0): lambda t: ["codes"],
     ("codes", 4): lambda t: ["codes", "--bogus"],
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import json
 import shutil
@@ -166,6 +167,65 @@ def test_watching_server_reloads_changed_rules(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# --- what an operator sees on start, and on bad options -------------------------------------
+
+
+def test_start_line_names_the_address_the_rules_and_the_versions_in_force() -> None:
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "nbrules.cli", "serve", "--port", "0", "--as-of", "2026-01-02"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        url = line.split("listening on ", 1)[1].split(";", 1)[0]
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")  # the port actually bound
+        assert f"rules {REPO / 'rules'} (bundled)" in line
+        from nbrules import RuleEngine
+
+        versions = ", ".join(f"{d.id} {d.version}" for d in RuleEngine.default(as_of=datetime.date(2026, 1, 2)).decisions)
+        assert line.rstrip().endswith(f"in force on 2026-01-02: {versions}")
+        deadline = time.monotonic() + 60
+        while True:  # the start line comes once the socket listens; the app answers once started
+            try:
+                status, _, body = call(url, "GET", "/health")
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert status == 200 and len(body["rulesets"]) == len(versions.split(", "))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--port", "99999"], "nbrules serve: argument --port: 99999 is out of range (0 to 65535)"),
+    (["--port", "http"], "nbrules serve: argument --port: 'http' is not a whole number"),
+    (["--watch", "0"], "nbrules serve: argument --watch: 0 is not a positive number of seconds"),
+    (["--max-patients", "0"], "nbrules serve: argument --max-patients: 0 is below 1"),
+    (["--host", "no-such-host.invalid"], "nbrules serve: --host no-such-host.invalid: cannot resolve it"),
+])
+def test_a_bad_option_is_one_line_and_exit_4(option: list[str], message: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from nbrules.cli import main
+
+    assert main(["serve", *option]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_a_port_in_use_is_one_line_and_its_own_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from nbrules.cli import EXIT_LISTEN, EXIT_RULES, main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == EXIT_LISTEN != EXIT_RULES
+    assert capsys.readouterr().err == f"nbrules serve: cannot listen on 127.0.0.1 port {port}: the port is in use\n"
 
 
 @pytest.mark.slow

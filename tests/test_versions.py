@@ -56,9 +56,93 @@ def test_a_retired_version_runs_only_when_pinned_and_warns(rules_dir: Callable[.
         assert [w["code"] for w in r.warnings] == ["NB803"]
 
 
-def test_only_drafts_means_nothing_runs_unpinned(rules_dir: Callable[..., Path]) -> None:
-    with RuleEngine.from_directory(rules_dir(demo=DEMO.replace("status: active", "status: draft"))) as eng:
-        assert eng.decisions == () and eng.evaluate(PATIENT).outputs == {}
+def test_only_drafts_is_an_error_that_says_to_pin(rules_dir: Callable[..., Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    root = rules_dir(demo=DEMO.replace("status: active", "status: draft"))
+    with pytest.raises(VersionError) as info:
+        RuleEngine.from_directory(root, as_of=datetime.date(2025, 1, 1))
+    assert [d.code for d in info.value.diagnostics] == ["NB810", "NB811"]
+    assert info.value.diagnostics[1].message == "no version of demo is in force on 2025-01-01: 1.0.0 is draft"
+    assert "--use demo@1.0.0" in (info.value.diagnostics[1].hint or "")
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(PATIENT))
+    assert main(["evaluate", str(p), "--rules", str(root)]) == 3
+    err = capsys.readouterr().err
+    assert "NB810" in err and "--use demo@1.0.0" in err
+    assert main(["evaluate", str(p), "--rules", str(root), "--use", "demo@1.0.0"]) == 0
+
+
+def _future_v2(rules_dir: Callable[..., Path]) -> Path:
+    """demo 1.0.0 active since 2024-01-01; demo 2.0.0 active from 2026-03-01."""
+    return rules_dir(demo=DEMO, **{"demo-2.0.0": V2.replace("effective: 2024-01-01", "effective: 2026-03-01")})
+
+
+def test_a_future_active_version_is_not_in_force_until_its_date(rules_dir: Callable[..., Path]) -> None:
+    root = _future_v2(rules_dir)
+    with RuleEngine.from_directory(root, as_of=datetime.date(2026, 2, 28)) as eng:
+        r = eng.evaluate(PATIENT)
+        assert r.outputs["demo_out"] == "low" and r.as_of == "2026-02-28"
+        assert r.rulesets[0].selected == ("newest active version in effect on 2026-02-28 (effective 2024-01-01); "
+                                          "2.0.0 is active from 2026-03-01")
+    with RuleEngine.from_directory(root, as_of=datetime.date(2026, 3, 1)) as eng:
+        r = eng.evaluate(PATIENT)
+        assert r.outputs["demo_out"] == "high" and r.rulesets[0].version == "2.0.0"
+        assert r.rulesets[0].selected == "newest active version in effect on 2026-03-01 (effective 2026-03-01)"
+    with RuleEngine.from_directory(root, use=["demo@2.0.0"], as_of=datetime.date(2026, 2, 28)) as eng:
+        r = eng.evaluate(PATIENT)
+        assert r.outputs["demo_out"] == "high"
+        assert r.rulesets[0].selected == "pinned (active, effective 2026-03-01)"
+
+
+def test_only_a_future_active_version_says_when_and_how(rules_dir: Callable[..., Path]) -> None:
+    root = rules_dir(demo=DEMO.replace("effective: 2024-01-01", "effective: 2026-03-01"))
+    with pytest.raises(VersionError) as info:
+        RuleEngine.from_directory(root, as_of=datetime.date(2026, 2, 28))
+    why = info.value.diagnostics[1]
+    assert why.message == "no version of demo is in force on 2026-02-28: 1.0.0 is active from 2026-03-01"
+    assert "--as-of" in (why.hint or "") and "--use demo@1.0.0" in (why.hint or "")
+
+
+def test_the_date_is_recorded_and_results_are_byte_identical_for_it(rules_dir: Callable[..., Path],
+                                                                    tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    root = _future_v2(rules_dir)
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(PATIENT))
+    outs = []
+    for _ in range(2):
+        assert main(["evaluate", str(p), "--rules", str(root), "--as-of", "2026-02-28"]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+    doc = json.loads(outs[0])
+    assert doc["as_of"] == "2026-02-28" and doc["outputs"] == {"demo_out": "low"}
+    assert doc["rulesets"][0]["effective"] == "2024-01-01" and doc["rulesets"][0]["selected"].startswith("newest")
+    assert main(["evaluate", str(p), "--rules", str(root), "--as-of", "2026-03-01"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == {"demo_out": "high"}
+    assert main(["evaluate", str(p), "--rules", str(root), "--as-of", "2026-02-30"]) == 4
+    assert "not a date" in capsys.readouterr().err
+
+
+def test_by_default_the_date_follows_the_clock(rules_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbrules import runtime
+
+    day = [datetime.date(2026, 2, 28)]
+    monkeypatch.setattr(runtime, "_today", lambda: day[0])
+    with RuleEngine.from_directory(_future_v2(rules_dir)) as eng:
+        assert eng.evaluate(PATIENT).outputs["demo_out"] == "low"
+        day[0] = datetime.date(2026, 3, 1)  # midnight passes: 2.0.0 comes into force without a restart
+        r = eng.evaluate(PATIENT)
+        assert r.outputs["demo_out"] == "high" and r.as_of == "2026-03-01"
+
+
+def test_a_decision_not_in_force_beside_others_is_a_warning(rules_dir: Callable[..., Path]) -> None:
+    other = DEMO.replace("decision: demo", "decision: other").replace("demo_out", "other_out")
+    root = rules_dir(demo=DEMO, other=other.replace("status: active", "status: draft"))
+    with RuleEngine.from_directory(root, as_of=datetime.date(2025, 1, 1)) as eng:
+        r = eng.evaluate(PATIENT)
+        assert r.outputs == {"demo_out": "low"}
+        assert [(w["code"], w["message"]) for w in r.warnings] == [
+            ("NB811", "no version of other is in force on 2025-01-01: 1.0.0 is draft")]
 
 
 def test_pinning_what_is_not_installed(rules_dir: Callable[..., Path]) -> None:
@@ -111,3 +195,46 @@ def test_future_effective_date_is_a_warning(rules_dir: Callable[..., Path]) -> N
     tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
     build = build_directory(rules_dir(demo=DEMO.replace("effective: 2024-01-01", f"effective: {tomorrow}")))
     assert [d.code for d in build.diagnostics] == ["NB804"] and build.ok
+
+
+# --- content changed without a version change -----------------------------------------------
+
+
+def test_validate_reports_a_file_edited_without_raising_its_version(rules_dir: Callable[..., Path],
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    root = rules_dir(demo=DEMO, **{"demo-2.0.0": V2})
+    assert main(["validate", str(root), "--record"]) == 0
+    lock = (root / "versions.lock").read_text()
+    assert "demo@1.0.0 " in lock and "demo@2.0.0 " in lock
+    capsys.readouterr()
+    assert main(["validate", str(root)]) == 0  # unchanged: clean
+    p = root / "demo.yaml"
+    p.write_text(p.read_text().replace("{value: 547", "{value: 548"))
+    assert main(["validate", str(root)]) == 1
+    out = capsys.readouterr().out
+    [line] = [x for x in out.splitlines() if "NB812" in x]
+    assert line.startswith(f"{root.name}/demo.yaml:") and "demo@1.0.0 changed since its hash was recorded" in line
+    p.write_text(p.read_text().replace("version: 1.0.0", "version: 1.0.1"))  # a new version: nothing to report
+    assert main(["validate", str(root)]) == 0
+    p.write_text(p.read_text().replace("version: 1.0.1", "version: 1.0.0"))
+    assert main(["validate", str(root), "--record"]) == 1  # shows what it accepts, then records it
+    assert main(["validate", str(root)]) == 0
+
+
+def test_a_recorded_version_keeps_its_hash_when_its_file_is_gone(rules_dir: Callable[..., Path]) -> None:
+    root = rules_dir(demo=DEMO, **{"demo-2.0.0": V2})
+    assert main(["validate", str(root), "--record"]) == 0
+    v2 = (root / "demo-2.0.0.yaml")
+    text = v2.read_text()
+    v2.unlink()
+    assert main(["validate", str(root), "--record"]) == 0
+    v2.write_text(text.replace("365", "366"))  # restored with other content under the same version
+    assert main(["validate", str(root)]) == 1
+
+
+def test_a_bad_lock_file_is_a_usage_error(rules_dir: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    root = rules_dir(demo=DEMO)
+    (root / "versions.lock").write_text("demo@1.0.0 not-a-hash\n")
+    assert main(["validate", str(root)]) == 4
+    assert "versions.lock:1: expected 'decision@version sha256'" in capsys.readouterr().err
+    assert main(["validate", "--record"]) == 4  # the bundled rules are not recorded
