@@ -67,6 +67,10 @@ CODES: dict[str, Code] = _registry(
     Code("NB106", "multiple-documents", E, "the file holds more than one YAML document"),
     Code("NB107", "non-string-key", E, "a mapping key is not a plain string"),
     Code("NB108", "no-rule-files", E, "the rules directory holds no *.yaml files"),
+    Code("NB120", "control-character", E, "the file holds a control character YAML does not allow (NUL, ESC, BEL ...)"),
+    Code("NB121", "number-out-of-range", E, "an integer beyond 64 bits, or a number too large to be finite"),
+    Code("NB122", "nesting-too-deep", E, "lists and mappings are nested deeper than the loader allows"),
+    Code("NB123", "condition-too-deep", E, "a condition nests all/any/not too deep, named conditions expanded"),
     # validate (JSON Schema of the rule-file format)
     Code("NB201", "wrong-type", E, "a value has the wrong type"),
     Code("NB202", "missing-key", E, "a required key is missing"),
