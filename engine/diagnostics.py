@@ -129,6 +129,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB606", "scope-overlaps-rule", E, "a rule fires inside a declared scope exclusion"),
     Code("NB607", "dead-scope", W, "a scope exclusion that covers no patient"),
     Code("NB608", "parameter-gated", I, "a rule or scope exclusion that applies only under another parameter value"),
+    Code("NB620", "reload-failed", E, "a reload failed for a reason that is not a finding in the rule files"),
     # test (example cases)
     Code("NB701", "case-failed", E, "an example case gives other outputs or rules than expected"),
     # governance

@@ -10,7 +10,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -165,3 +167,116 @@ def test_the_deepest_nesting_allowed_runs_end_to_end(rules: Path) -> None:
     proc = cli("evaluate", "--rules", str(rules), "--use", "demo@1.0.0", "-", stdin='{"age_days": 100, "mycn_status": "not_amplified"}')
     assert proc.returncode == 0, proc.stderr
     assert '"demo_out":"low"' in proc.stdout.replace(" ", "")
+
+
+# -- the watcher survives any failure (real server on loopback) -----------------------------
+
+
+def _serve_watching(rules: Path, log: Path) -> tuple["subprocess.Popen[bytes]", str]:
+    """`nbrules serve --watch 0.1` on loopback, its stderr to ``log`` (a pipe nobody reads could fill)."""
+    pytest.importorskip("uvicorn")
+    sys.path.insert(0, str(DATA.parent.parent / "benchmarks"))
+    from load_test import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nbrules.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--rules", str(rules), "--watch", "0.1"], stdout=subprocess.DEVNULL,
+                            stderr=log.open("wb"))
+    url = f"http://127.0.0.1:{port}"
+    _until(lambda: _get(url, "/health") is not None, "the server did not become healthy")
+    return proc, url
+
+
+def _get(url: str, path: str) -> Any:
+    import http.client
+    import json
+
+    host, port = url.split("//")[1].split(":")
+    try:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        conn.close()
+    except OSError:
+        return None
+    assert resp.status == 200
+    return body
+
+
+def _until(check: Callable[[], Any], message: str, seconds: float = 30) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(message)
+
+
+def test_watcher_survives_hostile_swaps_and_health_shows_the_last_failure(rules: Path, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    proc, url = _serve_watching(rules, log)
+    try:
+        health = _get(url, "/health")
+        assert health["watching"] is True and health["last_reload"] is None
+        for name, make in (("zero.yaml", lambda p: os.symlink("/dev/zero", p)), ("fifo.yaml", os.mkfifo)):
+            make(rules / name)
+            last = _until(lambda: (_get(url, "/health")["last_reload"] or {}).get("problems"),
+                          f"no refused reload reported for {name}")
+            health = _get(url, "/health")
+            assert health["status"] == "ok" and health["watching"] is True
+            assert health["last_reload"]["ok"] is False and "refused" in health["last_reload"]["summary"]
+            [problem] = last
+            assert (problem["code"], problem["path"], problem["line"], problem["column"]) == (
+                "NB105", f"rules/{name}", 1, 1)
+            assert [r["version"] for r in health["rulesets"]] == ["1.0.0"]  # still serving the last good set
+            os.unlink(rules / name)
+            _until(lambda: (_get(url, "/health")["last_reload"] or {}).get("ok") is True, "the watcher stopped")
+        demo = rules / "demo.yaml"
+        demo.write_text(demo.read_text(encoding="utf-8").replace("version: 1.0.0", "version: 1.0.1"), encoding="utf-8")
+        _until(lambda: [r["version"] for r in _get(url, "/health")["rulesets"]] == ["1.0.1"],
+               "the watcher did not reload after the hostile swaps")
+        assert _get(url, "/health")["last_reload"]["changed"] is True
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text(encoding="utf-8")
+    for name, kind in (("zero.yaml", "a character device"), ("fifo.yaml", "a FIFO")):
+        assert f"rules/{name}:1:1: error NB105 [unreadable-file] cannot read file: {kind}" in text
+    assert "Traceback" not in text and "reloaded: demo 1.0.1" in text
+
+
+def test_watcher_goes_on_after_an_exception_in_the_callback(rules: Path) -> None:
+    from nbrules import RuleEngine
+
+    calls: list[bool] = []
+
+    def explode(report: Any) -> None:
+        calls.append(report.ok)
+        raise RuntimeError("a callback that fails")
+
+    with RuleEngine.from_directory(rules) as eng:
+        eng.watch(interval=0.05, on_reload=explode)
+        demo = rules / "demo.yaml"
+        text = demo.read_text(encoding="utf-8")
+        demo.write_text(text.replace("version: 1.0.0", "version: 1.0.1"), encoding="utf-8")
+        _until(lambda: len(calls) == 1, "no reload")
+        demo.write_text(text.replace("version: 1.0.0", "version: 1.0.2"), encoding="utf-8")
+        _until(lambda: len(calls) == 2, "the watcher died with the callback")
+        assert eng.watching and [d.version for d in eng.decisions] == ["1.0.2"]
+        assert eng.last_reload is not None and eng.last_reload.ok
+
+
+def test_an_unexpected_failure_is_a_refused_reload_nb620(rules: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbrules import RuleEngine
+
+    with RuleEngine.from_directory(rules) as eng:
+        def boom() -> Any:
+            raise RecursionError("maximum recursion depth exceeded")
+
+        monkeypatch.setattr(eng, "_origin", boom)
+        report = eng.reload()
+        assert not report.ok and [d.code for d in report.diagnostics] == ["NB620"]
+        assert "RecursionError" in report.diagnostics[0].message and eng.last_reload is report
+        assert [d.version for d in eng.decisions] == ["1.0.0"]
