@@ -280,3 +280,95 @@ def test_an_unexpected_failure_is_a_refused_reload_nb620(rules: Path, monkeypatc
         assert not report.ok and [d.code for d in report.diagnostics] == ["NB620"]
         assert "RecursionError" in report.diagnostics[0].message and eng.last_reload is report
         assert [d.version for d in eng.decisions] == ["1.0.0"]
+
+
+@pytest.mark.slow
+def test_bounded_load_during_rule_swaps_hostile_ones_included(tmp_path: Path) -> None:
+    """A real server under --watch: 8 clients send requests (at most 50,000, at most 180 s)
+    while the rule files are swapped 40 times, every 0.25 s: clean edits, broken YAML, NUL
+    bytes, a /dev/zero symlink, a FIFO.  No request fails, every refused swap leaves the previous rules in
+    force, and the watcher is alive at the end (it takes the last clean edit)."""
+    import http.client
+    import json
+    import threading
+
+    rules = tmp_path / "rules"
+    shutil.copytree(DATA.parent.parent / "rules", rules)
+    proc, url = _serve_watching(rules, tmp_path / "server.log")  # puts benchmarks/ on sys.path
+    from load_test import patients, rss_mb
+    host, port = url.split("//")[1].split(":")
+    bodies = [json.dumps(p).encode() for p in patients(300)]
+    total, clients, deadline = 50_000, 8, time.monotonic() + 180
+    lock = threading.Lock()
+    done = threading.Event()
+    sent, failures, worst, peak = [0], [], [0.0], [rss_mb(proc.pid)]
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        i = k
+        while True:
+            with lock:
+                if sent[0] >= total or time.monotonic() > deadline or done.is_set():
+                    break
+                sent[0] += 1
+            t = time.perf_counter()
+            try:
+                conn.request("POST", "/evaluate", body=bodies[i % len(bodies)],
+                             headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.status != 200 or b'"outputs"' not in data:
+                    failures.append(f"HTTP {resp.status}: {data[:200]!r}")
+            except Exception as exc:  # noqa: BLE001 - counted
+                failures.append(repr(exc))
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            with lock:
+                worst[0] = max(worst[0], time.perf_counter() - t)
+            i += clients
+        conn.close()
+
+    mki = rules / "histology/mki-class.yaml"
+    clean = mki.read_text(encoding="utf-8")
+    hostile = [lambda: os.symlink("/dev/zero", rules / "zero.yaml"), lambda: os.mkfifo(rules / "fifo.yaml"),
+               lambda: (rules / "broken.yaml").write_text("decision: [", encoding="utf-8"),
+               lambda: (rules / "nul.yaml").write_bytes(b"decision: x\x00\n")]
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    start = time.perf_counter()
+    try:
+        for t in threads:
+            t.start()
+        swaps = 0
+        while any(t.is_alive() for t in threads) and swaps < 40:
+            if swaps % 2 == 0:
+                mki.write_text(clean.replace("version: 1.0.0", f"version: 1.0.{swaps + 1}"), encoding="utf-8")
+            else:
+                for extra in ("zero.yaml", "fifo.yaml", "broken.yaml", "nul.yaml"):
+                    if os.path.lexists(rules / extra):
+                        os.unlink(rules / extra)
+                hostile[(swaps // 2) % len(hostile)]()
+            swaps += 1
+            time.sleep(0.25)
+            peak[0] = max(peak[0], rss_mb(proc.pid))
+        done.set()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+        for extra in ("zero.yaml", "fifo.yaml", "broken.yaml", "nul.yaml"):
+            if os.path.lexists(rules / extra):
+                os.unlink(rules / extra)
+        mki.write_text(clean.replace("version: 1.0.0", "version: 9.9.9"), encoding="utf-8")
+        _until(lambda: "9.9.9" in {r["version"] for r in _get(url, "/health")["rulesets"]},
+               "the watcher did not take the last clean edit")
+        health = _get(url, "/health")
+        assert health["watching"] is True and health["last_reload"]["ok"] is True
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"\nrule swaps under load: {sent[0]} requests in {elapsed:.1f} s, {swaps} swaps, {len(failures)} failures, "
+          f"worst {worst[0] * 1000:.0f} ms, peak server RSS {peak[0]:.0f} MB")
+    assert not failures, failures[:3]
+    assert swaps == 40 and sent[0] > 1000
+    log = (tmp_path / "server.log").read_text(encoding="utf-8")
+    for code in ("NB105", "NB101", "NB120"):  # the hostile swaps were seen, refused and logged
+        assert f"error {code}" in log, code
+    assert "Traceback" not in log
