@@ -42,6 +42,11 @@ __all__ = ["CheckResult", "check_files", "dependency_order", "output_vocabulary"
 _SCALAR_OPS = ("is", "in")
 _NUMBER_OPS = ("less_than", "at_most", "greater_than", "at_least")
 _SET_OPS = ("contains_any", "contains_all", "subset_of", "empty")
+#: Deepest all/any/not nesting of a condition once its named conditions are expanded
+#: (NB123): later stages recurse over conditions, so this keeps them far from Python's
+#: recursion limit.
+MAX_CONDITION_DEPTH = 32
+_DEPTH_HINT = "flatten the condition: all/any take many items, so nested all (or nested any) can be merged"
 
 
 def undeclared_fact_hint(name: str, vocabulary: Mapping[str, FactSpec]) -> str:
@@ -208,6 +213,7 @@ class _FileChecker:
                 self.sources[key] = str(src)
         self.decides: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in self.data.get("decides", {}).items()}
         self.params: dict[str, Parameter] = {}
+        self._depth: dict[str, int] = {}  # all/any/not depth of each named condition, expanded
         self.cited: set[str] = set()
 
     def err(self, code: str, message: str, pointer: str, *, key: bool = False, hint: str | None = None,
@@ -236,6 +242,8 @@ class _FileChecker:
         rules = tuple(self._rule(i, r, conditions) for i, r in enumerate(d["rules"]))
         scopes = tuple(self._scope(i, s, conditions) for i, s in enumerate(d.get("out_of_scope", [])))
         self._check_ids(rules, scopes)
+        if any(d.code == "NB123" for d in self.diags):
+            return None  # the later checks walk conditions recursively
         pending = self._pending()
         applies_if = self._applies_if()
         facts = {r: self.vocab[r] for r in self.reads if r in self.vocab}
@@ -354,26 +362,58 @@ class _FileChecker:
         named: dict[str, Condition] = {}
         for name, c in raw.items():
             named[name] = self._condition(c, join_pointer("/conditions", name), raw)
-        # cycles among named conditions
+        # cycles among named conditions (iterative: a chain of thousands cannot exhaust the stack)
         state: dict[str, int] = {}
-
-        def visit(n: str, trail: list[str]) -> None:
-            state[n] = 1
-            for ref in condition_refs(named[n]):
-                if ref.name not in named:
-                    continue
-                if state.get(ref.name) == 1:
-                    cyc = trail[trail.index(ref.name):] + [ref.name] if ref.name in trail else [n, ref.name]
-                    self.err("NB314", f"named conditions refer to each other in a cycle: {' -> '.join(cyc)}",
-                             ref.pointer, hint="a named condition cannot use itself, directly or through others")
-                elif ref.name not in state:
-                    visit(ref.name, trail + [ref.name])
-            state[n] = 2
-
-        for n in named:
-            if n not in state:
-                visit(n, [n])
+        for root in named:
+            if root in state:
+                continue
+            state[root] = 1
+            stack = [(root, condition_refs(named[root]))]
+            while stack:
+                n, refs = stack[-1]
+                for ref in refs:
+                    if ref.name not in named:
+                        continue
+                    if state.get(ref.name) == 1:
+                        trail = [x for x, _ in stack]
+                        cyc = trail[trail.index(ref.name):] + [ref.name] if ref.name in trail else [n, ref.name]
+                        self.err("NB314", f"named conditions refer to each other in a cycle: {' -> '.join(cyc)}",
+                                 ref.pointer, hint="a named condition cannot use itself, directly or through others")
+                    elif ref.name not in state:
+                        state[ref.name] = 1
+                        stack.append((ref.name, condition_refs(named[ref.name])))
+                        break
+                else:
+                    state[n] = 2
+                    stack.pop()
+                    self._depth[n] = self._nesting(named[n])
+                    if self._depth[n] > MAX_CONDITION_DEPTH and not self._too_deep_refs(named[n]):
+                        self.err("NB123", f"named condition '{n}' nests all/any/not {self._depth[n]} deep, counting "
+                                              f"the named conditions it uses; expected at most {MAX_CONDITION_DEPTH}",
+                                 join_pointer("/conditions", n), hint=_DEPTH_HINT)
         return named
+
+    def _nesting(self, c: Condition) -> int:
+        """How deep ``c`` nests all/any/not, a named condition counting as its own depth + 1.
+        (Recursion is bounded by the loader's nesting limit; named depths are known already.)"""
+        if isinstance(c, (All, AnyOf)):
+            return 1 + max((self._nesting(x) for x in c.items), default=0)
+        if isinstance(c, Not):
+            return 1 + self._nesting(c.item)
+        if isinstance(c, CondRef):
+            return 1 + self._depth.get(c.name, 0)
+        return 0
+
+    def _too_deep_refs(self, c: Condition) -> bool:
+        return any(self._depth.get(r.name, 0) > MAX_CONDITION_DEPTH for r in condition_refs(c))
+
+    def _check_nesting(self, when: Condition, ptr: str) -> None:
+        """NB123 when a rule's or scope's condition is too deep (unless a named condition it
+        uses is already reported as too deep)."""
+        depth = self._nesting(when)
+        if depth > MAX_CONDITION_DEPTH and not self._too_deep_refs(when):
+            self.err("NB123", f"condition nests all/any/not {depth} deep, counting the named conditions it uses; "
+                              f"expected at most {MAX_CONDITION_DEPTH}", ptr, hint=_DEPTH_HINT)
 
     def _condition(self, c: Mapping[str, Any], ptr: str, named_raw: Mapping[str, Any]) -> Condition:
         if "all" in c:
@@ -500,6 +540,7 @@ class _FileChecker:
         ptr = f"/rules/{i}"
         cite = self._cites(r["cite"], f"{ptr}/cite")
         when = self._condition(r["when"], f"{ptr}/when", self.data.get("conditions", {}))
+        self._check_nesting(when, f"{ptr}/when")
         then: dict[str, str] = {}
         for out, value in r["then"].items():
             optr = join_pointer(f"{ptr}/then", out)
@@ -517,6 +558,7 @@ class _FileChecker:
         ptr = f"/out_of_scope/{i}"
         cite = self._cites(s.get("cite", []), f"{ptr}/cite")
         when = self._condition(s["when"], f"{ptr}/when", self.data.get("conditions", {}))
+        self._check_nesting(when, f"{ptr}/when")
         span = self.f.span(ptr)
         return Scope(s["id"], when, s["reason"], cite, ptr, span.line if span else 1)
 

@@ -526,7 +526,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     if args.watch:
         def report(r: object) -> None:
-            print(f"nbrules: {r.summary()}", file=sys.stderr)  # type: ignore[attr-defined]
+            if r.ok:  # type: ignore[attr-defined]  # a refused reload is logged by the watcher, every problem
+                print(f"nbrules: {r.summary()}", file=sys.stderr)  # type: ignore[attr-defined]
 
         engine.watch(interval=args.watch, on_reload=report)
     app = create_app(engine, mapping=mapping, max_body=args.max_body, max_patients=args.max_patients,

@@ -72,6 +72,10 @@ CODES: dict[str, Code] = _registry(
     Code("NB111", "facts-type-mismatch", E, "a fact's values, unit or range do not fit its type"),
     Code("NB112", "facts-unknown-output", E, "facts.yaml describes an output, or a value, no decision sets"),
     Code("NB113", "package-file-misplaced", E, "a knowledge-package file name is used below the root"),
+    Code("NB120", "control-character", E, "the file holds a control character YAML does not allow (NUL, ESC, BEL ...)"),
+    Code("NB121", "number-out-of-range", E, "an integer beyond 64 bits, or a number too large to be finite"),
+    Code("NB122", "nesting-too-deep", E, "lists and mappings are nested deeper than the loader allows"),
+    Code("NB123", "condition-too-deep", E, "a condition nests all/any/not too deep, named conditions expanded"),
     # validate (JSON Schema of the rule-file format)
     Code("NB201", "wrong-type", E, "a value has the wrong type"),
     Code("NB202", "missing-key", E, "a required key is missing"),
@@ -138,6 +142,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB606", "scope-overlaps-rule", E, "a rule fires inside a declared scope exclusion"),
     Code("NB607", "dead-scope", W, "a scope exclusion that covers no patient"),
     Code("NB608", "parameter-gated", I, "a rule or scope exclusion that applies only under another parameter value"),
+    Code("NB620", "reload-failed", E, "a reload failed for a reason that is not a finding in the rule files"),
     # test (example cases)
     Code("NB701", "case-failed", E, "an example case gives other outputs or rules than expected"),
     # governance

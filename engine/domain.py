@@ -13,6 +13,7 @@ represented by ``None`` where a cell index is expected.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from .model import Decision
 from .patient import CONTRADICTION_CUTS
 from .vocabulary import FactSpec
 
-__all__ = ["Cell", "Partition", "DecisionDomain", "decision_domain", "decision_nnf", "joint_domain"]
+__all__ = ["Cell", "Partition", "NumberPartition", "DecisionDomain", "decision_domain", "decision_nnf", "joint_domain"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,9 @@ class _Interval:
         return above and below
 
 
-class _NumberPartition(Partition):
+class NumberPartition(Partition):
+    """Numbers cut into ordered intervals; cell representatives increase with the index."""
+
     def __init__(self, spec: FactSpec, cuts: set[tuple[float, int]]) -> None:
         integer = spec.kind == "integer"
         lo = spec.minimum if spec.minimum is not None else -math.inf
@@ -100,12 +103,16 @@ class _NumberPartition(Partition):
         intervals.append(_Interval(cur_lo, cur_closed, hi, not math.isinf(hi)))
         kept = [iv for iv in intervals if _representative(iv, integer) is not None]
         self._intervals = kept
+        self._los = [iv.lo for iv in kept]
         cells = [Cell(i, _label(spec.name, iv, integer), _representative(iv, integer)) for i, iv in enumerate(kept)]
         super().__init__(spec, cells)
 
     def classify(self, value: Any) -> int | None:
-        for i, iv in enumerate(self._intervals):
-            if iv.contains(value):
+        # The intervals are disjoint and ordered: only the last ones starting at or below
+        # ``value`` can hold it (an earlier one only if it ends exactly at ``value``).
+        last = bisect.bisect_right(self._los, value) - 1
+        for i in range(max(0, last - 2), last + 1):
+            if self._intervals[i].contains(value):
                 return i
         return None  # outside the schema's range: rejected before evaluation
 
@@ -267,7 +274,7 @@ def joint_domain(parts: Sequence[tuple[Decision, Mapping[str, Any] | None]]) -> 
         elif spec.kind in ("integer", "number"):
             cuts = _cuts(found)
             cuts |= {(t, 0 if side == "lt" else 1) for t, side in CONTRADICTION_CUTS.get(name, ())}
-            partitions[name] = _NumberPartition(spec, cuts)
+            partitions[name] = NumberPartition(spec, cuts)
         else:
             sets = [(frozenset(a.value), a.op in ("all", "notall")) for a in found if a.value is not None]
             partitions[name] = _SetPartition(spec, sets)

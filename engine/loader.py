@@ -13,6 +13,7 @@ build plain JSON-like data from the event stream ourselves so that:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -30,7 +31,7 @@ from yaml.events import (
 )
 
 from .diagnostics import Diagnostic, Severity
-from .sources import RuleSource
+from .sources import MAX_RULE_FILE_BYTES, RuleSource
 
 __all__ = ["Span", "LoadedFile", "load_source", "escape_pointer", "join_pointer"]
 
@@ -143,6 +144,16 @@ _BOOL_FALSE = re.compile(r"^(?:false|False|FALSE)$")
 _INT = re.compile(r"^[-+]?[0-9]+$")
 _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
 
+#: Characters YAML does not allow in a stream (C0 controls but tab/newline/CR, DEL, C1 but NEL,
+#: surrogates, U+FFFE/U+FFFF): found before parsing, so the message can say where and which.
+_FORBIDDEN = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_CONTROL_NAMES = {0x00: "NUL", 0x07: "BEL", 0x08: "BS", 0x0B: "VT", 0x0C: "FF", 0x1B: "ESC", 0x7F: "DEL"}
+#: Largest integer magnitude a rule file may hold (64-bit signed); larger ones are NB121.
+MAX_INTEGER = 2**63 - 1
+#: Deepest nesting of mappings and lists in a rule file (NB122): ample for conditions
+#: (each all/any level is two), and far from the recursion limits of the later stages.
+MAX_NESTING = 64
+
 _STD_TAG = "tag:yaml.org,2002:"
 #: libyaml's C parser when PyYAML was built with it (several times faster); same events.
 _PARSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -167,6 +178,32 @@ def _scalar(value: str, plain: bool) -> Any:
     return value
 
 
+def _out_of_range(value: str) -> str | None:
+    """Why the plain scalar ``value`` is a number no rule file may hold, or None."""
+    if _INT.match(value):
+        digits = value.lstrip("+-")
+        if len(digits) <= 19 and abs(int(value)) <= MAX_INTEGER:
+            return None
+        shown = value if len(value) <= 24 else f"{value[:10]}…{value[-10:]} ({len(digits)} digits)"
+        return (f"expected an integer between -{MAX_INTEGER} and {MAX_INTEGER} (64 bits), found {shown}")
+    if _FLOAT.match(value) and not math.isfinite(float(value)):
+        shown = value if len(value) <= 24 else f"{value[:10]}…{value[-10:]} ({len(value)} characters)"
+        return f"expected a finite number (at most about 1.8e308 in magnitude), found {shown}"
+    return None
+
+
+def visible(text: str) -> str:
+    """``text`` with every character YAML forbids shown as a visible symbol (␀ ␛ ␇ …, or �),
+    one for one, so that a source line can be printed safely and carets still line up."""
+    return _FORBIDDEN.sub(lambda m: _symbol(ord(m.group())), text)
+
+
+def _symbol(code: int) -> str:
+    if code < 0x20:
+        return chr(0x2400 + code)
+    return "\u2421" if code == 0x7F else "\ufffd"
+
+
 def _span_of(start: Any, end: Any) -> Span:
     return Span(start.line + 1, start.column + 1, end.line + 1, end.column + 1)
 
@@ -186,6 +223,7 @@ class _Composer:
         self.out = out
         self.events = events
         self.last_end: Any = None  # end mark of the node consumed last
+        self.depth = 0  # mappings and lists open around the current node
 
     def _report(self, code: str, message: str, span: Span, hint: str | None) -> None:
         self.out.diagnostics.append(self.out.diag(code, message, span=span, hint=hint))
@@ -210,9 +248,42 @@ class _Composer:
             return None
         self._check(event)
         if isinstance(event, ScalarEvent):
-            values[pointer] = _span_of(event.start_mark, event.end_mark)
+            span = _span_of(event.start_mark, event.end_mark)
+            values[pointer] = span
             self.last_end = event.end_mark
-            return _scalar(event.value, event.style in (None, "") and event.tag in (None, "!"))
+            plain = event.style in (None, "") and event.tag in (None, "!")
+            problem = _out_of_range(event.value) if plain else None
+            if problem is not None:
+                self._report("NB121", problem, span, "rule files hold thresholds and counts: write the number "
+                             "the criterion states, or quote it if it is meant as text")
+                return None
+            return _scalar(event.value, plain)
+        if self.depth >= MAX_NESTING:
+            self._skip_deep(event, pointer, values)
+            return None
+        self.depth += 1
+        try:
+            return self._collection(event, pointer, record, values)
+        finally:
+            self.depth -= 1
+
+    def _skip_deep(self, event: Any, pointer: str, values: dict[str, Span]) -> None:
+        """Report a list or mapping nested too deep and consume it without descending."""
+        span = _span_of(event.start_mark, event.end_mark)
+        values[pointer] = span
+        self._report("NB122", f"expected lists and mappings nested at most {MAX_NESTING} deep, found one "
+                     f"nested deeper", _point(span),
+                     "flatten the condition: all/any take many items, so nested all (or nested any) can be merged")
+        open_ = 1
+        while open_:
+            ev = next(self.events)
+            if isinstance(ev, (SequenceStartEvent, MappingStartEvent)):
+                open_ += 1
+            elif isinstance(ev, (SequenceEndEvent, MappingEndEvent)):
+                open_ -= 1
+            self.last_end = ev.end_mark
+
+    def _collection(self, event: Any, pointer: str, record: bool, values: dict[str, Span]) -> Any:
         if isinstance(event, SequenceStartEvent):
             items: list[Any] = []
             while True:
@@ -268,7 +339,10 @@ def load_source(source: RuleSource) -> LoadedFile:
     out = LoadedFile(source=source)
     if source.read_error is not None:
         out.diagnostics.append(
-            Diagnostic(code="NB105", message=f"cannot read file: {source.read_error}", path=source.display, line=1, column=1)
+            Diagnostic(code="NB105", path=source.display, line=1, column=1,
+                       message=f"cannot read {'directory' if source.name.endswith('/') else 'file'}: {source.read_error}",
+                       hint=f"rule files are regular files (not devices, FIFOs or sockets) of at most {MAX_RULE_FILE_BYTES} bytes, "
+                            "readable, in directories that can be listed")
         )
         return out
     try:
@@ -281,6 +355,10 @@ def load_source(source: RuleSource) -> LoadedFile:
         return out
     out.lines = text.splitlines()
     out.values[""] = Span(1, 1, 1, 1)
+    bad = _FORBIDDEN.search(text)
+    if bad is not None:
+        out.diagnostics.append(_forbidden_diag(source, text, bad.start(), len(_FORBIDDEN.findall(text))))
+        return out
     try:
         events = iter(yaml.parse(text, Loader=_PARSER))
         next(events)  # StreamStart
@@ -301,6 +379,22 @@ def load_source(source: RuleSource) -> LoadedFile:
         out.diagnostics.append(_mark_diag(out, "NB101", f"{problem}{context}", mark, hint=hint))
         out.data = None
     return out
+
+
+def _forbidden_diag(source: RuleSource, text: str, pos: int, count: int) -> Diagnostic:
+    """NB120 at the first character YAML forbids (located by newlines, as YAML counts lines)."""
+    code = ord(text[pos])
+    line = text.count("\n", 0, pos) + 1
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    src = visible(text[start:] if end < 0 else text[start:end]).rstrip("\r")
+    name = _CONTROL_NAMES.get(code)
+    found = f"U+{code:04X}" + (f" ({name})" if name else "")
+    more = f"; {count - 1} more in the file" if count > 1 else ""
+    return Diagnostic(code="NB120", path=source.display, line=line, column=pos - start + 1,
+                      end_column=pos - start + 2, source_line=src,
+                      message=f"expected printable text, found the control character {found}{more}",
+                      hint="delete it: rule files are plain text, and YAML does not allow control characters")
 
 
 def _mark_diag(out: LoadedFile, code: str, message: str, mark: Any, hint: str | None = None) -> Diagnostic:

@@ -118,17 +118,24 @@ def _output_words_problems(package: KnowledgePackage, vocabulary: Mapping[str, F
     return out
 
 
-_MEMO: "OrderedDict[tuple[str, str], tuple[LoadedFile, tuple[Diagnostic, ...]]]" = OrderedDict()
+_MEMO: "OrderedDict[tuple[str, str, str], tuple[LoadedFile, tuple[Diagnostic, ...]]]" = OrderedDict()
 _MEMO_LOCK = threading.Lock()
-_MEMO_SIZE = 512
+#: The memo is bounded by the bytes of the files it holds: a loaded file with its
+#: position index takes some 20 times its size, and every edit under ``--watch`` adds a
+#: version, so a count bound let a long-running service grow by ~0.3 MB per reload.
+#: 512 KiB of rule files (the bundled ones are under 100 KiB) keeps reloads of unchanged
+#: files cheap and memory flat.
+_MEMO_BYTES = 512 * 1024
+_memo_bytes = 0
 
 
 def _load_and_validate(source: RuleSource) -> tuple[LoadedFile, tuple[Diagnostic, ...]]:
-    """Load and validate one file, memoised by display path and content hash (both stages
+    """Load and validate one file, memoised by display path, path and content hash (both stages
     are pure functions of the bytes; later stages never modify what they return)."""
+    global _memo_bytes
     if source.read_error is not None:
         return load_source(source), ()
-    key = (source.display, source.sha256)
+    key = (source.display, str(source.path), source.sha256)  # the path too: results name the file read
     with _MEMO_LOCK:
         hit = _MEMO.get(key)
         if hit is not None:
@@ -136,10 +143,14 @@ def _load_and_validate(source: RuleSource) -> tuple[LoadedFile, tuple[Diagnostic
             return hit
     f = load_source(source)
     result = (f, tuple(validate_rule_file(f)) if f.ok else ())
+    size = len(source.data)
     with _MEMO_LOCK:
-        _MEMO[key] = result
-        if len(_MEMO) > _MEMO_SIZE:
-            _MEMO.popitem(last=False)
+        if size <= _MEMO_BYTES and key not in _MEMO:
+            _MEMO[key] = result
+            _memo_bytes += size
+            while _memo_bytes > _MEMO_BYTES:
+                _, (old, _) = _MEMO.popitem(last=False)
+                _memo_bytes -= len(old.source.data)
     return result
 
 

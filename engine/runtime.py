@@ -11,8 +11,9 @@ atomically and watch them for changes.
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -27,9 +28,11 @@ from .pipeline import RuleSetBuild, build_bundled, build_directory, build_source
 from .resources import bundled_rules_dir
 from .runner import DecisionRunner
 from .results import APPLIES_IF_GIVEN, FiredRule, FromInput, Indeterminate, KnowledgeInfo, NotApplicable, Result, RulesetInfo, Settled
-from .sources import RuleSource
+from .sources import RuleSource, directory_state
 
 __all__ = ["RuleEngine", "ReloadReport", "VersionChoice", "choose_versions", "select_versions", "DEFAULT_CACHE_SIZE"]
+
+_LOG = logging.getLogger("nbrules.watch")
 
 #: Outcomes each decision remembers per cell of its input domain.  Results are
 #: byte-identical with and without (tests/test_batch.py); 0 turns it off.
@@ -144,6 +147,18 @@ class ReloadReport:
     changed: bool
     diagnostics: tuple[Diagnostic, ...]
     rulesets: tuple[RulesetInfo, ...]
+    #: When the reload finished (UTC, ISO 8601 to the millisecond).
+    at: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc)
+                    .isoformat(timespec="milliseconds").replace("+00:00", "Z"), compare=False)
+
+    def lines(self) -> list[str]:
+        """The summary, then one ``path:line:col: severity CODE [name] message`` line per diagnostic."""
+        return [self.summary()] + [d.headline() for d in self.diagnostics]
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``/health`` shows of the last reload attempt."""
+        return {"at": self.at, "ok": self.ok, "changed": self.changed, "summary": self.summary(),
+                "problems": [d.to_dict() for d in self.diagnostics]}
 
     def summary(self) -> str:
         if not self.ok:
@@ -272,6 +287,7 @@ class RuleEngine:
         self._engine_label = f"nbrules {__version__}"
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
+        self._last_reload: ReloadReport | None = None
 
     # -- construction ------------------------------------------------------------------
 
@@ -372,52 +388,70 @@ class RuleEngine:
 
     # -- reload ------------------------------------------------------------------------
 
+    @property
+    def last_reload(self) -> ReloadReport | None:
+        """The report of the last reload attempt (by :meth:`reload` or the watcher), or None."""
+        return self._last_reload
+
+    @property
+    def watching(self) -> bool:
+        """Whether the watcher thread is running."""
+        return self._watcher is not None and self._watcher.is_alive()
+
     def reload(self) -> ReloadReport:
         """Rebuild from the rule files and swap the new set in only if every check passes.
 
         Load, validate, check, governance (verify and cases of active files) and compile
         all happen before the swap; on any failure the engine keeps serving the rule set
-        it had and the report says why.  Evaluations already running finish on the set
-        they started with; that set is freed (in durable-rules too) when they are done.
+        it had and the report says why (an unexpected exception, a defect, is NB620).
+        Evaluations already running finish on the set they started with; that set is
+        freed (in durable-rules too) when they are done.  The report is kept as
+        :attr:`last_reload`.
         """
         if self._origin is None:
             raise VersionError("this engine was built from sources held in memory and cannot reload")
         with self._reload_lock:
-            try:
-                build = self._origin()
-                fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
-                if fingerprint == self._state.fingerprint and self._state.as_of == self._day():
-                    return ReloadReport(True, False, (), self._state.rulesets)
-                new = _State(build, self._use, self.cache_size, self._day())
-                try:
-                    new.plan(self._requested)  # the chosen decisions must still be in force
-                except NbrulesError:
-                    new.close()
-                    raise
-            except NbrulesError as exc:
-                return ReloadReport(False, False, exc.diagnostics or (
-                    Diagnostic(code="NB801", message=str(exc)),), self._state.rulesets)
-            with self._lock:
-                old, self._state = self._state, new
-            self._retire(old)
-            return ReloadReport(True, True, new.version_warnings, new.rulesets)
+            report = self._reload()
+            self._last_reload = report
+            return report
 
-    def _sources_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        assert self._directory is not None
-        found = []
-        for path in sorted(self._directory.rglob("*.y*ml")):
+    def _reload(self) -> ReloadReport:
+        assert self._origin is not None
+        try:
+            build = self._origin()
+            fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
+            if fingerprint == self._state.fingerprint and self._state.as_of == self._day():
+                return ReloadReport(True, False, (), self._state.rulesets)
+            new = _State(build, self._use, self.cache_size, self._day())
             try:
-                st = path.stat()
-            except OSError:
-                continue
-            found.append((str(path), st.st_mtime_ns, st.st_size))
-        return tuple(found)
+                new.plan(self._requested)  # the chosen decisions must still be in force
+            except NbrulesError:
+                new.close()
+                raise
+        except NbrulesError as exc:
+            return ReloadReport(False, False, exc.diagnostics or (
+                Diagnostic(code="NB801", message=str(exc)),), self._state.rulesets)
+        except Exception as exc:  # a defect or exhausted resources: refuse, keep serving
+            _LOG.exception("nbrules: reload failed unexpectedly")
+            return ReloadReport(False, False, (Diagnostic(
+                code="NB620", message=f"reload failed: {type(exc).__name__}: {exc}",
+                hint="a defect in nbrules; the previous rules stay in force"),), self._state.rulesets)
+        with self._lock:
+            old, self._state = self._state, new
+        self._retire(old)
+        return ReloadReport(True, True, new.version_warnings, new.rulesets)
+
+    def _sources_fingerprint(self) -> tuple[tuple[str, int, int, int], ...]:
+        assert self._directory is not None
+        return directory_state(self._directory)
 
     def watch(self, interval: float = 1.0, on_reload: Callable[[ReloadReport], None] | None = None) -> None:
         """Poll the rules directory every ``interval`` seconds; reload when a file changes.
 
-        ``on_reload`` receives every report (refused reloads included).  Stop with
-        :meth:`stop_watching` or :meth:`close`.
+        ``on_reload`` receives every report (refused reloads included).  The watcher
+        survives any failure: a refused reload, an exception in ``on_reload`` or while
+        polling is logged (logger ``nbrules.watch``) and polling goes on; a failed poll
+        is retried.  Stop with :meth:`stop_watching` or :meth:`close`.
         """
         if self._directory is None or self._origin is None:
             raise VersionError("only an engine built from a directory can watch it")
@@ -426,15 +460,24 @@ class RuleEngine:
         self._stop_watching.clear()
         seen = self._sources_fingerprint()
 
-        def loop() -> None:
+        def poll() -> None:
             nonlocal seen
+            now = self._sources_fingerprint()
+            if now == seen:
+                return
+            report = self.reload()
+            seen = now  # only once a reload has run: a failed poll is retried
+            if not report.ok:
+                _LOG.warning("nbrules: %s", "\n  ".join(report.lines()))
+            if on_reload is not None:
+                on_reload(report)
+
+        def loop() -> None:
             while not self._stop_watching.wait(interval):
-                now = self._sources_fingerprint()
-                if now != seen:
-                    seen = now
-                    report = self.reload()
-                    if on_reload is not None:
-                        on_reload(report)
+                try:
+                    poll()
+                except Exception:
+                    _LOG.exception("nbrules: the rules watcher caught an error and goes on")
 
         self._watcher = threading.Thread(target=loop, name="nbrules-watch", daemon=True)
         self._watcher.start()

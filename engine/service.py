@@ -251,7 +251,8 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
                     "400": bad, "408": bad, "413": bad, "415": bad, "422": bad}}},
             "/decisions": {"get": {"summary": "Installed decisions: versions, status, hashes, which are in force",
                                    "responses": {"200": {"description": "decisions"}}}},
-            "/health": {"get": {"summary": "Liveness and the rule files in force",
+            "/health": {"get": {"summary": "Liveness, the rule files in force, and the last reload attempt "
+                                           "(at, ok, changed, summary, problems; null before the first)",
                                 "responses": {"200": {"description": "ok"}}}},
             "/cds-services": {"get": {"summary": "CDS Hooks discovery", "responses": {"200": {"description": "services"}}}},
             f"/cds-services/{service_id(engine) if engine is not None else SERVICE_ID}": {"post": {
@@ -305,9 +306,13 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
             "outputs": {k: list(v) for k, v in d.decides.items()}} for d in engine.build.decisions]})
 
     async def health(request: Request) -> Response:
+        # Always 200 while serving: a refused reload leaves the previous rules in force,
+        # and last_reload says so (time, result and every problem).
+        last = engine.last_reload
         return _json({"status": "ok", "engine": f"nbrules {__version__}",
                       "rulesets": [r.to_dict() for r in engine.rulesets], "knowledge": engine.knowledge.to_dict(),
-                      "fhir_mapping_sha256": fhir.sha256})
+                      "fhir_mapping_sha256": fhir.sha256,
+                      "watching": engine.watching, "last_reload": last.to_dict() if last is not None else None})
 
     async def openapi(request: Request) -> Response:
         return _json(openapi_document(engine))

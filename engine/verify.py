@@ -22,6 +22,7 @@ used for verification and in the tests that prove durable-rules agrees with it.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .conditions import FALSE, NNF, TRUE, And, Atom, Or, atom_truth, atoms, to_nnf
 from .diagnostics import Diagnostic, Severity
-from .domain import DecisionDomain, decision_domain
+from .domain import DecisionDomain, NumberPartition, decision_domain
 from .explain import show_facts, show_value
 from .model import Decision, Rule, Scope
 from .patient import is_contradictory
@@ -88,11 +89,18 @@ class DecisionSpace:
         key = (k, v)
         hit = self._slices.get(key)
         if hit is None:
-            s, r = self.strides[k], self.radix[k]
-            unit = ((1 << s) - 1) << (v * s)
-            hit = _repeat(unit, s * r, self.size // (s * r))
+            hit = self.span(k, v, v + 1)
             self._slices[key] = hit
         return hit
+
+    def span(self, k: int, a: int, b: int) -> int:
+        """Cells whose fact number ``k`` is in one of the cells ``a`` … ``b - 1`` (one pass,
+        where or-ing ``b - a`` slices would cost ``b - a`` passes over the whole bitset)."""
+        if a >= b:
+            return 0
+        s, r = self.strides[k], self.radix[k]
+        unit = ((1 << ((b - a) * s)) - 1) << (a * s)
+        return _repeat(unit, s * r, self.size // (s * r))
 
     def digits(self, n: int) -> tuple[int, ...]:
         return tuple((n // s) % r for s, r in zip(self.strides, self.radix))
@@ -140,8 +148,8 @@ class DecisionSpace:
         mask = self.feasible
         for k, r in enumerate(self.radix):
             unknown = self.slice(k, r - 1)
-            inapplicable = unknown
-            for v in range(r - 1):
+            inapplicable = unknown if self.infeasible or r == 1 else 0  # the loop below, when nothing is infeasible
+            for v in range(r - 1 if self.infeasible else 0):
                 shift = (r - 1 - v) * self.strides[k]
                 inapplicable &= (self.infeasible & self.slice(k, v)) << shift
             mask &= ~unknown | inapplicable
@@ -161,18 +169,70 @@ class DecisionSpace:
     # -- three-valued truth over all cells ---------------------------------------------
 
     def atom_sets(self, atom: Atom) -> tuple[int, int]:
-        """(cells where ``atom`` is true, cells where it is false)."""
+        """(cells where ``atom`` is true, cells where it is false).
+
+        The truth of the atom is taken on each cell's representative, and on "unknown".
+        On numbers, a comparison is monotone over the cells (their representatives
+        increase) and an equality holds on at most one cell per value, so the cells are
+        grouped into runs of equal truth with a few evaluations (binary search): the
+        cost grows with the log of the cells, not with the cells.
+        """
         k = self.facts.index(atom.fact)
         part = self.domain.partitions[atom.fact]
+        n = len(part)
         t = f = 0
-        for v in range(len(part) + 1):
-            facts = {} if v == len(part) else {atom.fact: part.cells[v].representative}
-            truth = atom_truth(atom, facts)
+        for a, b, truth in self._runs(atom, part, self._representatives(atom.fact)):
             if truth is True:
-                t |= self.slice(k, v)
+                t |= self.span(k, a, b)
             elif truth is False:
-                f |= self.slice(k, v)
+                f |= self.span(k, a, b)
+        truth = atom_truth(atom, {})
+        if truth is True:
+            t |= self.slice(k, n)
+        elif truth is False:
+            f |= self.slice(k, n)
         return t, f
+
+    def _representatives(self, fact: str) -> list[Any]:
+        cache: dict[str, list[Any]] = self.__dict__.setdefault("_reps", {})
+        hit = cache.get(fact)
+        if hit is None:
+            hit = cache[fact] = [c.representative for c in self.domain.partitions[fact].cells]
+        return hit
+
+    @staticmethod
+    def _runs(atom: Atom, part: Any, reps: Sequence[Any]) -> list[tuple[int, int, bool | None]]:
+        """(first cell, end, truth): the known cells of ``part`` in runs of equal truth of ``atom``."""
+        n = len(part)
+
+        def truth(v: int) -> bool | None:
+            return atom_truth(atom, {atom.fact: reps[v]})
+
+        numeric = isinstance(part, NumberPartition) and n > 2
+        if numeric and atom.op in ("lt", "le", "gt", "ge"):
+            first = truth(0)
+            lo, hi = 0, n  # the first cell whose truth differs from cell 0 is in (lo, hi]
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if truth(mid) == first:
+                    lo = mid
+                else:
+                    hi = mid
+            return [(0, hi, first), (hi, n, truth(hi))] if hi < n else [(0, n, first)]
+        if numeric and atom.op in ("eq", "ne", "in", "nin"):
+            values = atom.value if isinstance(atom.value, tuple) else (atom.value,)
+            hits = sorted({i for x in values if isinstance(x, (int, float)) and not isinstance(x, bool)
+                           for i in (bisect.bisect_left(reps, x),) if i < n and reps[i] == x})
+            if len(hits) < n and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values):
+                other = next(i for i in range(n) if i not in hits)
+                default = truth(other)
+                runs: list[tuple[int, int, bool | None]] = []
+                start = 0
+                for i in hits:
+                    runs += [(start, i, default), (i, i + 1, truth(i))]
+                    start = i + 1
+                return runs + [(start, n, default)]
+        return [(v, v + 1, truth(v)) for v in range(n)]
 
     def sets(self, node: NNF, forced: Mapping[int, tuple[int, int]] | None = None) -> tuple[int, int]:
         """(true, false) cell sets of an NNF condition; ``forced`` replaces atoms by id()."""
@@ -341,10 +401,9 @@ def verify_decision(decision: Decision, params: Mapping[str, Any] | None = None,
                                  f"e.g. {_examples(space, inside)}", f"{scope.pointer}/id"), [scope.id], inside)
 
     # overlaps
-    for (i, ri), (j, rj) in itertools.combinations(enumerate(decision.rules), 2):
+    for i, j in _overlapping_pairs(rules):
+        ri, rj = decision.rules[i], decision.rules[j]
         both = rules[i] & rules[j]
-        if not both:
-            continue
         conflict = [o for o in ri.then if o in rj.then and ri.then[o] != rj.then[o]]
         if decision.hit_policy == "any" and not conflict:
             continue
@@ -400,6 +459,23 @@ def verify_decision(decision: Decision, params: Mapping[str, Any] | None = None,
                     break
     return DecisionReport(decision, space.size, known.bit_count(), space.infeasible.bit_count(),
                           time.perf_counter() - start, diags, findings)
+
+
+def _overlapping_pairs(masks: Sequence[int]) -> list[tuple[int, int]]:
+    """Every pair ``i < j`` of intersecting masks, in lexicographic order.
+
+    One sweep finds the masks that meet any earlier one (the union so far); only those
+    are compared with the earlier masks one by one.  A table of exclusive rows costs
+    one pass per rule instead of one per pair.
+    """
+    pairs: list[tuple[int, int]] = []
+    union = 0
+    for j, m in enumerate(masks):
+        if m & union:
+            pairs += [(i, j) for i in range(j) if masks[i] & m]
+        union |= m
+    pairs.sort()
+    return pairs
 
 
 def _gating_alternative(decision: Decision, item: Rule | Scope, params: Mapping[str, Any]) -> str | None:

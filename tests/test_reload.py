@@ -151,3 +151,32 @@ def test_a_thousand_reloads_leave_memory_flat(rules: Path) -> None:
         grown = _rss_mb() - before
         assert live_rulesets() == base_live  # every retired durable-rules ruleset was freed
     assert grown < 20, f"resident memory grew by {grown:.1f} MB over 1,000 reloads"
+
+
+@pytest.mark.slow
+def test_a_thousand_reloads_of_new_content_leave_memory_flat(rules: Path) -> None:
+    """Every reload sees a version of the file it never saw before (the test above alternates
+    two, so memos keyed by content never grow there): memory stays flat after warm-up."""
+    inrgss = rules / "staging/inrgss.yaml"
+
+    def edit(i: int) -> None:
+        _set_ms_limit(rules, 548 if i % 2 == 0 else 547)
+        inrgss.write_text(inrgss.read_text() + f"# edit {i}\n")
+
+    with RuleEngine.from_directory(rules) as eng:
+        base_live = live_rulesets()
+        for i in range(100):  # warm-up: the load memo fills up to its bound
+            edit(i)
+            assert eng.reload().changed
+        gc.collect()
+        before = _rss_mb()
+        for i in range(100, 1100):
+            edit(i)
+            report = eng.reload()
+            assert report.ok and report.changed
+            stage = eng.evaluate(MS_547).outputs["inrgss_stage"]
+            assert stage == ("MS" if i % 2 == 0 else "M")  # criteria.md: MS below 18 months (548 d) or 12 (547)
+        gc.collect()
+        grown = _rss_mb() - before
+        assert live_rulesets() == base_live
+    assert grown < 5, f"resident memory grew by {grown:.1f} MB over 1,000 reloads of new content"
