@@ -324,11 +324,13 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         if data.get("hook") != "patient-view":
             problems.append({"pointer": "/hook", "code": "NB504", "detail": f"expected 'patient-view', found {shown(repr(data.get('hook')))}"})
         prefetch = data.get("prefetch")
-        if not isinstance(prefetch, dict) or not prefetch:
-            problems.append({"pointer": "/prefetch", "code": "NB502",
-                             "detail": "expected the prefetch of patient, conditions and observations (see /cds-services); "
-                                       "this service does not query FHIR servers"})
-        else:
+        if not problems and (prefetch is None or (isinstance(prefetch, dict) and all(v is None for v in prefetch.values()))):
+            # CDS Hooks 2.0: a service that cannot obtain the data it needs answers 412
+            raise _Problem(412, "the prefetch of patient, conditions and observations (see /cds-services) is missing; "
+                                "this service does not query FHIR servers, even when fhirServer is given")
+        if prefetch is not None and not isinstance(prefetch, dict):
+            problems.append({"pointer": "/prefetch", "code": "NB502", "detail": "expected an object of prefetch results"})
+        elif isinstance(prefetch, dict):
             for key, value in prefetch.items():
                 if value is not None and not isinstance(value, dict):
                     problems.append({"pointer": join_pointer("/prefetch", key), "code": "NB502",
@@ -343,6 +345,16 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
             raise _Problem(400, "invalid CDS Hooks request", problems)
         base = str(request.base_url).rstrip("/")
         return await run_in_threadpool(lambda: _json(cards_for(engine, fhir, data, reference_base=base)))
+
+    @_guard
+    async def cds_feedback(request: Request) -> Response:
+        # CDS Hooks 2.0 feedback: acknowledged (200), checked for its shape, not stored
+        data = await _body(request, max_body, body_timeout)
+        if not isinstance(data, dict) or not isinstance(data.get("feedback"), list) or not all(
+                isinstance(f, dict) and isinstance(f.get("card"), str) and isinstance(f.get("outcome"), str)
+                for f in data["feedback"]):
+            raise _Problem(400, "expected {\"feedback\": [{\"card\": <uuid>, \"outcome\": ...}, ...]}")
+        return _json({})
 
     async def reference(request: Request) -> Response:
         name = request.path_params["name"]
@@ -360,5 +372,6 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         Route("/openapi.json", openapi),
         Route("/cds-services", cds_discovery),
         Route(f"/cds-services/{service_id(engine)}", cds_service, methods=["POST"]),
+        Route(f"/cds-services/{service_id(engine)}/feedback", cds_feedback, methods=["POST"]),
         Route("/reference/{name}", reference),
     ])
