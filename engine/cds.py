@@ -71,7 +71,7 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
     card links the rows of the criteria reference its rules cite
     (``{reference_base}/reference/criteria.md#S9``).
     """
-    context = request.get("context") if isinstance(request.get("context"), dict) else {}
+    context: Mapping[str, Any] = request["context"] if isinstance(request.get("context"), dict) else {}
     patient_id = context.get("patientId") if isinstance(context.get("patientId"), str) else None
     mapped = map_resources(request.get("prefetch") or {}, mapping, patient_id)
     title = engine.build.package.title or "Classification"
@@ -99,8 +99,8 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
         if all(o in result.not_applicable and result.not_applicable[o].scope == APPLIES_IF_GIVEN for o in outs):
             continue  # the record is not of the kind this decision assesses (e.g. no response assessment)
         card = _decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}, reference_base)
+        card["detail"] = _record_line(mapped) + "\n\n" + card["detail"]
         if mapped.age is not None:
-            card["detail"] = _age_line(mapped.age) + "\n\n" + card["detail"]
             card.setdefault("extension", {}).setdefault("nbrules", {})["age"] = mapped.age
         cards.append(card)
     missing = _missing_card(result, mapped, title)
@@ -116,8 +116,15 @@ def _record(mapped: MappedFacts) -> dict[str, Any]:
             "conflicts": mapped.conflicts, "failedFetches": mapped.failed, "incomplete": mapped.incomplete}
 
 
-def _age_line(age: Mapping[str, Any]) -> str:
-    line = f"Age at diagnosis: **{age['days']} days**, from {age['from']} ({age['method']})."
+def _record_line(mapped: MappedFacts) -> str:
+    """The diagnosis used, its statuses, and the age at diagnosis with where it came from."""
+    status = mapped.diagnosis_status
+    line = (f"Diagnosis: {mapped.diagnosis} (verificationStatus {status.get('verificationStatus')}, "
+            f"clinicalStatus {status.get('clinicalStatus')}). ")
+    age = mapped.age
+    if age is None:
+        return line + "Age at diagnosis: unknown (see the card of what is missing)."
+    line += f"Age at diagnosis: **{age['days']} days**, from {age['from']} ({age['method']})."
     return line + (" This is a fallback: check the onset." if age["fallback"] else "")
 
 
@@ -205,7 +212,7 @@ def _decision_card(result: Result, d: Decision, outs: list[str], mapping: FhirMa
                 cite_texts.append(text)
     if cite_texts:
         detail.append("Sources: " + "; ".join(cite_texts))
-    source_label = _summary(f"nbrules: {d.title.split(' (')[0]} v{d.version}", 80)
+    source_label = _summary(f"nbrules: {', '.join(labels[o] for o in outs)} v{d.version}", 80)
     card: dict[str, Any] = {
         "uuid": _card_id(f"{result.input_sha256}:{d.key}:{d.sha256}"),
         "summary": _summary(f"{d.title.split(' (')[0]}: " + "; ".join(parts)),

@@ -203,7 +203,7 @@ def _resources(prefetch: Mapping[str, Any], out: MappedFacts) -> Iterable[Mappin
         if value.get("resourceType") == "OperationOutcome":
             out.failed.append(f"{key}: {_outcome(value)}")
         elif value.get("resourceType") == "Bundle":
-            links = value.get("link") if isinstance(value.get("link"), list) else []
+            links: list[Any] = value["link"] if isinstance(value.get("link"), list) else []
             if any(isinstance(link, dict) and link.get("relation") == "next" for link in links):
                 out.incomplete.append(f"{key}: the Bundle has a 'next' link; later pages were not read")
             for entry in value.get("entry", []) or []:
@@ -216,8 +216,12 @@ def _resources(prefetch: Mapping[str, Any], out: MappedFacts) -> Iterable[Mappin
             yield value
 
 
+def _obj(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _outcome(res: Mapping[str, Any]) -> str:
-    issues = res.get("issue") if isinstance(res.get("issue"), list) else []
+    issues: list[Any] = res["issue"] if isinstance(res.get("issue"), list) else []
     said = [" ".join(str(i.get(k)) for k in ("severity", "code") if i.get(k)) + (
         f": {i['diagnostics']}" if i.get("diagnostics") else "") for i in issues if isinstance(i, dict)]
     return "; ".join(s for s in said if s) or "an OperationOutcome with no issue"
@@ -317,10 +321,11 @@ def _dedupe(resources: Iterable[Mapping[str, Any]], out: MappedFacts) -> list[Ma
 def _versions(copies: list[Mapping[str, Any]]) -> list[tuple[Any, str]] | None:
     """Sort keys of differing copies of one resource: all numeric meta.versionId, else
     all meta.lastUpdated instants; None when they cannot be ordered (or tie)."""
-    metas = [c.get("meta") if isinstance(c.get("meta"), dict) else {} for c in copies]
-    vids = [m.get("versionId") for m in metas]
-    if all(isinstance(v, str) and v.isdigit() for v in vids) and len(set(map(int, vids))) == len(vids):
-        return [(int(v), str(v)) for v in vids]
+    metas: list[Mapping[str, Any]] = [_obj(c.get("meta")) for c in copies]
+    vids = [str(m.get("versionId")) for m in metas]
+    if all(isinstance(m.get("versionId"), str) and v.isdigit() for m, v in zip(metas, vids)) \
+            and len({int(v) for v in vids}) == len(vids):
+        return [(int(v), v) for v in vids]
     stamps: list[tuple[Any, str]] = []
     for m in metas:
         raw = m.get("lastUpdated")

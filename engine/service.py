@@ -258,7 +258,8 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
                 "summary": "CDS Hooks patient-view: FHIR R4 Patient, Condition, Observation in prefetch",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/CdsRequest"}}}},
-                "responses": {"200": {"description": "cards"}, "400": bad, "408": bad, "413": bad, "415": bad}}},
+                "responses": {"200": {"description": "cards"}, "400": bad, "408": bad, "412": bad, "413": bad,
+                              "415": bad}}},
         },
         "components": {"schemas": {"Patient": patient, "Result": result, "Problem": problem, "CdsRequest": cds}},
     }

@@ -200,3 +200,44 @@ def test_cds_cards_link_the_cited_rows(server: tuple[str, int]) -> None:
     assert status == 200
     links = [link for card in body["cards"] for link in card.get("links", [])]
     assert {"label": "criteria.md S9", "url": f"{url}/reference/criteria.md#S9", "type": "absolute"} in links
+
+
+def conforms(body: dict[str, Any]) -> None:
+    """The CDS Hooks 2.0 response shape (specification, "CDS Service Response" and "Card
+    Attributes"): cards required; each card's uuid, summary < 140 characters, indicator
+    info/warning/critical, source with a label; links with label, url and type
+    absolute/smart; no null attribute."""
+    assert isinstance(body["cards"], list)
+    for card in body["cards"]:
+        assert isinstance(card["uuid"], str) and len(card["summary"]) < 140
+        assert card["indicator"] in ("info", "warning", "critical") and isinstance(card["source"]["label"], str)
+        assert all(v is not None for v in card.values()) and isinstance(card.get("detail", ""), str)
+        for link in card.get("links", []):
+            assert {"label", "url", "type"} <= set(link) and link["type"] in ("absolute", "smart")
+
+
+def test_cds_hooks_2_conformance_with_the_specification_example(server: tuple[str, int]) -> None:
+    url, _ = server
+    spec = json.loads((FHIR / "cds-spec-patient-view.json").read_text())
+    status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", spec)
+    assert status == 200 and body["cards"] == []  # the specification's patient has no neuroblastoma
+    conforms(body)
+    for name in ("ms-infant.json", "mcode-neuroblastoma-stages.json", "l1-amplified-not-operated.json"):
+        status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", json.loads((FHIR / name).read_text()))
+        assert status == 200 and body["cards"]
+        conforms(body)
+    without = {k: v for k, v in spec.items() if k != "prefetch"}  # fhirServer given, but this service never fetches
+    status, ctype, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", without)
+    assert status == 412 and ctype.startswith("application/problem+json") and "prefetch" in body["title"]
+    assert call(url, "POST", "/cds-services/nbrules-neuroblastoma", {**spec, "prefetch": {"patientToGreet": None}})[0] == 412
+
+
+def test_cds_feedback_endpoint(server: tuple[str, int]) -> None:
+    url, _ = server
+    feedback = {"feedback": [{"card": "9368d37b-283f-44a0-93ea-547cebab93ed", "outcome": "accepted",
+                              "acceptedSuggestions": [{"id": "e56e1945-20b3-4393-8503-a1a20fd73152"}],
+                              "outcomeTimestamp": "2020-12-11T00:00:00Z"}]}
+    status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma/feedback", feedback)
+    assert status == 200 and body == {}
+    status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma/feedback", {"feedback": "yes"})
+    assert status == 400
