@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from .errors import PatientInputError
 from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
+from .fhir_out import WrittenBack, write_back
 from .model import Decision
 from .reference import anchor_id, split_citation
 from .results import APPLIES_IF_GIVEN, Result
@@ -64,12 +65,16 @@ def _card_id(seed: str) -> str:
 
 
 def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
-              reference_base: str | None = None) -> dict[str, Any]:
+              reference_base: str | None = None, recorded: str | None = None) -> dict[str, Any]:
     """The CDS Hooks response for a ``patient-view`` request with prefetch.
 
     ``reference_base`` is the service's own URL (``http://host:8000``): with it, each
     card links the rows of the criteria reference its rules cite
-    (``{reference_base}/reference/criteria.md#S9``).
+    (``{reference_base}/reference/criteria.md#S9``).  ``recorded`` (a FHIR instant, the
+    time of the answer): with it and ``context.patientId``, a card whose output the
+    mapping writes back (``results``) carries a suggestion creating it as FHIR, with its
+    Provenance (:mod:`nbrules.fhir_out`); the suggestions are the only part of the
+    answer that depends on the time.
     """
     context: Mapping[str, Any] = request["context"] if isinstance(request.get("context"), dict) else {}
     patient_id = context.get("patientId") if isinstance(context.get("patientId"), str) else None
@@ -91,6 +96,8 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
             "detail": "\n".join(lines) + "\n\n" + _sources(mapped),
             "source": {"label": "nbrules"},
         }], "extension": extension}
+    written = {w.output: w for w in write_back(engine, result, mapping, mapped, patient_id, recorded)} \
+        if recorded is not None and patient_id is not None else {}
     cards = []
     for d in engine.decisions:
         outs = list(d.decides)
@@ -102,6 +109,10 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
         card["detail"] = _record_line(mapped) + "\n\n" + card["detail"]
         if mapped.age is not None:
             card.setdefault("extension", {}).setdefault("nbrules", {})["age"] = mapped.age
+        suggestions = [_suggestion(engine, written[o], result) for o in outs if o in written]
+        if suggestions:
+            card["suggestions"] = suggestions
+            card["selectionBehavior"] = "any"
         cards.append(card)
     missing = _missing_card(result, mapped, title)
     if missing is not None:
@@ -114,6 +125,16 @@ def _record(mapped: MappedFacts) -> dict[str, Any]:
     return {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,
             "notUsed": [{"resource": n.split(": ", 1)[0], "reason": n.split(": ", 1)[-1]} for n in mapped.not_used],
             "conflicts": mapped.conflicts, "failedFetches": mapped.failed, "incomplete": mapped.incomplete}
+
+
+def _suggestion(engine: Any, w: WrittenBack, result: Result) -> dict[str, Any]:
+    """A CDS Hooks suggestion creating one result and its Provenance."""
+    what = f"{_label(engine, w.output)} {result.outputs[w.output]}"
+    return {"label": f"Record {what} in the chart", "uuid": _card_id(w.full_url),
+            "actions": [{"type": "create", "description": f"{what} as a FHIR {w.resource['resourceType']}",
+                         "resource": w.resource},
+                        {"type": "create", "description": "the rules that gave it, as a FHIR Provenance",
+                         "resource": w.provenance}]}
 
 
 def _record_line(mapped: MappedFacts) -> str:

@@ -37,6 +37,8 @@ class FhirMapping:
     #: Staging-system codes (Observation.code of a stage Observation, Condition.stage.type)
     #: -> the stage fact, e.g. NCIt C133427 (INRGSS) -> the INRGSS stage fact.
     stage_types: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: Outputs written back as FHIR (``results``): output -> ``{"as": "stage"|"risk", "profile": url}``.
+    results: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def stage_code(self, fact: str, value: str) -> tuple[str, str] | None:
         """The (system, code) of a stage value, e.g. NCIt C133431 for MS."""
@@ -157,7 +159,7 @@ def _build(data: Mapping[str, Any], sha256: str) -> FhirMapping:
             observations[key(c)] = (fact, spec["kind"], values)
     stage_types = {key(c): fact for fact, codes in data.get("stage_types", {}).items() for c in codes}
     return FhirMapping(frozenset(key(c) for c in data["diagnosis"]["codes"]), stages, stage_codes, observations, sha256,
-                       data["diagnosis"].get("age_fact"), stage_types)
+                       data["diagnosis"].get("age_fact"), stage_types, dict(data.get("results", {})))
 
 
 @dataclass

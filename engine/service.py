@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import json
 import logging
 from typing import Any, Awaitable, Callable
@@ -345,7 +346,9 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         if problems:
             raise _Problem(400, "invalid CDS Hooks request", problems)
         base = str(request.base_url).rstrip("/")
-        return await run_in_threadpool(lambda: _json(cards_for(engine, fhir, data, reference_base=base)))
+        recorded = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return await run_in_threadpool(lambda: _json(cards_for(engine, fhir, data, reference_base=base,
+                                                               recorded=recorded)))
 
     @_guard
     async def cds_feedback(request: Request) -> Response:

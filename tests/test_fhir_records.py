@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from engine.cds import cards_for
-from engine.fhir import load_mapping, map_resources
-from engine.runtime import RuleEngine
+from nbrules.cds import cards_for
+from nbrules.fhir import load_mapping, map_resources
+from nbrules import RuleEngine
 
 FHIR = Path(__file__).resolve().parent / "data" / "fhir"
 NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
