@@ -5,7 +5,9 @@ the rules that fired with the facts they matched, and their citations as the car
 source.  Indeterminate outputs say what they could be and which facts would settle
 them; a further card lists every fact the record lacked and every resource or code
 that could not be used.  Card ids are derived from the input and the rules, so the
-same request gets byte-identical cards.
+same request gets byte-identical cards, except for ``Provenance.recorded`` in the
+suggestions (the time of the answer).  A record without a diagnosis in the mapping
+gets no cards.
 """
 
 from __future__ import annotations

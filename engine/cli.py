@@ -200,6 +200,8 @@ def _check_evaluate_options(args: argparse.Namespace) -> None:
                               f"and --batch {args.batch})")
         if args.format == "text":
             raise _UsageError("nbrules evaluate: --format text explains one patient; --batch writes JSON lines")
+        if args.fhir:
+            raise _UsageError("nbrules evaluate: --fhir reads one FHIR Bundle, not a --batch")
         if args.workers is not None and args.workers < 1:
             raise _UsageError(f"nbrules evaluate: --workers must be 1 or more, found {args.workers}")
     if args.cache_size < 0:
@@ -213,6 +215,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     engine = _engine(args)
     data = _read_input(args.file, args.max_input)
     try:
+        if args.fhir:
+            return _evaluate_fhir(engine, data, args)
         result = engine.evaluate_json(data, max_bytes=args.max_input)
     except PatientInputError as exc:
         for d in exc.diagnostics:
@@ -224,6 +228,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sys.stdout.write(explain(result, {d.id: d for d in engine.decisions}, engine.build.vocabulary))
     else:
         sys.stdout.write(result.to_json() + "\n")
+    return EXIT_OK
+
+
+def _evaluate_fhir(engine: RuleEngine, data: bytes, args: argparse.Namespace) -> int:
+    import datetime
+
+    from .fhir import load_mapping
+    from .fhir_out import evaluate_fhir_json
+
+    if args.format == "text":
+        raise _UsageError("nbrules evaluate: --fhir writes JSON (the result, what was read, and the FHIR resources)")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = evaluate_fhir_json(engine, data, load_mapping(facts=engine.build.package.facts), now, args.max_input)
+    sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
     return EXIT_OK
 
 
@@ -558,6 +576,9 @@ def _parser() -> _Parser:
                         "over their outputs")
     e.add_argument("--max-input", type=int, default=DEFAULT_MAX_INPUT, metavar="BYTES",
                    help="largest patient file, and largest batch row (default 1 MiB, as the HTTP body)")
+    e.add_argument("--fhir", action="store_true",
+                   help="FILE is a FHIR R4 Bundle: print the result, what was read, and a transaction Bundle "
+                        "creating the results as FHIR (mappings/fhir-r4.yaml)")
     e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin, JSONL "
                                                  "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")

@@ -21,10 +21,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .diagnostics import Diagnostic
+from .errors import PatientInputError
 from .fhir import FhirMapping, MappedFacts, map_resources
+from .patient import parse_patient_json
 from .results import Result
 
-__all__ = ["WrittenBack", "write_back", "transaction_bundle", "evaluate_fhir"]
+__all__ = ["WrittenBack", "write_back", "transaction_bundle", "evaluate_fhir", "evaluate_fhir_json"]
 
 #: Terminology names used in facts.yaml, as FHIR code system URIs.
 SYSTEM_URIS = {"NCIt": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "SNOMED CT": "http://snomed.info/sct",
@@ -155,3 +158,29 @@ def evaluate_fhir(engine: Any, bundle: Mapping[str, Any], mapping: FhirMapping, 
     written = write_back(engine, result, mapping, mapped, patient_id, recorded) \
         if patient_id is not None and mapped.diagnosis is not None else []
     return result, mapped, transaction_bundle(written)
+
+
+def evaluate_fhir_json(engine: Any, text: str | bytes, mapping: FhirMapping, recorded: str,
+                       max_bytes: int | None = None) -> dict[str, Any]:
+    """``nbrules evaluate --fhir``: a FHIR Bundle (or resource) as JSON text in;
+    ``{"result", "read", "fhir"}`` out: the nbrules result, what was read from the
+    resources (``diagnosis``, ``age``, ``notUsed``, ``conflicts`` and where each fact came
+    from), and the transaction Bundle creating the results.  ``recorded`` is used when the
+    Bundle has no ``timestamp``.  Raises :class:`PatientInputError` (NB501/NB509/NB551
+    for the JSON, NB570 when it is not a FHIR resource, or the patient diagnostics).
+    """
+    data, diags = parse_patient_json(text, max_bytes)
+    if diags:
+        raise PatientInputError("the FHIR input is not valid JSON", diags)
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+        found = type(data).__name__ if not isinstance(data, dict) else "an object without resourceType"
+        raise PatientInputError("the FHIR input is not a FHIR resource", [Diagnostic(
+            code="NB570", pointer="" if not isinstance(data, dict) else "/resourceType",
+            message=f"expected a FHIR resource or Bundle, found {found}")])
+    when = str(data["timestamp"]) if isinstance(data.get("timestamp"), str) else recorded
+    bundle = data if data["resourceType"] == "Bundle" else {"resourceType": "Bundle", "entry": [{"resource": data}]}
+    result, mapped, out = evaluate_fhir(engine, bundle, mapping, when)
+    read = {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,
+            "sources": mapped.sources, "notUsed": mapped.not_used, "conflicts": mapped.conflicts,
+            "incomplete": mapped.incomplete, "failedFetches": mapped.failed}
+    return {"result": result.to_dict(), "read": read, "fhir": out}

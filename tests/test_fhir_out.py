@@ -76,3 +76,20 @@ def test_cards_offer_suggestions_that_create_the_results(engine: RuleEngine) -> 
     obs, prov = (a["resource"] for a in suggestion["actions"])
     Bundle.model_validate({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": obs}, {"resource": prov}]})
     assert obs["valueCodeableConcept"]["coding"][0]["code"] == "C133431" and prov["resourceType"] == "Provenance"
+
+
+def test_cli_evaluate_fhir_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nbrules.cli import main
+
+    bundle = {**as_bundle(json.loads((FHIR / "ms-infant.json").read_text())), "timestamp": WHEN}
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    assert main(["evaluate", "--fhir", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["result"]["outputs"]["inrgss_stage"] == "MS" and out["read"]["diagnosis"] == "Condition/dx-1"
+    assert out["read"]["age"]["element"] == "onsetDateTime"
+    Bundle.model_validate(out["fhir"])
+    assert {e["resource"]["recorded"] for e in out["fhir"]["entry"] if e["resource"]["resourceType"] == "Provenance"} == {WHEN}
+    path.write_text(json.dumps({"age_days": 100}))  # a patient record, not FHIR
+    assert main(["evaluate", "--fhir", str(path)]) == 2
+    assert "NB570" in capsys.readouterr().err
