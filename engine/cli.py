@@ -430,8 +430,13 @@ def _batch(args: argparse.Namespace) -> int:
     from .cohort import CohortFormatError, detect_format
 
     # standard input has no name to tell the format by: JSONL unless --input-format says csv
-    fmt = args.input_format or ("jsonl" if args.batch == "-" else _format_of(args.batch, detect_format))
-    if args.batch != "-" and not Path(args.batch).is_file():
+    bulk = args.batch != "-" and Path(args.batch).is_dir()  # a FHIR Bulk Data export (NDJSON per resource type)
+    fmt = args.input_format or ("fhir-ndjson" if bulk else "jsonl" if args.batch == "-"
+                                else _format_of(args.batch, detect_format))
+    if (fmt == "fhir-ndjson") != bulk:
+        raise _UsageError(f"nbrules evaluate: --batch {args.batch}: a FHIR Bulk Data export is a directory of "
+                          ".ndjson files; a cohort is a JSONL or CSV file")
+    if args.batch != "-" and not bulk and not Path(args.batch).is_file():
         raise _UsageError(f"cannot read '{args.batch}': no such file")
     path = getattr(args, "dir", None) or args.rules
     spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size, decisions=_decision_list(args))
@@ -583,8 +588,9 @@ def _parser() -> _Parser:
                                                  "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
     e.add_argument("--workers", type=int, metavar="N", help="batch: worker processes (default 1)")
-    e.add_argument("--input-format", choices=("jsonl", "csv"),
-                   help="batch: input format (default: from the name; jsonl for -)")
+    e.add_argument("--input-format", choices=("jsonl", "csv", "fhir-ndjson"),
+                   help="batch: input format (default: from the name; jsonl for -; fhir-ndjson for a directory, "
+                        "a FHIR Bulk Data export)")
     e.add_argument("--id-column", help="batch: name of the id column (default: id)")
     e.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N",
                    help="outcomes remembered per decision and cell (0: none; results are identical)")
