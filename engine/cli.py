@@ -240,7 +240,8 @@ def _evaluate_fhir(engine: RuleEngine, data: bytes, args: argparse.Namespace) ->
     if args.format == "text":
         raise _UsageError("nbrules evaluate: --fhir writes JSON (the result, what was read, and the FHIR resources)")
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out = evaluate_fhir_json(engine, data, load_mapping(facts=engine.build.package.facts), now, args.max_input)
+    out = evaluate_fhir_json(engine, data, load_mapping(facts=engine.build.package.facts,
+                                                                 outputs=engine.build.vocabulary), now, args.max_input)
     sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
     return EXIT_OK
 
@@ -479,7 +480,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .fhir import load_mapping
 
     engine = _engine(args)
-    mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None, engine.build.package.facts)
+    mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None, engine.build.package.facts,
+                           engine.build.vocabulary)
     if args.watch:
         def report(r: object) -> None:
             print(f"nbrules: {r.summary()}", file=sys.stderr)  # type: ignore[attr-defined]

@@ -49,9 +49,12 @@ _KINDS = {"coded": ("enum",), "list": ("set",), "boolean": ("boolean",), "intege
           "number": ("number", "integer")}
 
 
-def load_mapping(path: Path | None = None, facts: Mapping[str, FactSpec] | None = None) -> FhirMapping:
+def load_mapping(path: Path | None = None, facts: Mapping[str, FactSpec] | None = None,
+                 outputs: Iterable[str] | None = None) -> FhirMapping:
     """Read and check a mapping file (default: the bundled ``fhir-r4.yaml``) against the
-    input facts of the package in force (``facts``; default: the bundled vocabulary).
+    input facts of the package in force (``facts``; default: the bundled vocabulary), and
+    its ``results`` against the outputs of the decisions in force (``outputs``; not
+    checked when None).
 
     Raises :class:`MappingError` with every problem located at ``path:line:col``:
     the YAML, the format (``schemas/fhir-mapping.schema.json``), and the meaning
@@ -69,6 +72,11 @@ def load_mapping(path: Path | None = None, facts: Mapping[str, FactSpec] | None 
                      for p in schema_problems(schema_validator("fhir-mapping.schema.json"), loaded.data)]
         if not problems:
             problems += _meaning_problems(loaded, input_facts() if facts is None else facts)
+        if not problems and outputs is not None:
+            known = set(outputs)
+            problems += [loaded.diag("NB301", f"unknown output '{name}' in results", join_pointer("/results", name),
+                                     key=True, hint=did_you_mean(name, sorted(known)) or "results name outputs of the decisions in force")
+                         for name in loaded.data.get("results", {}) if name not in known]
     if problems:
         raise MappingError(f"the FHIR mapping {path} has {len(problems)} problem(s)", problems)
     return _build(loaded.data, loaded.source.sha256)

@@ -269,7 +269,7 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
 def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_body: int = DEFAULT_MAX_BODY,
                max_patients: int = DEFAULT_MAX_PATIENTS, body_timeout: float = DEFAULT_BODY_TIMEOUT) -> Starlette:
     """The ASGI application around one engine (shared by all requests)."""
-    fhir = mapping or load_mapping(facts=engine.build.package.facts)
+    fhir = mapping or load_mapping(facts=engine.build.package.facts, outputs=engine.build.vocabulary)
 
     def evaluate_all(data: Any) -> Response:
         single = not isinstance(data, list)

@@ -242,3 +242,16 @@ def test_cards_keep_the_specification_limits(engine: RuleEngine) -> None:
             if card["summary"].endswith("…"):
                 assert not card["summary"][-2].isspace()
             assert card["indicator"] in ("info", "warning", "critical")
+
+
+def test_results_must_name_outputs_in_force(tmp_path: Path, engine: RuleEngine) -> None:
+    from nbrules.errors import MappingError
+
+    text = (Path(__file__).resolve().parent.parent / "mappings" / "fhir-r4.yaml").read_text()
+    bad = tmp_path / "m.yaml"
+    bad.write_text(text.replace("  cog_risk: {as: risk}", "  cog_rsk: {as: risk}"))
+    with pytest.raises(MappingError) as err:
+        load_mapping(bad, outputs=engine.build.vocabulary)
+    [problem] = err.value.diagnostics
+    assert problem.code == "NB301" and "cog_rsk" in problem.message and "cog_risk" in (problem.hint or "")
+    assert load_mapping(outputs=engine.build.vocabulary).results["cog_risk"] == {"as": "risk"}
