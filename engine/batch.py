@@ -21,6 +21,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Sequence
 
 from .cohort import Row, read_rows
@@ -225,6 +226,14 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     """
     summary = BatchSummary()
     start = time.perf_counter()
+    if fmt == "fhir-ndjson":  # a FHIR Bulk Data export directory: one row per patient
+        from .fhir import load_mapping
+        from .fhir_bulk import bulk_rows
+
+        mapping = load_mapping(facts=engine.build.package.facts if engine is not None else None)
+        _write(bulk_rows(Path(source), mapping, max_row), out, spec, workers, engine, summary, None, None)
+        summary.seconds = time.perf_counter() - start
+        return summary
     if source == "-":
         raw: IO[bytes] = sys.stdin.buffer
         total = None
@@ -236,20 +245,25 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     try:
         rows = read_rows(io.BufferedReader(counter), fmt, id_column,
                          engine.build.package.facts if engine is not None else None, max_row=max_row)
-        for status, line in _records(rows, spec, workers, engine):
-            out.write(line + "\n")
-            summary.rows += 1
-            summary.statuses[status] = summary.statuses.get(status, 0) + 1
-            if bar is not None:
-                bar.update(summary.rows, counter.count)
+        _write(rows, out, spec, workers, engine, summary, bar, counter)
     finally:
         if source != "-":
             raw.close()
-    summary.ok = summary.statuses.get("ok", 0)
-    summary.indeterminate = summary.statuses.get("indeterminate", 0)
-    summary.invalid = summary.statuses.get("invalid", 0)
-    summary.error = summary.statuses.get("error", 0)
     summary.seconds = time.perf_counter() - start
     if bar is not None:
         bar.update(summary.rows, counter.count, final=True)
     return summary
+
+
+def _write(rows: Iterable[Row], out: IO[str], spec: EngineSpec, workers: int, engine: Any, summary: BatchSummary,
+           bar: _Progress | None, counter: _CountingReader | None) -> None:
+    for status, line in _records(rows, spec, workers, engine):
+        out.write(line + "\n")
+        summary.rows += 1
+        summary.statuses[status] = summary.statuses.get(status, 0) + 1
+        if bar is not None and counter is not None:
+            bar.update(summary.rows, counter.count)
+    summary.ok = summary.statuses.get("ok", 0)
+    summary.indeterminate = summary.statuses.get("indeterminate", 0)
+    summary.invalid = summary.statuses.get("invalid", 0)
+    summary.error = summary.statuses.get("error", 0)

@@ -5,7 +5,9 @@ the rules that fired with the facts they matched, and their citations as the car
 source.  Indeterminate outputs say what they could be and which facts would settle
 them; a further card lists every fact the record lacked and every resource or code
 that could not be used.  Card ids are derived from the input and the rules, so the
-same request gets byte-identical cards.
+same request gets byte-identical cards, except for ``Provenance.recorded`` in the
+suggestions (the time of the answer).  A record without a diagnosis in the mapping
+gets no cards.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Mapping
 from .errors import PatientInputError
 from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
+from .fhir_out import WrittenBack, write_back
 from .model import Decision
 from .reference import anchor_id, split_citation
 from .results import APPLIES_IF_GIVEN, Result
@@ -26,7 +29,7 @@ __all__ = ["SERVICE_ID", "service_id", "discovery", "cards_for"]
 #: the package's name, e.g. ``nbrules-neuroblastoma`` for the bundled package.
 SERVICE_ID = "nbrules"
 _NS = uuid.UUID("6b1e6a3c-2d0f-4c7e-9a51-3f0d1c2b4a77")
-_NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
+_SYSTEM_NAMES = {"http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl": "NCIt", "http://snomed.info/sct": "SNOMED CT"}
 
 
 def service_id(engine: Any) -> str:
@@ -64,15 +67,26 @@ def _card_id(seed: str) -> str:
 
 
 def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
-              reference_base: str | None = None) -> dict[str, Any]:
+              reference_base: str | None = None, recorded: str | None = None) -> dict[str, Any]:
     """The CDS Hooks response for a ``patient-view`` request with prefetch.
 
     ``reference_base`` is the service's own URL (``http://host:8000``): with it, each
     card links the rows of the criteria reference its rules cite
-    (``{reference_base}/reference/criteria.md#S9``).
+    (``{reference_base}/reference/criteria.md#S9``).  ``recorded`` (a FHIR instant, the
+    time of the answer): with it and ``context.patientId``, a card whose output the
+    mapping writes back (``results``) carries a suggestion creating it as FHIR, with its
+    Provenance (:mod:`nbrules.fhir_out`); the suggestions are the only part of the
+    answer that depends on the time.
     """
-    mapped = map_resources(request.get("prefetch") or {}, mapping)
+    context: Mapping[str, Any] = request["context"] if isinstance(request.get("context"), dict) else {}
+    patient_id = context.get("patientId") if isinstance(context.get("patientId"), str) else None
+    mapped = map_resources(request.get("prefetch") or {}, mapping, patient_id)
     title = engine.build.package.title or "Classification"
+    extension = {"nbrules": _record(mapped)}
+    if mapped.diagnosis is None:
+        if not (mapped.failed or mapped.incomplete):
+            return {"cards": [], "extension": extension}  # no diagnosis in the mapping: nothing to say
+        return {"cards": [_fetch_card(mapped, title)], "extension": extension}
     try:
         result = engine.evaluate(mapped.facts)
     except PatientInputError as exc:
@@ -83,7 +97,9 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
             "indicator": "warning",
             "detail": "\n".join(lines) + "\n\n" + _sources(mapped),
             "source": {"label": "nbrules"},
-        }]}
+        }], "extension": extension}
+    written = {w.output: w for w in write_back(engine, result, mapping, mapped, patient_id, recorded)} \
+        if recorded is not None and patient_id is not None else {}
     cards = []
     for d in engine.decisions:
         outs = list(d.decides)
@@ -91,11 +107,70 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
             continue
         if all(o in result.not_applicable and result.not_applicable[o].scope == APPLIES_IF_GIVEN for o in outs):
             continue  # the record is not of the kind this decision assesses (e.g. no response assessment)
-        cards.append(_decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}, reference_base))
+        card = _decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}, reference_base)
+        card["detail"] = _record_line(mapped) + "\n\n" + card["detail"]
+        if mapped.age is not None:
+            card.setdefault("extension", {}).setdefault("nbrules", {})["age"] = mapped.age
+        suggestions = [_suggestion(engine, written[o], result) for o in outs if o in written]
+        if suggestions:
+            card["suggestions"] = suggestions
+            card["selectionBehavior"] = "any"
+        cards.append(card)
     missing = _missing_card(result, mapped, title)
     if missing is not None:
         cards.append(missing)
-    return {"cards": cards}
+    return {"cards": cards, "extension": extension}
+
+
+def _record(mapped: MappedFacts) -> dict[str, Any]:
+    """What the response says machine-readably about the record (``extension.nbrules``)."""
+    return {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,
+            "notUsed": [{"resource": n.split(": ", 1)[0], "reason": n.split(": ", 1)[-1]} for n in mapped.not_used],
+            "conflicts": mapped.conflicts, "failedFetches": mapped.failed, "incomplete": mapped.incomplete}
+
+
+def _suggestion(engine: Any, w: WrittenBack, result: Result) -> dict[str, Any]:
+    """A CDS Hooks suggestion creating one result and its Provenance."""
+    what = f"{_label(engine, w.output)} {result.outputs[w.output]}"
+    return {"label": f"Record {what} in the chart", "uuid": _card_id(w.full_url),
+            "actions": [{"type": "create", "description": f"{what} as a FHIR {w.resource['resourceType']}",
+                         "resource": w.resource},
+                        {"type": "create", "description": "the rules that gave it, as a FHIR Provenance",
+                         "resource": w.provenance}]}
+
+
+def _record_line(mapped: MappedFacts) -> str:
+    """The diagnosis used, its statuses, and the age at diagnosis with where it came from."""
+    status = mapped.diagnosis_status
+    line = (f"Diagnosis: {mapped.diagnosis} (verificationStatus {status.get('verificationStatus')}, "
+            f"clinicalStatus {status.get('clinicalStatus')}). ")
+    age = mapped.age
+    if age is None:
+        return line + "Age at diagnosis: unknown (see the card of what is missing)."
+    line += f"Age at diagnosis: **{age['days']} days**, from {age['from']} ({age['method']})."
+    return line + (" This is a fallback: check the onset." if age["fallback"] else "")
+
+
+def _summary(text: str, limit: int = 140) -> str:
+    """A card summary shorter than ``limit`` characters (CDS Hooks), cut at a word."""
+    if len(text) < limit:
+        return text
+    cut = text[:limit - 2].rsplit(" ", 1)[0].rstrip(" ;,:")
+    return cut + "…"
+
+
+def _fetch_card(mapped: MappedFacts, title: str) -> dict[str, Any]:
+    """The record could not be read whole and no diagnosis was found in what was read."""
+    lines = [f"- prefetch {f} (a failed fetch)" for f in mapped.failed]
+    lines += [f"- prefetch {i}" for i in mapped.incomplete]
+    return {
+        "uuid": _card_id("fetch:" + "|".join(mapped.failed + mapped.incomplete)),
+        "summary": _summary(f"{title}: the record could not be read whole; no diagnosis found in what was read"),
+        "indicator": "warning",
+        "detail": "The data this service needs was not all delivered, so it cannot say whether the patient has a "
+                  "diagnosis it classifies:\n\n" + "\n".join(lines),
+        "source": {"label": "nbrules FHIR mapping"},
+    }
 
 
 def _cite_links(d: Decision, cites: list[str], base: str) -> list[dict[str, str]]:
@@ -127,7 +202,7 @@ def _decision_card(result: Result, d: Decision, outs: list[str], mapping: FhirMa
             notes = ["from the record"] if out in result.from_input else []
             if code is not None:
                 codes[out] = {"system": code[0], "code": code[1], "display": value}
-                notes.append(f"{'NCIt' if code[0] == _NCIT else code[0]} {code[1]}")
+                notes.append(f"{_SYSTEM_NAMES.get(code[0], code[0])} {code[1]}")
             parts.append(f"{label} {value}" + (f" ({', '.join(notes)})" if notes else ""))
             if out in result.from_input:
                 detail.append(f"**{label}** {value} is taken from the record as given; the rules of {d.key} did not "
@@ -158,12 +233,12 @@ def _decision_card(result: Result, d: Decision, outs: list[str], mapping: FhirMa
             text = d.sources.get(c.split()[0])
             if text and text not in cite_texts:
                 cite_texts.append(text)
-    source_label = "; ".join(cite_texts) if cite_texts else f"nbrules {d.key}"
-    if fired:
-        source_label += f" [nbrules {d.key}, rule {', '.join(f.rule for f in fired)}]"
+    if cite_texts:
+        detail.append("Sources: " + "; ".join(cite_texts))
+    source_label = _summary(f"nbrules: {', '.join(labels[o] for o in outs)} v{d.version}", 80)
     card: dict[str, Any] = {
         "uuid": _card_id(f"{result.input_sha256}:{d.key}:{d.sha256}"),
-        "summary": (f"{d.title.split(' (')[0]}: " + "; ".join(parts))[:140],
+        "summary": _summary(f"{d.title.split(' (')[0]}: " + "; ".join(parts)),
         "indicator": "warning" if undetermined else "info",
         "detail": "\n\n".join(detail) or "No rule applied.",
         "source": {"label": source_label},
@@ -194,18 +269,25 @@ def _missing_card(result: Result, mapped: MappedFacts, title: str) -> dict[str, 
             for root in ind.via.get(fact, (fact,)):
                 if root not in needed and root not in mapped.facts:
                     needed.append(root)
-    if not needed and not mapped.not_used and not mapped.conflicts:
+    if not needed and not mapped.not_used and not mapped.conflicts and not mapped.failed and not mapped.incomplete:
         return None
     detail = []
+    if mapped.failed:
+        detail.append("Failed fetches (the facts they hold are unknown, not absent): " + "; ".join(mapped.failed))
+    if mapped.incomplete:
+        detail.append("Incomplete data: " + "; ".join(mapped.incomplete))
     if needed:
-        detail.append("Facts the record does not give, which would settle the classification: "
+        said = ("Facts not found in the data delivered (a fetch failed or is incomplete, so the record may hold them)"
+                if mapped.failed or mapped.incomplete else "Facts the record does not give")
+        detail.append(f"{said}, which would settle the classification: "
                       + ", ".join(needed) + ". They are left unknown, never assumed.")
     extra = _sources(mapped)
     if extra:
         detail.append(extra)
     return {
-        "uuid": _card_id(f"{result.input_sha256}:missing:{','.join(needed)}:{'|'.join(mapped.not_used)}"),
-        "summary": f"{title}: {len(needed)} fact(s) missing from the record",
+        "uuid": _card_id(f"{result.input_sha256}:missing:{','.join(needed)}:{'|'.join(mapped.not_used + mapped.failed)}"),
+        "summary": _summary(f"{title}: {len(needed)} fact(s) missing from the record"
+                            + (", and data could not be fetched" if mapped.failed or mapped.incomplete else "")),
         "indicator": "warning",
         "detail": "\n\n".join(detail),
         "source": {"label": "nbrules FHIR mapping (mappings/fhir-r4.yaml)"},

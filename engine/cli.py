@@ -238,6 +238,8 @@ def _check_evaluate_options(args: argparse.Namespace) -> None:
                               f"and --batch {args.batch})")
         if args.format == "text":
             raise _UsageError("nbrules evaluate: --format text explains one patient; --batch writes JSON lines")
+        if args.fhir:
+            raise _UsageError("nbrules evaluate: --fhir reads one FHIR Bundle, not a --batch")
         if args.workers is not None and args.workers < 1:
             raise _UsageError(f"nbrules evaluate: --workers must be 1 or more, found {args.workers}")
     if args.cache_size < 0:
@@ -251,6 +253,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     engine = _engine(args)
     data = _read_input(args.file, args.max_input)
     try:
+        if args.fhir:
+            return _evaluate_fhir(engine, data, args)
         result = engine.evaluate_json(data, max_bytes=args.max_input)
     except PatientInputError as exc:
         for d in exc.diagnostics:
@@ -262,6 +266,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sys.stdout.write(explain(result, {d.id: d for d in engine.decisions}, engine.build.vocabulary))
     else:
         sys.stdout.write(result.to_json() + "\n")
+    return EXIT_OK
+
+
+def _evaluate_fhir(engine: RuleEngine, data: bytes, args: argparse.Namespace) -> int:
+    import datetime
+
+    from .fhir import load_mapping
+    from .fhir_out import evaluate_fhir_json
+
+    if args.format == "text":
+        raise _UsageError("nbrules evaluate: --fhir writes JSON (the result, what was read, and the FHIR resources)")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = evaluate_fhir_json(engine, data, load_mapping(facts=engine.build.package.facts,
+                                                                 outputs=engine.build.vocabulary), now, args.max_input)
+    sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
     return EXIT_OK
 
 
@@ -450,8 +469,13 @@ def _batch(args: argparse.Namespace) -> int:
     from .cohort import CohortFormatError, detect_format
 
     # standard input has no name to tell the format by: JSONL unless --input-format says csv
-    fmt = args.input_format or ("jsonl" if args.batch == "-" else _format_of(args.batch, detect_format))
-    if args.batch != "-" and not Path(args.batch).is_file():
+    bulk = args.batch != "-" and Path(args.batch).is_dir()  # a FHIR Bulk Data export (NDJSON per resource type)
+    fmt = args.input_format or ("fhir-ndjson" if bulk else "jsonl" if args.batch == "-"
+                                else _format_of(args.batch, detect_format))
+    if (fmt == "fhir-ndjson") != bulk:
+        raise _UsageError(f"nbrules evaluate: --batch {args.batch}: a FHIR Bulk Data export is a directory of "
+                          ".ndjson files; a cohort is a JSONL or CSV file")
+    if args.batch != "-" and not bulk and not Path(args.batch).is_file():
         raise _UsageError(f"cannot read '{args.batch}': no such file")
     path = getattr(args, "dir", None) or args.rules
     # one evaluation date for the whole cohort, in every worker, even across midnight
@@ -519,7 +543,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     engine = _engine(args)
     try:
-        mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None, engine.build.package.facts)
+        mapping = load_mapping(Path(args.fhir_mapping) if args.fhir_mapping else None, engine.build.package.facts,
+                               engine.build.vocabulary)
         sock = _listen(args.host, args.port)
     except BaseException:
         engine.close()
@@ -660,12 +685,16 @@ def _parser() -> _Parser:
     e.add_argument("--max-input", type=int, default=DEFAULT_MAX_INPUT, metavar="BYTES",
                    help="largest patient file, and largest batch row (default 1 MiB, as the HTTP body)")
     e.add_argument("--as-of", type=_date, metavar="DATE", help=_AS_OF_HELP)
+    e.add_argument("--fhir", action="store_true",
+                   help="FILE is a FHIR R4 Bundle: print the result, what was read, and a transaction Bundle "
+                        "creating the results as FHIR (mappings/fhir-r4.yaml)")
     e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin, JSONL "
                                                  "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
     e.add_argument("--workers", type=int, metavar="N", help="batch: worker processes (default 1)")
-    e.add_argument("--input-format", choices=("jsonl", "csv"),
-                   help="batch: input format (default: from the name; jsonl for -)")
+    e.add_argument("--input-format", choices=("jsonl", "csv", "fhir-ndjson"),
+                   help="batch: input format (default: from the name; jsonl for -; fhir-ndjson for a directory, "
+                        "a FHIR Bulk Data export)")
     e.add_argument("--id-column", help="batch: name of the id column (default: id)")
     e.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N",
                    help="outcomes remembered per decision and cell (0: none; results are identical)")

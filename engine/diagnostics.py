@@ -133,6 +133,8 @@ CODES: dict[str, Code] = _registry(
     Code("NB551", "input-not-text", E, "a string or key of the input is not valid Unicode text"),
     Code("NB552", "input-timeout", E, "the input did not arrive in time"),
     Code("NB560", "duplicate-id", E, "two rows of a cohort have the same identifier"),
+    Code("NB570", "fhir-not-a-resource", E, "FHIR input is not a FHIR resource or Bundle"),
+    Code("NB571", "fhir-no-patient", E, "a resource of a FHIR Bulk Data export names no patient"),
     # verify
     Code("NB601", "gap", E, "a combination of known facts where no rule fires"),
     Code("NB602", "overlap", E, "a combination of facts where two rules fire"),

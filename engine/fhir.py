@@ -23,9 +23,6 @@ from .vocabulary import FactSpec, input_facts
 
 __all__ = ["FhirMapping", "MappedFacts", "load_mapping", "map_resources"]
 
-USABLE_STATUS = ("final", "amended", "corrected")
-
-
 @dataclass(frozen=True)
 class FhirMapping:
     """The parsed mapping: code lookups for the diagnosis, stages and observations."""
@@ -37,6 +34,11 @@ class FhirMapping:
     sha256: str
     #: The fact that receives the age at diagnosis in days (``diagnosis.age_fact``); None: not computed.
     age_fact: str | None = None
+    #: Staging-system codes (Observation.code of a stage Observation, Condition.stage.type)
+    #: -> the stage fact, e.g. NCIt C133427 (INRGSS) -> the INRGSS stage fact.
+    stage_types: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: Outputs written back as FHIR (``results``): output -> ``{"as": "stage"|"risk", "profile": url}``.
+    results: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def stage_code(self, fact: str, value: str) -> tuple[str, str] | None:
         """The (system, code) of a stage value, e.g. NCIt C133431 for MS."""
@@ -47,14 +49,19 @@ _KINDS = {"coded": ("enum",), "list": ("set",), "boolean": ("boolean",), "intege
           "number": ("number", "integer")}
 
 
-def load_mapping(path: Path | None = None, facts: Mapping[str, FactSpec] | None = None) -> FhirMapping:
+def load_mapping(path: Path | None = None, facts: Mapping[str, FactSpec] | None = None,
+                 outputs: Iterable[str] | None = None) -> FhirMapping:
     """Read and check a mapping file (default: the bundled ``fhir-r4.yaml``) against the
-    input facts of the package in force (``facts``; default: the bundled vocabulary).
+    input facts of the package in force (``facts``; default: the bundled vocabulary), and
+    its ``results`` against the outputs of the decisions in force (``outputs``; not
+    checked when None, nor for the bundled mapping, whose results for outputs no
+    decision in force sets are then never written).
 
     Raises :class:`MappingError` with every problem located at ``path:line:col``:
     the YAML, the format (``schemas/fhir-mapping.schema.json``), and the meaning
     (facts nbrules knows, values in their value sets, kinds that fit their types).
     """
+    given = path is not None
     path = path or mappings_dir() / "fhir-r4.yaml"
     try:
         data = path.read_bytes()
@@ -67,6 +74,13 @@ def load_mapping(path: Path | None = None, facts: Mapping[str, FactSpec] | None 
                      for p in schema_problems(schema_validator("fhir-mapping.schema.json"), loaded.data)]
         if not problems:
             problems += _meaning_problems(loaded, input_facts() if facts is None else facts)
+        if not problems and outputs is not None and given:
+            # a mapping named by the user is checked; the bundled one, used with another
+            # package, simply has nothing to write for outputs no decision in force sets
+            known = set(outputs)
+            problems += [loaded.diag("NB301", f"unknown output '{name}' in results", join_pointer("/results", name),
+                                     key=True, hint=did_you_mean(name, sorted(known)) or "results name outputs of the decisions in force")
+                         for name in loaded.data.get("results", {}) if name not in known]
     if problems:
         raise MappingError(f"the FHIR mapping {path} has {len(problems)} problem(s)", problems)
     return _build(loaded.data, loaded.source.sha256)
@@ -106,6 +120,13 @@ def _meaning_problems(loaded: LoadedFile, facts: Mapping[str, FactSpec]) -> list
     for fact, entries in data.get("stages", {}).items():
         if fact_ok(fact, join_pointer("/stages", fact)):
             values_ok(fact, entries, join_pointer("/stages", fact))
+    for fact, codes in data.get("stage_types", {}).items():
+        at = join_pointer("/stage_types", fact)
+        if fact_ok(fact, at) and fact not in data.get("stages", {}):
+            out.append(loaded.diag("NB301", f"stage type for {fact}, which has no value codes under 'stages'", at,
+                                   key=True, hint="add its stage values under 'stages'"))
+        for i, c in enumerate(codes):
+            system_ok(c, f"{at}/{i}")
     seen: dict[tuple[str, str], str] = {}
     for fact, spec in data["observations"].items():
         at = join_pointer("/observations", fact)
@@ -148,31 +169,76 @@ def _build(data: Mapping[str, Any], sha256: str) -> FhirMapping:
         values = {key(v): str(v["value"]) for v in spec.get("values", [])}
         for c in spec["codes"]:
             observations[key(c)] = (fact, spec["kind"], values)
+    stage_types = {key(c): fact for fact, codes in data.get("stage_types", {}).items() for c in codes}
     return FhirMapping(frozenset(key(c) for c in data["diagnosis"]["codes"]), stages, stage_codes, observations, sha256,
-                       data["diagnosis"].get("age_fact"))
+                       data["diagnosis"].get("age_fact"), stage_types, dict(data.get("results", {})))
 
 
 @dataclass
 class MappedFacts:
-    """Facts read from the resources, where each came from, and what could not be used."""
+    """Facts read from the resources, where each came from, and what could not be used.
+
+    ``diagnosis`` is the reference of the Condition taken as the diagnosis (None: the
+    record has no usable diagnosis in the mapping); ``age`` says how the age at
+    diagnosis was obtained (``{"days", "from", "element", "method", "fallback"}``);
+    ``failed`` lists the prefetch entries that are OperationOutcomes (a failed fetch,
+    with its diagnostics), ``incomplete`` the Bundles with a ``next`` link (later pages
+    not read).
+    """
 
     facts: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, list[str]] = field(default_factory=dict)
     not_used: list[str] = field(default_factory=list)
     conflicts: dict[str, list[str]] = field(default_factory=dict)
+    diagnosis: str | None = None
+    diagnosis_status: dict[str, str] = field(default_factory=dict)
+    age: dict[str, Any] | None = None
+    failed: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
 
 
-def _resources(prefetch: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
-    for value in prefetch.values():
+#: Condition.verificationStatus codes that make a Condition the diagnosis; absent also
+#: counts (the element is optional in FHIR R4).  entered-in-error and refuted are never
+#: used; unconfirmed, provisional and differential are not used either: a classification
+#: needs a confirmed diagnosis (the reason is listed).
+CONFIRMED = ("confirmed",)
+#: Observation.status values that are results (FHIR R4 observation-status).
+USABLE_STATUS = ("final", "amended", "corrected")
+#: UCUM units of an Age and their length in days; months and years are averages (a
+#: Gregorian year of 365.25 days), so an age given in months is approximate to a day.
+AGE_UNITS = {"d": 1.0, "wk": 7.0, "mo": 365.25 / 12, "a": 365.25}
+UCUM = "http://unitsofmeasure.org"
+
+
+def _resources(prefetch: Mapping[str, Any], out: MappedFacts) -> Iterable[Mapping[str, Any]]:
+    for key, value in prefetch.items():
         if not isinstance(value, dict):
             continue
-        if value.get("resourceType") == "Bundle":
+        if value.get("resourceType") == "OperationOutcome":
+            out.failed.append(f"{key}: {_outcome(value)}")
+        elif value.get("resourceType") == "Bundle":
+            links: list[Any] = value["link"] if isinstance(value.get("link"), list) else []
+            if any(isinstance(link, dict) and link.get("relation") == "next" for link in links):
+                out.incomplete.append(f"{key}: the Bundle has a 'next' link; later pages were not read")
             for entry in value.get("entry", []) or []:
                 res = entry.get("resource") if isinstance(entry, dict) else None
-                if isinstance(res, dict):
+                if isinstance(res, dict) and res.get("resourceType") == "OperationOutcome":
+                    out.not_used.append(f"{key}: the server's OperationOutcome says {_outcome(res)}")
+                elif isinstance(res, dict):
                     yield res
         else:
             yield value
+
+
+def _obj(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _outcome(res: Mapping[str, Any]) -> str:
+    issues: list[Any] = res["issue"] if isinstance(res.get("issue"), list) else []
+    said = [" ".join(str(i.get(k)) for k in ("severity", "code") if i.get(k)) + (
+        f": {i['diagnostics']}" if i.get("diagnostics") else "") for i in issues if isinstance(i, dict)]
+    return "; ".join(s for s in said if s) or "an OperationOutcome with no issue"
 
 
 def _ref(res: Mapping[str, Any]) -> str:
@@ -186,18 +252,186 @@ def _codings(concept: Any) -> list[tuple[str, str]]:
             if isinstance(c, dict)]
 
 
+def _status(concept: Any) -> str | None:
+    """The code of a Condition's clinicalStatus / verificationStatus (None: absent)."""
+    codes = [code for _, code in _codings(concept)]
+    return codes[0] if codes else None
+
+
 def _date(value: Any) -> datetime.date | None:
+    """The calendar date of a FHIR date or dateTime as written (a time zone does not move
+    it: the date is the one of the place where it was recorded); None for a partial date
+    (year or year-month), which cannot give an age in days."""
     if not isinstance(value, str) or len(value) < 10:
-        return None  # a partial date (year or year-month) cannot give an age in days
+        return None
     try:
         return datetime.date.fromisoformat(value[:10])
     except ValueError:
         return None
 
 
+def _age_days(q: Any) -> tuple[float | None, str]:
+    """An Age quantity in days, and how it was read; None with the reason if it cannot be."""
+    if not isinstance(q, dict):
+        return None, "not an Age"
+    value, unit = q.get("value"), q.get("code")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None, f"Age value {value!r} is not a number of at least 0"
+    if q.get("system") not in (None, UCUM) or unit not in AGE_UNITS:
+        return None, f"Age unit {q.get('system')}|{unit} is not a UCUM age unit (d, wk, mo, a)"
+    return value * AGE_UNITS[unit], f"{value} {unit}"
+
+
+def _subject_is(res: Mapping[str, Any], patient: str | None) -> str | None:
+    """None if the resource is about the patient; otherwise why it is not used."""
+    subject = res.get("subject")
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(ref, str):
+        return "no subject reference, so it cannot be attributed to the patient"
+    if patient is None:
+        return None
+    parts = ref.split("/_history/")[0].rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] == patient:
+        return None
+    return f"its subject is {ref}, not Patient/{patient}"
+
+
+def _dedupe(resources: Iterable[Mapping[str, Any]], out: MappedFacts) -> list[Mapping[str, Any]]:
+    """One copy of each resource (by type and id): identical copies are merged; of
+    differing copies the later version (meta.versionId, then meta.lastUpdated) is kept and
+    the superseded one listed; copies that cannot be ordered are both left out."""
+    kept: dict[str, list[Mapping[str, Any]]] = {}
+    order: list[str] = []
+    anon: list[Mapping[str, Any]] = []
+    for res in resources:
+        if not isinstance(res.get("id"), str):
+            anon.append(res)
+            continue
+        key = _ref(res)
+        if key not in kept:
+            order.append(key)
+        copies = kept.setdefault(key, [])
+        if res not in copies:
+            copies.append(res)
+    result: list[Mapping[str, Any]] = []
+    for key in order:
+        copies = kept[key]
+        if len(copies) == 1:
+            result.append(copies[0])
+            continue
+        order_keys = _versions(copies)
+        if order_keys is None:
+            out.not_used.append(f"{key}: {len(copies)} differing copies with no meta.versionId or meta.lastUpdated "
+                                "to tell which is current; none is used")
+            continue
+        latest = max(range(len(copies)), key=lambda i: order_keys[i][0])
+        for i in range(len(copies)):
+            if i != latest:
+                out.not_used.append(f"{key}: version {order_keys[i][1]} is superseded by version {order_keys[latest][1]}")
+        result.append(copies[latest])
+    return result + anon
+
+
+def _versions(copies: list[Mapping[str, Any]]) -> list[tuple[Any, str]] | None:
+    """Sort keys of differing copies of one resource: all numeric meta.versionId, else
+    all meta.lastUpdated instants; None when they cannot be ordered (or tie)."""
+    metas: list[Mapping[str, Any]] = [_obj(c.get("meta")) for c in copies]
+    vids = [str(m.get("versionId")) for m in metas]
+    if all(isinstance(m.get("versionId"), str) and v.isdigit() for m, v in zip(metas, vids)) \
+            and len({int(v) for v in vids}) == len(vids):
+        return [(int(v), v) for v in vids]
+    stamps: list[tuple[Any, str]] = []
+    for m in metas:
+        raw = m.get("lastUpdated")
+        try:
+            at = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00")) if isinstance(raw, str) else None
+        except ValueError:
+            at = None
+        if at is None or at.tzinfo is None:
+            return None
+        stamps.append((at, f"of {raw}"))
+    return stamps if len({s for s, _ in stamps}) == len(stamps) else None
+
+
+def _onset(dx: Mapping[str, Any], birth: datetime.date | None,
+           birth_raw: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The age at diagnosis of a diagnosis Condition: ``{"days", "from", "element",
+    "method", "fallback"}``, or None with why it is unknown.
+
+    In order: ``onsetAge`` (UCUM d, wk, mo, a; months and years at their average length,
+    rounded down to whole days); ``onsetDateTime`` or ``onsetPeriod.start`` minus
+    ``Patient.birthDate`` (full dates only); ``onsetRange`` when its low and high give the
+    same whole day; ``onsetString`` is free text and gives nothing.  Only when the
+    Condition has no ``onset[x]`` at all is ``recordedDate`` used, as a named fallback
+    (``"fallback": true``): the day the diagnosis was recorded, which may be later than
+    the onset.  An ``abatement`` before the onset makes the Condition contradictory: no age.
+    """
+    ref = _ref(dx)
+
+    def from_date(element: str, raw: Any, fallback: bool, method: str) -> tuple[dict[str, Any] | None, str | None]:
+        day = _date(raw)
+        if day is None:
+            return None, f"{element} {raw!r} is not a full date, so the age at diagnosis in days is unknown"
+        if birth is None:
+            return None, (f"{element} is given but Patient.birthDate {birth_raw!r} is not a full date, so the age "
+                          "at diagnosis in days is unknown")
+        if day < birth:
+            return None, f"{element} {raw} is before the birth date {birth.isoformat()}; not used"
+        return {"days": (day - birth).days, "from": ref, "element": element, "method": method,
+                "fallback": fallback}, None
+
+    age: dict[str, Any] | None
+    if "onsetAge" in dx:
+        days, how = _age_days(dx["onsetAge"])
+        if days is None:
+            return None, f"onsetAge: {how}"
+        age = {"days": int(days), "from": ref, "element": "onsetAge", "fallback": False,
+               "method": f"onsetAge {how}" + ("" if how.endswith(" d") else f" = {int(days)} days (rounded down)")}
+    elif "onsetDateTime" in dx:
+        age, problem = from_date("onsetDateTime", dx["onsetDateTime"], False,
+                                 "onsetDateTime minus Patient.birthDate")
+    elif "onsetPeriod" in dx:
+        start = dx["onsetPeriod"].get("start") if isinstance(dx["onsetPeriod"], dict) else None
+        age, problem = from_date("onsetPeriod.start", start, False, "onsetPeriod.start minus Patient.birthDate")
+    elif "onsetRange" in dx:
+        rng = dx["onsetRange"] if isinstance(dx["onsetRange"], dict) else {}
+        low, why_low = _age_days(rng.get("low"))
+        high, why_high = _age_days(rng.get("high"))
+        if low is None or high is None or int(low) != int(high):
+            shown = f"{why_low} to {why_high}" if low is not None and high is not None else (why_low if low is None else why_high)
+            return None, f"onsetRange ({shown}) does not give one age in days"
+        age = {"days": int(low), "from": ref, "element": "onsetRange", "fallback": False,
+               "method": f"onsetRange {why_low} to {why_high}"}
+    elif "onsetString" in dx:
+        return None, f"onsetString {str(dx['onsetString'])[:60]!r} is free text, so the age at diagnosis is unknown"
+    elif "recordedDate" in dx:
+        age, problem = from_date("recordedDate", dx["recordedDate"], True,
+                                 "recordedDate minus Patient.birthDate (fallback: the Condition has no onset[x]; "
+                                 "the day it was recorded may be later than the onset)")
+    else:
+        return None, "no onset[x] and no recordedDate, so the age at diagnosis is unknown"
+    if age is None:
+        return None, problem
+    abated = _abatement_days(dx, birth)
+    if abated is not None and abated < age["days"]:
+        return None, f"its abatement is before its onset ({abated} < {age['days']} days of age); the age is not used"
+    return age, None
+
+
+def _abatement_days(dx: Mapping[str, Any], birth: datetime.date | None) -> int | None:
+    if "abatementAge" in dx:
+        days, _ = _age_days(dx["abatementAge"])
+        return None if days is None else int(days)
+    raw = dx.get("abatementDateTime")
+    if raw is None and isinstance(dx.get("abatementPeriod"), dict):
+        raw = dx["abatementPeriod"].get("start")
+    day = _date(raw)
+    return (day - birth).days if day is not None and birth is not None else None
+
+
 class _Collector:
-    def __init__(self) -> None:
-        self.out = MappedFacts()
+    def __init__(self, out: MappedFacts) -> None:
+        self.out = out
         self.values: dict[str, list[tuple[Any, str]]] = {}
 
     def put(self, fact: str, value: Any, ref: str) -> None:
@@ -222,66 +456,143 @@ class _Collector:
         return self.out
 
 
-def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping) -> MappedFacts:
-    """Patient facts from the resources of a CDS Hooks prefetch."""
-    col = _Collector()
+def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping, patient_id: str | None = None) -> MappedFacts:
+    """Patient facts from the resources of a CDS Hooks prefetch (or any mapping of names
+    to resources and Bundles).
+
+    ``patient_id`` is the request's ``context.patientId``; without it, the id of the
+    Patient resource.  Only resources about that patient are used; a Condition is the
+    diagnosis only when its code is a diagnosis code of the mapping and its
+    ``verificationStatus`` is confirmed or absent (see :data:`CONFIRMED`); Observations
+    only with a status in :data:`USABLE_STATUS` and no ``dataAbsentReason``.  Every
+    resource not used is listed in ``not_used`` with the reason.
+    """
+    out = MappedFacts()
+    col = _Collector(out)
+    resources = _dedupe(_resources(prefetch, out), out)
+    if patient_id is None:
+        patient_id = next((str(r["id"]) for r in resources if r.get("resourceType") == "Patient"
+                           and isinstance(r.get("id"), str)), None)
     birth: datetime.date | None = None
-    diagnoses: list[tuple[datetime.date | None, Mapping[str, Any]]] = []
+    birth_raw: Any = None
+    diagnoses: list[tuple[dict[str, Any] | None, str | None, Mapping[str, Any]]] = []
     observations: list[Mapping[str, Any]] = []
     lists = {fact for _, (fact, kind, _) in mapping.observations.items() if kind == "list"}
-    for res in _resources(prefetch):
+    for res in resources:
         kind = res.get("resourceType")
         if kind == "Patient":
-            birth = _date(res.get("birthDate"))
+            if patient_id is not None and res.get("id") != patient_id:
+                out.not_used.append(f"{_ref(res)}: not the patient of the request (Patient/{patient_id})")
+                continue
+            birth_raw = res.get("birthDate")
+            birth = _date(birth_raw)
             if birth is None:
-                col.out.not_used.append(f"{_ref(res)}: no full birthDate, so age at diagnosis is unknown")
+                out.not_used.append(f"{_ref(res)}: no full birthDate, so age at diagnosis is unknown "
+                                    "unless the Condition gives onsetAge")
         elif kind == "Condition":
-            if set(_codings(res.get("code"))) & mapping.diagnosis:
-                diagnoses.append((_date(res.get("onsetDateTime")) or _date(res.get("recordedDate")), res))
-            else:
-                col.out.not_used.append(f"{_ref(res)}: not a diagnosis in the mapping")
+            if not set(_codings(res.get("code"))) & mapping.diagnosis:
+                out.not_used.append(f"{_ref(res)}: not a diagnosis in the mapping")
+                continue
+            why = _subject_is(res, patient_id)
+            verification = _status(res.get("verificationStatus"))
+            if why is None and verification is not None and verification not in CONFIRMED:
+                why = (f"verificationStatus {verification}: "
+                       + ("never used" if verification in ("entered-in-error", "refuted")
+                          else "only a confirmed diagnosis is used"))
+            if why is not None:
+                out.not_used.append(f"{_ref(res)}: {why}")
+                continue
+            diagnoses.append((None, None, res))
         elif kind == "Observation":
             observations.append(res)
         else:
-            col.out.not_used.append(f"{_ref(res)}: resource type {kind} is not used")
+            out.not_used.append(f"{_ref(res)}: resource type {kind} is not used")
+    diagnoses = [(*_onset(dx, birth, birth_raw), dx) for _, _, dx in diagnoses]
     if diagnoses:
-        diagnoses.sort(key=lambda d: (d[0] is None, d[0] or datetime.date.max))
-        onset, dx = diagnoses[0]
-        for _, other in diagnoses[1:]:
-            col.out.not_used.append(f"{_ref(other)}: a later Condition of the diagnosis; the earliest is used")
-        age = mapping.age_fact
-        if age is not None and onset is not None and birth is not None and onset >= birth:
-            col.put(age, (onset - birth).days, f"{_ref(dx)} and Patient.birthDate")
-        elif age is not None and onset is None:
-            col.out.not_used.append(f"{_ref(dx)}: no onsetDateTime or recordedDate, so age at diagnosis is unknown")
-        for stage in dx.get("stage", []) or []:
-            codes = _codings(stage.get("summary") if isinstance(stage, dict) else None)
-            matched = False
-            for fact, table in mapping.stages.items():
-                for c in codes:
-                    if c in table:
-                        col.put(fact, table[c], _ref(dx))
-                        matched = True
-            if codes and not matched:
-                col.out.not_used.append(f"{_ref(dx)}: stage {codes[0][0]}|{codes[0][1]} is not in the mapping")
+        diagnoses.sort(key=lambda d: (d[0] is None, d[0]["days"] if d[0] else 0))
+        age, problem, dx = diagnoses[0]
+        out.diagnosis = _ref(dx)
+        out.diagnosis_status = {"verificationStatus": _status(dx.get("verificationStatus")) or "not given",
+                                "clinicalStatus": _status(dx.get("clinicalStatus")) or "not given"}
+        for _, _, other in diagnoses[1:]:
+            out.not_used.append(f"{_ref(other)}: another Condition of the diagnosis; the one with the earliest "
+                                "onset is used")
+        if mapping.age_fact is not None:
+            if age is not None:
+                out.age = age
+                col.put(mapping.age_fact, age["days"], f"{_ref(dx)}.{age['element']}")
+            else:
+                out.not_used.append(f"{_ref(dx)}: {problem}")
+        _condition_stages(dx, mapping, col, {_ref(o) for o in observations})
     for obs in observations:
-        ref = _ref(obs)
-        codes = _codings(obs.get("code"))
-        target = next((mapping.observations[c] for c in codes if c in mapping.observations), None)
-        if target is None:
-            shown = f"{codes[0][0]}|{codes[0][1]}" if codes else "no code"
-            col.out.not_used.append(f"{ref}: code {shown} is not in the mapping")
-            continue
-        if obs.get("status") not in USABLE_STATUS:
-            col.out.not_used.append(f"{ref}: status {obs.get('status')} (only final, amended or corrected are used)")
-            continue
-        fact, kind, values = target
-        value, problem = _value(obs, kind, values)
-        if problem:
-            col.out.not_used.append(f"{ref}: {problem}")
-        else:
-            col.put(fact, value, ref)
+        _observation(obs, mapping, col, patient_id)
     return col.finish(lists)
+
+
+def _condition_stages(dx: Mapping[str, Any], mapping: FhirMapping, col: _Collector, present: set[str]) -> None:
+    """Condition.stage: the summary read against the stage tables; a ``type`` (the staging
+    system, e.g. NCIt C133427 for INRGSS) must name the same stage fact; ``assessment``
+    references must be among the prefetched Observations (which are read on their own)."""
+    for stage in dx.get("stage", []) or []:
+        if not isinstance(stage, dict):
+            continue
+        codes = _codings(stage.get("summary"))
+        typed = {mapping.stage_types[c] for c in _codings(stage.get("type")) if c in mapping.stage_types}
+        matched = False
+        for fact, table in mapping.stages.items():
+            for c in codes:
+                if c in table:
+                    matched = True
+                    if typed and fact not in typed:
+                        col.out.not_used.append(f"{_ref(dx)}: stage {c[0]}|{c[1]} is a {fact} value but the stage "
+                                                f"type says {', '.join(sorted(typed))}")
+                    else:
+                        col.put(fact, table[c], f"{_ref(dx)}.stage")
+        if codes and not matched:
+            col.out.not_used.append(f"{_ref(dx)}: stage {codes[0][0]}|{codes[0][1]} is not in the mapping")
+        for a in stage.get("assessment", []) or []:
+            ref = a.get("reference") if isinstance(a, dict) else None
+            target = "/".join(ref.split("/_history/")[0].rstrip("/").split("/")[-2:]) if isinstance(ref, str) else None
+            if target is not None and target not in present:
+                col.out.not_used.append(f"{_ref(dx)}: stage.assessment {ref} is not in the prefetch, so it was not read")
+
+
+def _observation(obs: Mapping[str, Any], mapping: FhirMapping, col: _Collector, patient_id: str | None) -> None:
+    ref = _ref(obs)
+    codes = _codings(obs.get("code"))
+    stage_fact = next((mapping.stage_types[c] for c in codes if c in mapping.stage_types), None)
+    target = next((mapping.observations[c] for c in codes if c in mapping.observations), None)
+    if target is None and stage_fact is None:
+        shown = f"{codes[0][0]}|{codes[0][1]}" if codes else "no code"
+        col.out.not_used.append(f"{ref}: code {shown} is not in the mapping")
+        return
+    why = _subject_is(obs, patient_id)
+    if why is None and obs.get("status") not in USABLE_STATUS:
+        why = f"status {obs.get('status')} (only final, amended or corrected are used)"
+    if why is None and obs.get("dataAbsentReason") is not None:
+        absent = obs["dataAbsentReason"]
+        shown = (absent.get("text") or ", ".join(c for _, c in _codings(absent))) if isinstance(absent, dict) else absent
+        why = f"dataAbsentReason {shown}: the value is absent"
+    if why is not None:
+        col.out.not_used.append(f"{ref}: {why}")
+        return
+    if stage_fact is not None:
+        table = mapping.stages.get(stage_fact, {})
+        values = _codings(obs.get("valueCodeableConcept"))
+        hit = next((table[c] for c in values if c in table), None)
+        if hit is None:
+            shown = f"{values[0][0]}|{values[0][1]}" if values else "no valueCodeableConcept"
+            col.out.not_used.append(f"{ref}: {stage_fact} value {shown} is not in the mapping")
+        else:
+            col.put(stage_fact, hit, ref)
+        return
+    assert target is not None
+    fact, kind, values_map = target
+    value, problem = _value(obs, kind, values_map)
+    if problem:
+        col.out.not_used.append(f"{ref}: {problem}")
+    else:
+        col.put(fact, value, ref)
 
 
 def _value(obs: Mapping[str, Any], kind: str, values: Mapping[tuple[str, str], str]) -> tuple[Any, str | None]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import json
 import logging
 from typing import Any, Awaitable, Callable
@@ -259,7 +260,8 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
                 "summary": "CDS Hooks patient-view: FHIR R4 Patient, Condition, Observation in prefetch",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/CdsRequest"}}}},
-                "responses": {"200": {"description": "cards"}, "400": bad, "408": bad, "413": bad, "415": bad}}},
+                "responses": {"200": {"description": "cards"}, "400": bad, "408": bad, "412": bad, "413": bad,
+                              "415": bad}}},
         },
         "components": {"schemas": {"Patient": patient, "Result": result, "Problem": problem, "CdsRequest": cds}},
     }
@@ -268,7 +270,7 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
 def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_body: int = DEFAULT_MAX_BODY,
                max_patients: int = DEFAULT_MAX_PATIENTS, body_timeout: float = DEFAULT_BODY_TIMEOUT) -> Starlette:
     """The ASGI application around one engine (shared by all requests)."""
-    fhir = mapping or load_mapping(facts=engine.build.package.facts)
+    fhir = mapping or load_mapping(facts=engine.build.package.facts, outputs=engine.build.vocabulary)
 
     def evaluate_all(data: Any) -> Response:
         single = not isinstance(data, list)
@@ -329,11 +331,13 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         if data.get("hook") != "patient-view":
             problems.append({"pointer": "/hook", "code": "NB504", "detail": f"expected 'patient-view', found {shown(repr(data.get('hook')))}"})
         prefetch = data.get("prefetch")
-        if not isinstance(prefetch, dict) or not prefetch:
-            problems.append({"pointer": "/prefetch", "code": "NB502",
-                             "detail": "expected the prefetch of patient, conditions and observations (see /cds-services); "
-                                       "this service does not query FHIR servers"})
-        else:
+        if not problems and (prefetch is None or (isinstance(prefetch, dict) and all(v is None for v in prefetch.values()))):
+            # CDS Hooks 2.0: a service that cannot obtain the data it needs answers 412
+            raise _Problem(412, "the prefetch of patient, conditions and observations (see /cds-services) is missing; "
+                                "this service does not query FHIR servers, even when fhirServer is given")
+        if prefetch is not None and not isinstance(prefetch, dict):
+            problems.append({"pointer": "/prefetch", "code": "NB502", "detail": "expected an object of prefetch results"})
+        elif isinstance(prefetch, dict):
             for key, value in prefetch.items():
                 if value is not None and not isinstance(value, dict):
                     problems.append({"pointer": join_pointer("/prefetch", key), "code": "NB502",
@@ -347,7 +351,19 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         if problems:
             raise _Problem(400, "invalid CDS Hooks request", problems)
         base = str(request.base_url).rstrip("/")
-        return await run_in_threadpool(lambda: _json(cards_for(engine, fhir, data, reference_base=base)))
+        recorded = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return await run_in_threadpool(lambda: _json(cards_for(engine, fhir, data, reference_base=base,
+                                                               recorded=recorded)))
+
+    @_guard
+    async def cds_feedback(request: Request) -> Response:
+        # CDS Hooks 2.0 feedback: acknowledged (200), checked for its shape, not stored
+        data = await _body(request, max_body, body_timeout)
+        if not isinstance(data, dict) or not isinstance(data.get("feedback"), list) or not all(
+                isinstance(f, dict) and isinstance(f.get("card"), str) and isinstance(f.get("outcome"), str)
+                for f in data["feedback"]):
+            raise _Problem(400, "expected {\"feedback\": [{\"card\": <uuid>, \"outcome\": ...}, ...]}")
+        return _json({})
 
     async def reference(request: Request) -> Response:
         name = request.path_params["name"]
@@ -365,5 +381,6 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         Route("/openapi.json", openapi),
         Route("/cds-services", cds_discovery),
         Route(f"/cds-services/{service_id(engine)}", cds_service, methods=["POST"]),
+        Route(f"/cds-services/{service_id(engine)}/feedback", cds_feedback, methods=["POST"]),
         Route("/reference/{name}", reference),
     ])

@@ -146,9 +146,11 @@ def test_http_service_serves_the_other_package() -> None:
         request = {"hook": "patient-view", "prefetch": {
             "patient": {"resourceType": "Patient", "id": "p1", "birthDate": "2024-01-01"},
             "conditions": {"resourceType": "Condition", "id": "dx", "onsetDateTime": "2025-01-01",
+                           "subject": {"reference": "Patient/p1"},
                            "code": {"coding": [{"system": "http://example.org/fhir/CodeSystem/liver-tumour-facts",
                                                 "code": "hepatoblastoma"}]}},
             "observations": {"resourceType": "Observation", "id": "o1", "status": "final",
+                             "subject": {"reference": "Patient/p1"},
                              "code": {"coding": [{"system": "http://example.org/fhir/CodeSystem/liver-tumour-facts",
                                                   "code": "liver_sections_involved"}]},
                              "valueCodeableConcept": {"coding": [{

@@ -113,10 +113,10 @@ def test_cds_cards_for_a_complete_record(server: tuple[str, int]) -> None:
     stage = next(c for c in got if "INRGSS stage" in c["summary"])
     assert "MS (NCIt C133431)" in stage["summary"] and stage["indicator"] == "info"
     assert stage["extension"]["nbrules"]["codes"]["inrgss_stage"]["code"] == "C133431"
-    assert "Monclair" in stage["source"]["label"] and "rule MS" in stage["source"]["label"]
+    assert "Monclair" in stage["detail"] and len(stage["source"]["label"]) <= 80
     assert "Rule **MS**" in stage["detail"] and "criteria.md S9" in stage["detail"]
     cog = next(c for c in got if "version 2" in c["summary"])
-    assert "COG risk low" in cog["summary"] and "Irwin" in cog["source"]["label"]
+    assert "COG risk low" in cog["summary"] and "Irwin" in cog["detail"]
     missing = got[-1]
     # INSS comes from the surgical findings, which the record lacks; never from the INRGSS stage MS
     inss = next(c for c in got if "INSS stage" in c["summary"])
@@ -143,7 +143,7 @@ def test_cds_lists_what_it_cannot_map_and_never_guesses(server: tuple[str, int])
 
 def test_cds_bad_request(server: tuple[str, int]) -> None:
     status, _, body = call(server[0], "POST", "/cds-services/nbrules-neuroblastoma", {"hook": "order-sign"})
-    assert status == 400 and {e["pointer"] for e in body["errors"]} == {"/hook", "/prefetch"}
+    assert status == 400 and {e["pointer"] for e in body["errors"]} == {"/hook"}
 
 
 def test_watching_server_reloads_changed_rules(tmp_path: Path) -> None:
@@ -260,3 +260,44 @@ def test_cds_cards_link_the_cited_rows(server: tuple[str, int]) -> None:
     assert status == 200
     links = [link for card in body["cards"] for link in card.get("links", [])]
     assert {"label": "criteria.md S9", "url": f"{url}/reference/criteria.md#S9", "type": "absolute"} in links
+
+
+def conforms(body: dict[str, Any]) -> None:
+    """The CDS Hooks 2.0 response shape (specification, "CDS Service Response" and "Card
+    Attributes"): cards required; each card's uuid, summary < 140 characters, indicator
+    info/warning/critical, source with a label; links with label, url and type
+    absolute/smart; no null attribute."""
+    assert isinstance(body["cards"], list)
+    for card in body["cards"]:
+        assert isinstance(card["uuid"], str) and len(card["summary"]) < 140
+        assert card["indicator"] in ("info", "warning", "critical") and isinstance(card["source"]["label"], str)
+        assert all(v is not None for v in card.values()) and isinstance(card.get("detail", ""), str)
+        for link in card.get("links", []):
+            assert {"label", "url", "type"} <= set(link) and link["type"] in ("absolute", "smart")
+
+
+def test_cds_hooks_2_conformance_with_the_specification_example(server: tuple[str, int]) -> None:
+    url, _ = server
+    spec = json.loads((FHIR / "cds-spec-patient-view.json").read_text())
+    status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", spec)
+    assert status == 200 and body["cards"] == []  # the specification's patient has no neuroblastoma
+    conforms(body)
+    for name in ("ms-infant.json", "mcode-neuroblastoma-stages.json", "l1-amplified-not-operated.json"):
+        status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", json.loads((FHIR / name).read_text()))
+        assert status == 200 and body["cards"]
+        conforms(body)
+    without = {k: v for k, v in spec.items() if k != "prefetch"}  # fhirServer given, but this service never fetches
+    status, ctype, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", without)
+    assert status == 412 and ctype.startswith("application/problem+json") and "prefetch" in body["title"]
+    assert call(url, "POST", "/cds-services/nbrules-neuroblastoma", {**spec, "prefetch": {"patientToGreet": None}})[0] == 412
+
+
+def test_cds_feedback_endpoint(server: tuple[str, int]) -> None:
+    url, _ = server
+    feedback = {"feedback": [{"card": "9368d37b-283f-44a0-93ea-547cebab93ed", "outcome": "accepted",
+                              "acceptedSuggestions": [{"id": "e56e1945-20b3-4393-8503-a1a20fd73152"}],
+                              "outcomeTimestamp": "2020-12-11T00:00:00Z"}]}
+    status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma/feedback", feedback)
+    assert status == 200 and body == {}
+    status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma/feedback", {"feedback": "yes"})
+    assert status == 400

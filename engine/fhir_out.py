@@ -1,0 +1,186 @@
+"""nbrules results written back as FHIR R4 resources.
+
+Which outputs are written, and as what, is data: the ``results`` section of the FHIR
+mapping (``mappings/fhir-r4.yaml``).  ``as: stage`` gives an Observation following the
+mCODE cancer-stage profile named there (its ``code`` is the staging-system code of the
+mapping's ``stage_types``, its value the codes of the value in the knowledge package's
+vocabulary, ``facts.yaml``); ``as: risk`` gives a ``RiskAssessment`` whose ``basis``
+references the resources the decision's rules read.  Each such resource comes with a
+``Provenance`` listing the source resources and the rules that fired (decision, version,
+rule id, file:line, citations).  Outputs taken from the record as given, and outputs
+not determined, are not written back.
+
+Resources are identified by ``urn:uuid`` full URLs derived from the input and the
+knowledge, so the same input gives the same resources; only ``Provenance.recorded`` (an
+instant FHIR requires) is the caller's ``recorded``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .diagnostics import Diagnostic
+from .errors import PatientInputError
+from .fhir import FhirMapping, MappedFacts, map_resources
+from .patient import parse_patient_json
+from .results import Result
+
+__all__ = ["WrittenBack", "write_back", "transaction_bundle", "evaluate_fhir", "evaluate_fhir_json"]
+
+#: Terminology names used in facts.yaml, as FHIR code system URIs.
+SYSTEM_URIS = {"NCIt": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "SNOMED CT": "http://snomed.info/sct",
+               "LOINC": "http://loinc.org"}
+#: The code system of output values that have no standard code: ``<base><output>``.
+NBRULES_SYSTEM = "http://nbrules.dev/fhir/CodeSystem/"
+_NS = uuid.UUID("0d7b3a52-5e3f-4c1a-8f0e-6a2b9c4d1e73")
+
+
+@dataclass(frozen=True)
+class WrittenBack:
+    """One output as FHIR: the resource, its Provenance, and their ``urn:uuid`` URLs."""
+
+    output: str
+    decision: str
+    full_url: str
+    resource: dict[str, Any]
+    provenance_url: str
+    provenance: dict[str, Any]
+
+
+def _urn(*parts: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(_NS, ':'.join(parts))}"
+
+
+def _ref(source: str) -> str:
+    """``Condition/dx.onsetAge`` -> ``Condition/dx`` (the resource a fact came from)."""
+    type_, _, rest = source.partition("/")
+    return f"{type_}/{rest.split('.', 1)[0]}"
+
+
+def _concept(engine: Any, output: str, value: str) -> dict[str, Any]:
+    spec = engine.build.vocabulary.get(output)
+    label = dict(spec.labels).get(value, value) if spec is not None else value
+    codings = [{"system": SYSTEM_URIS.get(c.system, c.system), "code": c.code, **({"display": c.display} if c.display else {})}
+               for c in (spec.codes_of(value) if spec is not None else ())]
+    if not codings:
+        codings = [{"system": NBRULES_SYSTEM + output, "code": value}]
+    return {"coding": codings, "text": label}
+
+
+def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: MappedFacts, patient_id: str,
+               recorded: str) -> list[WrittenBack]:
+    """The determined outputs named in ``mapping.results`` as FHIR resources, in the
+    mapping's order.  ``patient_id`` is the Patient's id; ``recorded`` the FHIR instant
+    of ``Provenance.recorded`` (e.g. ``2026-11-29T15:00:00Z``)."""
+    written: list[WrittenBack] = []
+    urls: dict[str, str] = {}
+    decisions = {o: d for d in engine.decisions for o in d.decides}
+    patient = {"reference": f"Patient/{patient_id}"}
+    for output, spec in mapping.results.items():
+        value = result.outputs.get(output)
+        d = decisions.get(output)
+        if value is None or output in result.from_input or d is None:
+            continue
+        fired = [f for f in result.fired if f.decision == d.id]
+        basis: list[str] = []
+        for f in fired:
+            for fact in f.matched:
+                refs = [urls[fact]] if fact in urls else [_ref(s) for s in mapped.sources.get(fact, [])]
+                basis += [r for r in refs if r not in basis]
+        url = _urn(result.input_sha256, result.knowledge.sha256 if result.knowledge else "", output)
+        title = engine.build.vocabulary[output].title if output in engine.build.vocabulary else output
+        resource: dict[str, Any]
+        if spec["as"] == "stage":
+            type_code = next((c for c, fact in mapping.stage_types.items() if fact == output), None)
+            resource = {"resourceType": "Observation", "status": "final",
+                        "code": {"coding": [{"system": type_code[0], "code": type_code[1]}] if type_code else [],
+                                 "text": title},
+                        "subject": patient, "valueCodeableConcept": _concept(engine, output, value)}
+            if spec.get("profile"):
+                resource = {"resourceType": "Observation", "meta": {"profile": [spec["profile"]]},
+                            **{k: v for k, v in resource.items() if k != "resourceType"}}
+            if mapped.diagnosis:
+                resource["focus"] = [{"reference": mapped.diagnosis}]
+            if basis:
+                resource["derivedFrom"] = [{"reference": r} for r in basis]
+            if not resource["code"]["coding"]:
+                del resource["code"]["coding"]
+        else:
+            resource = {"resourceType": "RiskAssessment", "status": "final", "subject": patient,
+                        "method": {"text": f"{d.title} ({d.key})"}, "code": {"text": title},
+                        "prediction": [{"outcome": _concept(engine, output, value)}]}
+            if mapped.diagnosis:
+                resource["condition"] = {"reference": mapped.diagnosis}
+            if basis:
+                resource["basis"] = [{"reference": r} for r in basis]
+        provenance = {
+            "resourceType": "Provenance", "target": [{"reference": url}], "recorded": recorded,
+            "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                                            "code": "assembler"}]},
+                       "who": {"display": f"nbrules ({result.engine}); knowledge "
+                                          f"{result.knowledge.sha256[:12] if result.knowledge else 'unknown'}"}}],
+            "entity": [{"role": "source", "what": {"reference": r}} for r in basis]
+            + [{"role": "derivation", "what": {"display": f"{f.decision}@{f.version} rule {f.rule} ({f.source}); "
+                                                          f"cites {'; '.join(f.cite)}"}} for f in fired],
+        }
+        urls[output] = url
+        written.append(WrittenBack(output, d.id, url, resource, _urn(url, "provenance"), provenance))
+    return written
+
+
+def transaction_bundle(written: list[WrittenBack]) -> dict[str, Any]:
+    """A FHIR transaction Bundle that creates the resources and their Provenance."""
+    entries = []
+    for w in written:
+        for url, res in ((w.full_url, w.resource), (w.provenance_url, w.provenance)):
+            entries.append({"fullUrl": url, "resource": res, "request": {"method": "POST", "url": res["resourceType"]}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def evaluate_fhir(engine: Any, bundle: Mapping[str, Any], mapping: FhirMapping, recorded: str,
+                  patient_id: str | None = None) -> tuple[Result, MappedFacts, dict[str, Any]]:
+    """Evaluate a patient given as a FHIR Bundle (or any resource the mapping reads).
+
+    Returns the result, what was read (:class:`MappedFacts`: facts, sources, resources
+    not used) and a transaction Bundle creating the results as FHIR (empty when the
+    Bundle has no Patient id or no diagnosis).  Raises
+    :class:`~nbrules.errors.PatientInputError` when the facts read contradict each other.
+    """
+    mapped = map_resources({"bundle": bundle}, mapping, patient_id)
+    result = engine.evaluate(mapped.facts)
+    if patient_id is None:
+        patient_id = next((str(e["resource"]["id"]) for e in bundle.get("entry", []) or []
+                           if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+                           and e["resource"].get("resourceType") == "Patient" and isinstance(e["resource"].get("id"), str)),
+                          None)
+    written = write_back(engine, result, mapping, mapped, patient_id, recorded) \
+        if patient_id is not None and mapped.diagnosis is not None else []
+    return result, mapped, transaction_bundle(written)
+
+
+def evaluate_fhir_json(engine: Any, text: str | bytes, mapping: FhirMapping, recorded: str,
+                       max_bytes: int | None = None) -> dict[str, Any]:
+    """``nbrules evaluate --fhir``: a FHIR Bundle (or resource) as JSON text in;
+    ``{"result", "read", "fhir"}`` out: the nbrules result, what was read from the
+    resources (``diagnosis``, ``age``, ``notUsed``, ``conflicts`` and where each fact came
+    from), and the transaction Bundle creating the results.  ``recorded`` is used when the
+    Bundle has no ``timestamp``.  Raises :class:`PatientInputError` (NB501/NB509/NB551
+    for the JSON, NB570 when it is not a FHIR resource, or the patient diagnostics).
+    """
+    data, diags = parse_patient_json(text, max_bytes)
+    if diags:
+        raise PatientInputError("the FHIR input is not valid JSON", diags)
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+        found = type(data).__name__ if not isinstance(data, dict) else "an object without resourceType"
+        raise PatientInputError("the FHIR input is not a FHIR resource", [Diagnostic(
+            code="NB570", pointer="" if not isinstance(data, dict) else "/resourceType",
+            message=f"expected a FHIR resource or Bundle, found {found}")])
+    when = str(data["timestamp"]) if isinstance(data.get("timestamp"), str) else recorded
+    bundle = data if data["resourceType"] == "Bundle" else {"resourceType": "Bundle", "entry": [{"resource": data}]}
+    result, mapped, out = evaluate_fhir(engine, bundle, mapping, when)
+    read = {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,
+            "sources": mapped.sources, "notUsed": mapped.not_used, "conflicts": mapped.conflicts,
+            "incomplete": mapped.incomplete, "failedFetches": mapped.failed}
+    return {"result": result.to_dict(), "read": read, "fhir": out}

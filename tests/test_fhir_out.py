@@ -1,0 +1,95 @@
+"""Results written back as FHIR (engine/fhir_out.py), validated with the fhir.resources
+R4B models (the FHIR R4 resources used here are unchanged in R4B).  Clinical values are
+those of criteria.md for the MS infant of tests/data/fhir/ms-infant.json (INRGSS MS:
+metastases confined to skin, liver and marrow before 18 months, criteria.md S9)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbrules.cds import cards_for
+from nbrules.fhir import load_mapping
+from nbrules.fhir_out import evaluate_fhir
+from nbrules import RuleEngine
+
+resources = pytest.importorskip("fhir.resources.R4B")
+from fhir.resources.R4B.bundle import Bundle  # noqa: E402
+
+FHIR = Path(__file__).resolve().parent / "data" / "fhir"
+MAPPING = load_mapping()
+NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
+WHEN = "2026-11-29T15:00:00Z"
+
+
+def as_bundle(request: dict[str, Any]) -> dict[str, Any]:
+    """The prefetch of a CDS Hooks request as one collection Bundle."""
+    entries = []
+    for value in request["prefetch"].values():
+        entries += [e["resource"] for e in value.get("entry", [])] if value["resourceType"] == "Bundle" else [value]
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in entries]}
+
+
+def test_stage_risk_and_provenance_are_valid_fhir_and_reference_what_was_used(engine: RuleEngine) -> None:
+    bundle = as_bundle(json.loads((FHIR / "ms-infant.json").read_text()))
+    result, mapped, out = evaluate_fhir(engine, bundle, MAPPING, WHEN)
+    Bundle.model_validate(out)  # every entry validated against the FHIR model
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for e in out["entry"]:
+        by_type.setdefault(e["resource"]["resourceType"], []).append(e)
+    [stage] = [e for e in by_type["Observation"] if e["resource"]["code"]["coding"][0]["code"] == "C133427"]
+    assert stage["resource"]["valueCodeableConcept"]["coding"] == [{"system": NCIT, "code": "C133431"}]
+    assert stage["resource"]["meta"]["profile"] == [
+        "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-neuroblastoma-inrgss-stage"]
+    assert stage["resource"]["focus"] == [{"reference": "Condition/dx-1"}]
+    cog = next(e for e in by_type["RiskAssessment"] if e["resource"]["code"]["text"] == "COG risk")
+    assert cog["resource"]["prediction"][0]["outcome"]["coding"][0]["code"] == "low"
+    basis = {b["reference"] for b in cog["resource"]["basis"]}
+    assert stage["fullUrl"] in basis  # the COG risk group read the INRGSS stage written above
+    assert basis - {stage["fullUrl"]} <= {"Patient/p1", "Condition/dx-1"} | {
+        f"Observation/{e['resource']['id']}" for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"}
+    provenance = next(e["resource"] for e in by_type["Provenance"] if e["resource"]["target"] == [{"reference": cog["fullUrl"]}])
+    rules = [x["what"]["display"] for x in provenance["entity"] if x["role"] == "derivation"]
+    assert rules and all("rule" in r and ".yaml:" in r for r in rules) and provenance["recorded"] == WHEN
+    again = evaluate_fhir(engine, bundle, MAPPING, WHEN)[2]
+    assert json.dumps(again, sort_keys=True) == json.dumps(out, sort_keys=True)  # deterministic
+
+
+def test_nothing_is_written_for_what_was_given_or_not_determined(engine: RuleEngine) -> None:
+    bundle = as_bundle(json.loads((FHIR / "l1-amplified-not-operated.json").read_text()))
+    result, _, out = evaluate_fhir(engine, bundle, MAPPING, WHEN)
+    Bundle.model_validate(out)
+    written = {e["resource"].get("code", {}).get("text") for e in out["entry"]}
+    assert "INRGSS stage" not in written  # L1 was taken from the record, not derived
+    assert result.outputs.get("cog_risk") is None and "COG risk" not in written
+
+
+def test_cards_offer_suggestions_that_create_the_results(engine: RuleEngine) -> None:
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    body = cards_for(engine, MAPPING, request, recorded=WHEN)
+    stage = next(c for c in body["cards"] if "INRGSS stage" in c["summary"])
+    [suggestion] = stage["suggestions"]
+    assert stage["selectionBehavior"] == "any" and [a["type"] for a in suggestion["actions"]] == ["create", "create"]
+    obs, prov = (a["resource"] for a in suggestion["actions"])
+    Bundle.model_validate({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": obs}, {"resource": prov}]})
+    assert obs["valueCodeableConcept"]["coding"][0]["code"] == "C133431" and prov["resourceType"] == "Provenance"
+
+
+def test_cli_evaluate_fhir_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nbrules.cli import main
+
+    bundle = {**as_bundle(json.loads((FHIR / "ms-infant.json").read_text())), "timestamp": WHEN}
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    assert main(["evaluate", "--fhir", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["result"]["outputs"]["inrgss_stage"] == "MS" and out["read"]["diagnosis"] == "Condition/dx-1"
+    assert out["read"]["age"]["element"] == "onsetDateTime"
+    Bundle.model_validate(out["fhir"])
+    assert {e["resource"]["recorded"] for e in out["fhir"]["entry"] if e["resource"]["resourceType"] == "Provenance"} == {WHEN}
+    path.write_text(json.dumps({"age_days": 100}))  # a patient record, not FHIR
+    assert main(["evaluate", "--fhir", str(path)]) == 2
+    assert "NB570" in capsys.readouterr().err
