@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .conditions import condition_refs, params_in, tests_in
+from .constraints import PLACEHOLDER, ConstraintSet
 from .diagnostics import Diagnostic, did_you_mean
 from .loader import LoadedFile, join_pointer
 from .model import (
@@ -25,6 +26,8 @@ from .model import (
     ExpectIndeterminate,
     Not,
     ParamRef,
+    Constraint,
+    DecisionRef,
     ParamTest,
     Parameter,
     Rule,
@@ -35,7 +38,7 @@ from .patient import PatientValidator
 from .validator import describe_value
 from .vocabulary import FactSpec
 
-__all__ = ["CheckResult", "check_files", "dependency_order", "output_vocabulary"]
+__all__ = ["CheckResult", "check_files", "check_constraints", "dependency_order", "in_force", "output_vocabulary"]
 
 _SCALAR_OPS = ("is", "in")
 _NUMBER_OPS = ("less_than", "at_most", "greater_than", "at_least")
@@ -369,7 +372,9 @@ class _FileChecker:
         fact = c["fact"]
         op = next(k for k in c if k != "fact")
         raw = c[op]
-        value: Any = ParamRef(raw["param"]) if isinstance(raw, dict) else _freeze(raw)
+        value: Any = _freeze(raw)
+        if isinstance(raw, dict):
+            value = DecisionRef(raw["decision"], raw["output"]) if "decision" in raw else ParamRef(raw["param"])
         test = Test(fact, op, value, ptr)
         spec = self.vocab.get(fact)
         if spec is None:
@@ -382,7 +387,9 @@ class _FileChecker:
         if not self._op_fits(spec, op, ptr):
             return test
         vptr = f"{ptr}/{op}"
-        if isinstance(value, ParamRef):
+        if isinstance(value, DecisionRef):
+            self._decision_ref(spec, value, vptr)
+        elif isinstance(value, ParamRef):
             p = self.params.get(value.name)
             if p is None:
                 self.err("NB305", f"parameter '{value.name}' is not declared", f"{vptr}/param",
@@ -394,6 +401,11 @@ class _FileChecker:
         else:
             self._value_fits(spec, op, value, vptr, "")
         return test
+
+    def _decision_ref(self, spec: FactSpec, ref: DecisionRef, ptr: str) -> None:
+        self.err("NB350", f"{{decision: {ref.decision}, output: {ref.output}}} may only be used in input "
+                          f"constraints (constraints.yaml)", ptr,
+                 hint="a rule reads another decision's output as a fact: add the output to reads and test it")
 
     def _op_fits(self, spec: FactSpec, op: str, ptr: str) -> bool:
         kind = spec.kind
@@ -588,3 +600,99 @@ def _kind(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "list"
     return "text"
+
+
+# -- input constraints (constraints.yaml) ------------------------------------------------
+
+
+class _ConstraintChecker(_FileChecker):
+    """Checks a package's ``constraints.yaml``: conditions as in rule files (any fact of the
+    vocabulary may be tested), decision references, message placeholders, citations."""
+
+    def __init__(self, f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
+                 decisions: Mapping[str, Decision]) -> None:
+        super().__init__(f, vocab, inputs, PatientValidator(inputs), set())
+        self.reads = tuple(vocab)
+        self.decisions = decisions
+
+    def _decision_ref(self, spec: FactSpec, ref: DecisionRef, ptr: str) -> None:
+        d = self.decisions.get(ref.decision)
+        if d is None:
+            self.err("NB351", f"decision '{ref.decision}' is not defined in this package", f"{ptr}/decision",
+                     hint=did_you_mean(ref.decision, self.decisions) or f"decisions: {', '.join(sorted(self.decisions))}")
+            return
+        values = d.decides.get(ref.output)
+        if values is None:
+            self.err("NB351", f"decision '{ref.decision}' does not decide '{ref.output}'", f"{ptr}/output",
+                     hint=did_you_mean(ref.output, d.decides) or f"it decides: {', '.join(d.decides)}")
+            return
+        if spec.kind != "enum" or any(v not in spec.values for v in values):
+            self.err("NB352", f"{spec.name} is {spec.describe()}; {ref.decision} gives {ref.output} one of "
+                              f"{', '.join(values)}", ptr, hint="compare a fact with an output of the same value set")
+
+    def constraints(self) -> list[Constraint]:
+        out: list[Constraint] = []
+        seen: set[str] = set()
+        for i, c in enumerate(self.data.get("constraints", [])):
+            ptr = f"/constraints/{i}"
+            if c["id"] in seen:
+                self.err("NB353", f"constraint id '{c['id']}' is used twice", f"{ptr}/id",
+                         hint="give each constraint its own id")
+            seen.add(c["id"])
+            if c["fact"] not in self.inputs:
+                self.err("NB301", f"fact '{c['fact']}' is not a patient fact", f"{ptr}/fact",
+                         hint=did_you_mean(c["fact"], self.inputs) or "name the patient fact the message is about")
+            named = self.data.get("conditions", {})
+            when = self._condition(c["when"], f"{ptr}/when", named) if "when" in c else None
+            require = self._condition(c["require"], f"{ptr}/require", named)
+            for name in PLACEHOLDER.findall(c["message"]):
+                did, _, out_name = name.partition(".")
+                known = (out_name in self.decisions[did].decides) if out_name and did in self.decisions \
+                    else (not out_name and name in self.vocab)
+                if not known:
+                    self.err("NB354", f"'{{{name}}}' in the message names neither a fact nor a decision's output",
+                             f"{ptr}/message", hint="write {fact_name} or {decision-id.output}")
+            cite = self._cites(c["cite"], f"{ptr}/cite")
+            span = self.f.span(ptr)
+            out.append(Constraint(c["id"], c["fact"], c["severity"], when, require, c["message"], c.get("hint", ""),
+                                  cite, ptr, span.line if span else 1))
+        for key in self.sources:
+            if key not in self.cited:
+                self.diags.append(self.f.diag("NB331", f"source '{key}' is never cited",
+                                              join_pointer("/sources", key), key=True))
+        return out
+
+
+def in_force(decisions: Sequence[Decision]) -> dict[str, Decision]:
+    """Per decision id, the version a reference means by default: the newest active one,
+    else the newest of any status."""
+    out: dict[str, Decision] = {}
+    for d in decisions:
+        cur = out.get(d.id)
+        rank = (d.status == "active", d.version_key)
+        if cur is None or rank > (cur.status == "active", cur.version_key):
+            out[d.id] = d
+    return out
+
+
+def check_constraints(f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
+                      decisions: Sequence[Decision]) -> tuple[ConstraintSet | None, list[Diagnostic]]:
+    """Check a (loaded, schema-valid) ``constraints.yaml``; attach the set to every decision
+    and check the decisions' example cases against it (NB312).  The set is None when the
+    file has errors."""
+    by_id = in_force(decisions)
+    cc = _ConstraintChecker(f, vocab, inputs, by_id)
+    named = cc._named_conditions()
+    items = cc.constraints()
+    diags = list(cc.diags)
+    if any(d.is_error for d in diags):
+        return None, diags
+    cset = ConstraintSet(items, by_id, named, cc.sources, f.source.display)
+    for d in decisions:
+        object.__setattr__(d, "constraints", cset)
+        for case in d.cases:
+            for v in cset.check(case.given, {d.id: d.param_values(case.parameters)}):
+                diags.append(d.file.diag("NB312", f"case '{case.name}': {v.message}",
+                                         f"{case.pointer}/given{v.pointer}" if (v.pointer or "").lstrip("/") in case.given
+                                         else f"{case.pointer}/given", hint=v.hint, severity=v.severity))
+    return cset, diags

@@ -100,6 +100,11 @@ CODES: dict[str, Code] = _registry(
     Code("NB332", "unused-read", W, "a fact in `reads` is never tested"),
     Code("NB333", "unused-condition", W, "a named condition is never used"),
     Code("NB334", "bad-alternative", E, "a parameter alternative has a different type from its value"),
+    Code("NB350", "decision-ref-misplaced", E, "a rule file compares a fact with a decision's result"),
+    Code("NB351", "unknown-decision-ref", E, "a constraint refers to a decision or output that does not exist"),
+    Code("NB352", "decision-ref-mismatch", E, "a constraint compares a fact with an output of another value set"),
+    Code("NB353", "duplicate-constraint", E, "two input constraints have the same id"),
+    Code("NB354", "bad-placeholder", E, "a constraint's message names neither a fact nor a decision's output"),
     # compile
     Code("NB401", "engine-rejected", E, "durable-rules refused the compiled ruleset (a bug in nbrules)"),
     # evaluate (patient input and runtime)
@@ -111,8 +116,8 @@ CODES: dict[str, Code] = _registry(
     Code("NB506", "input-duplicate", E, "a list repeats an item, or an object repeats a key"),
     Code("NB507", "input-not-object", E, "the patient record is not a JSON object"),
     Code("NB508", "missing-id", E, "a cohort or batch row has no identifier"),
-    Code("NB510", "contradiction", E, "two patient facts contradict each other"),
-    Code("NB511", "suspicious-input", W, "two patient facts are unlikely together"),
+    Code("NB510", "contradiction", E, "patient facts violate an input constraint (they cannot all be true)"),
+    Code("NB511", "suspicious-input", W, "patient facts violate a warning constraint (they are unlikely together)"),
     Code("NB520", "rules-disagree", W, "rules of one decision set different values for an output"),
     Code("NB521", "given-differs", W, "a value given in the input differs from what the rules derive"),
     Code("NB530", "engine-failure", E, "the rule engine failed while evaluating"),

@@ -8,11 +8,14 @@ the JSON pointer of its origin so later stages can point back into the file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from .loader import LoadedFile
 from .sources import RuleSource
 from .vocabulary import FactSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .constraints import ConstraintSet
 
 __all__ = [
     "All",
@@ -20,7 +23,9 @@ __all__ = [
     "Case",
     "CondRef",
     "Condition",
+    "Constraint",
     "Decision",
+    "DecisionRef",
     "ExpectIndeterminate",
     "Not",
     "ParamRef",
@@ -56,6 +61,15 @@ class ParamRef:
 
 
 @dataclass(frozen=True)
+class DecisionRef:
+    """``{decision: id, output: name}`` used in place of a literal (input constraints only):
+    the value that decision derives for that output from the same patient's facts."""
+
+    decision: str
+    output: str
+
+
+@dataclass(frozen=True)
 class Test:
     """A test on one fact: ``{fact: age_days, less_than: 547}``."""
 
@@ -63,7 +77,7 @@ class Test:
 
     fact: str
     op: str
-    value: Any  # scalar, tuple of scalars, bool (empty/known) or ParamRef
+    value: Any  # scalar, tuple of scalars, bool (empty/known), ParamRef or DecisionRef
     pointer: str
 
 
@@ -140,6 +154,28 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """One input constraint of a package's ``constraints.yaml``.
+
+    A patient record *violates* it when ``when`` is true and ``require`` is false
+    (three-valued: a constraint on a missing fact is never violated).  ``fact`` is the
+    fact the message is about (its JSON pointer is ``/fact``); ``severity`` is
+    ``error`` (NB510, the record is refused) or ``warning`` (NB511).
+    """
+
+    id: str
+    fact: str
+    severity: str
+    when: "Condition | None"
+    require: "Condition"
+    message: str
+    hint: str
+    cite: tuple[str, ...]
+    pointer: str
+    line: int
+
+
+@dataclass(frozen=True)
 class ExpectIndeterminate:
     candidates: tuple[str, ...]
     missing: tuple[str, ...]
@@ -180,6 +216,8 @@ class Decision:
     cases: tuple[Case, ...]
     source: RuleSource
     file: LoadedFile = field(repr=False)
+    #: The package's input constraints (set once the constraints file is checked).
+    constraints: "ConstraintSet | None" = field(default=None, repr=False)
 
     @property
     def key(self) -> str:

@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .checker import check_files, dependency_order
+from .checker import check_constraints, check_files, dependency_order
+from .constraints import ConstraintSet
 from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import LoadedFile, load_source
 from .model import Decision
 from .resources import bundled_rules_dir
 from .sources import RuleSource, directory_sources
-from .validator import validate_rule_file
+from .validator import validate_file
 from .vocabulary import FactSpec, input_facts
 
-__all__ = ["RuleSetBuild", "build_sources", "build_directory", "build_bundled"]
+__all__ = ["PACKAGE_FILES", "RuleSetBuild", "build_sources", "build_directory", "build_bundled"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class RuleSetBuild:
     vocabulary: Mapping[str, FactSpec]
     files: tuple[LoadedFile, ...]
     label: str
+    #: The package's input constraints (None without a valid constraints.yaml).
+    constraints: ConstraintSet | None = None
 
     @property
     def ok(self) -> bool:
@@ -47,9 +50,18 @@ class RuleSetBuild:
         return not any(d.is_error and d.path == display for d in self.diagnostics)
 
 
+#: Files at the root of a rules directory recognised by name, with their JSON Schema;
+#: every other ``*.yaml`` file is a decision (rule file).
+PACKAGE_FILES: Mapping[str, str] = {
+    "constraints.yaml": "constraints.schema.json",
+}
+
+
 def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSetBuild:
-    """Load, validate and check ``sources``."""
+    """Load, validate and check ``sources``: decisions, then the package files."""
     diags: list[Diagnostic] = []
+    package = {s.name: s for s in sources if s.name in PACKAGE_FILES}
+    sources = [s for s in sources if s.name not in PACKAGE_FILES]
     if not sources:
         diags.append(Diagnostic(code="NB108", message=f"no rule files (*.yaml) found in {label}", path=label,
                                 hint="point --rules at a directory of rule files"))
@@ -69,30 +81,42 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
         if pruned is not None:
             checkable.append(pruned[0])
             ignored[f.source.display] = pruned[1]
-    checked = check_files(checkable, input_facts(), ignored)
+    inputs = input_facts()
+    checked = check_files(checkable, inputs, ignored)
     diags.extend(checked.diagnostics)
     decisions = tuple(dependency_order(checked.decisions))
-    return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), checked.vocabulary, tuple(loaded), label)
+    constraints = None
+    if "constraints.yaml" in package:
+        f, schema_diags = _load_and_validate(package["constraints.yaml"], PACKAGE_FILES["constraints.yaml"])
+        loaded.append(f)
+        diags.extend(f.diagnostics)
+        diags.extend(schema_diags)
+        if f.ok and not has_errors(schema_diags):
+            constraints, cdiags = check_constraints(f, checked.vocabulary, inputs, decisions)
+            diags.extend(cdiags)
+    return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), checked.vocabulary, tuple(loaded), label,
+                        constraints)
 
 
-_MEMO: "OrderedDict[tuple[str, str], tuple[LoadedFile, tuple[Diagnostic, ...]]]" = OrderedDict()
+_MEMO: "OrderedDict[tuple[str, str, str], tuple[LoadedFile, tuple[Diagnostic, ...]]]" = OrderedDict()
 _MEMO_LOCK = threading.Lock()
 _MEMO_SIZE = 512
 
 
-def _load_and_validate(source: RuleSource) -> tuple[LoadedFile, tuple[Diagnostic, ...]]:
+def _load_and_validate(source: RuleSource,
+                       schema: str = "ruleset.schema.json") -> tuple[LoadedFile, tuple[Diagnostic, ...]]:
     """Load and validate one file, memoised by display path and content hash (both stages
     are pure functions of the bytes; later stages never modify what they return)."""
     if source.read_error is not None:
         return load_source(source), ()
-    key = (source.display, source.sha256)
+    key = (source.display, source.sha256, schema)
     with _MEMO_LOCK:
         hit = _MEMO.get(key)
         if hit is not None:
             _MEMO.move_to_end(key)
             return hit
     f = load_source(source)
-    result = (f, tuple(validate_rule_file(f)) if f.ok else ())
+    result = (f, tuple(validate_file(f, schema)) if f.ok else ())
     with _MEMO_LOCK:
         _MEMO[key] = result
         if len(_MEMO) > _MEMO_SIZE:

@@ -13,8 +13,11 @@ every box is settled.  The answer is exact:
 A rule that fired with facts still missing holds for every completion, because a
 test on a missing fact never matches; the exception is a ``known: false`` test, so
 rules with one are not trusted until the fact it tests has been filled in.
-Completions no patient can have (input contradictions) are skipped, and a fact
-that cannot apply (a grade for a ganglioneuroma) stays unknown.
+Completions no patient can have (they violate an input constraint of the package)
+are skipped, and a fact that a constraint forbids for the patient (a grade for a
+ganglioneuroma) is never asked for: an output that only it could settle is *not
+applicable*, naming the constraint.  Constraints are judged on the decision's view
+plus the *context*: the other known facts its constraints test.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from .backend import EngineRuleset
 from .compiler import CompiledRule, Program, engine_fact
 from .diagnostics import Diagnostic
 from .errors import EngineError
-from .patient import is_contradictory
 from .results import FiredRule
 
 __all__ = ["DecisionRunner", "DecisionOutcome", "OutputOutcome"]
@@ -66,6 +68,8 @@ class _Leaf:
     values: dict[str, frozenset[str] | None]
     rules: dict[str, frozenset[str]]
     scopes: frozenset[str] = field(default_factory=frozenset)
+    #: (fact, constraint id) of missing facts that a constraint forbids here.
+    inapplicable: tuple[tuple[str, str], ...] = ()
 
 
 class DecisionRunner:
@@ -89,6 +93,13 @@ class DecisionRunner:
         self.engine_runs = 0
         self._reads = tuple(self.decision.reads)
         self._pending = {f: frozenset(v) for f, v in self.decision.pending.items()}
+        cset = self.decision.constraints
+        bound = cset.bound({self.decision.id: program.params}) if cset is not None else ()
+        reads = set(self._reads)
+        #: Error constraints that test a fact this decision reads.
+        self._limits = tuple(b for b in bound if b.is_error and b.facts & reads)
+        #: Facts outside ``reads`` those constraints test: the context of :meth:`decide`.
+        self.context_facts: tuple[str, ...] = tuple(sorted({f for b in self._limits for f in b.facts} - reads))
         # what every trace entry of a rule repeats, computed once
         d = self.decision
         self._static: dict[int, tuple[FiredRule, tuple[str, ...]]] = {}
@@ -113,6 +124,17 @@ class DecisionRunner:
         hits = sorted((self._by_name[n] for n in names), key=lambda r: r.index)
         return [r for r in hits if not r.is_scope], [r for r in hits if r.is_scope]
 
+    def context(self, known: Mapping[str, Any]) -> dict[str, Any]:
+        """The known facts outside ``reads`` that this decision's constraints test."""
+        return {name: known[name] for name in self.context_facts if name in known}
+
+    def _violated(self, facts: Mapping[str, Any]) -> str | None:
+        """Id of the first error constraint ``facts`` violate, or None."""
+        for b in self._limits:
+            if b.holds(facts):
+                return b.constraint.id
+        return None
+
     def view(self, known: Mapping[str, Any]) -> dict[str, Any]:
         """The facts this decision sees: what it reads, minus pending values."""
         pending = self._pending
@@ -125,20 +147,24 @@ class DecisionRunner:
         return FiredRule(order, p.decision, p.version, p.rule, p.source, p.cite, {f: view.get(f) for f in facts},
                          dict(p.set), dict(p.parameters), p.encoded)
 
-    def decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]] | None = None) -> DecisionOutcome:
+    def decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]] | None = None,
+               context: Mapping[str, Any] | None = None) -> DecisionOutcome:
         """Run the decision on ``view`` (known facts only); ``restrict`` limits unknown
-        derived facts to the values their own decision left open."""
+        derived facts to the values their own decision left open; ``context`` holds the
+        other known facts its input constraints test (:meth:`context`)."""
         restrict = restrict or {}
+        context = context or {}
         key = None
         if self._cache_size:
             key = (self.program.domain.classify(view),
-                   tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else ())
+                   tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else (),
+                   _frozen(context))
             with self._cache_lock:
                 hit = self._cache.get(key)
                 if hit is not None:
                     self._cache.move_to_end(key)
                     return hit
-        outcome = self._decide(view, restrict)
+        outcome = self._decide(view, restrict, context)
         if key is not None:
             with self._cache_lock:
                 self._cache[key] = outcome
@@ -146,7 +172,8 @@ class DecisionRunner:
                     self._cache.popitem(last=False)
         return outcome
 
-    def _decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> DecisionOutcome:
+    def _decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],
+                context: Mapping[str, Any]) -> DecisionOutcome:
         fired, scopes = self._fire(view)
         results: dict[str, OutputOutcome] = {}
         open_outputs: list[str] = []
@@ -165,7 +192,7 @@ class DecisionRunner:
                 for out in open_outputs:
                     results[out] = self._no_rule(scopes)
             else:
-                results.update(self._open_outputs(view, unknown, restrict, tuple(open_outputs)))
+                results.update(self._open_outputs(view, unknown, restrict, tuple(open_outputs), context))
         ordered = {out: results[out] for out in self._outputs}
         return DecisionOutcome(tuple(fired), tuple(scopes), ordered)
 
@@ -184,16 +211,16 @@ class DecisionRunner:
         return list(range(len(part)))
 
     def _open_outputs(self, view: Mapping[str, Any], unknown: tuple[str, ...], restrict: Mapping[str, Sequence[str]],
-                      outputs: tuple[str, ...]) -> dict[str, OutputOutcome]:
+                      outputs: tuple[str, ...], context: Mapping[str, Any]) -> dict[str, OutputOutcome]:
         """What the missing facts allow for ``outputs``.  A pure function of the cell of
-        ``view``, so it is memoised (bounded)."""
+        ``view`` and the context, so it is memoised (bounded)."""
         key = (self.program.domain.classify(view), unknown,
-               tuple(sorted((k, tuple(v)) for k, v in restrict.items())), outputs)
+               tuple(sorted((k, tuple(v)) for k, v in restrict.items())), outputs, _frozen(context))
         with self._cache_lock:
             hit = self._analysis.get(key)
         if hit is not None:
             return hit
-        leaves = self._analyse(view, unknown, restrict)
+        leaves = self._analyse(view, unknown, restrict, context)
         result = {out: self._summarise(out, leaves, unknown, restrict) for out in outputs}
         with self._cache_lock:
             self._analysis[key] = result
@@ -202,16 +229,16 @@ class DecisionRunner:
         return result
 
     def _analyse(self, view: Mapping[str, Any], unknown: tuple[str, ...],
-                 restrict: Mapping[str, Sequence[str]]) -> list[_Leaf]:
+                 restrict: Mapping[str, Sequence[str]], context: Mapping[str, Any]) -> list[_Leaf]:
         """Split the unknown facts into cells until the engine settles every box."""
         domain = self.program.domain
         leaves: list[_Leaf] = []
 
-        def visit(cells: dict[str, int], remaining: tuple[str, ...]) -> None:
+        def visit(cells: dict[str, int], remaining: tuple[str, ...], inapplicable: tuple[tuple[str, str], ...]) -> None:
             facts = dict(view)
             for fact, idx in cells.items():
                 facts[fact] = domain.partitions[fact].cells[idx].representative
-            if cells and is_contradictory(facts):
+            if cells and self._violated({**context, **facts}):
                 return  # no patient has these facts (e.g. an MKI class for a ganglioneuroma)
             rules, scopes = self._fire(facts)
             pending = set(remaining)
@@ -230,18 +257,20 @@ class DecisionRunner:
                     values.setdefault(out, None)
                     setters.setdefault(out, frozenset())
                 leaves.append(_Leaf(dict(cells), remaining, values, setters,
-                                    frozenset(s.rule.id for s in trusted_scopes)))
+                                    frozenset(s.rule.id for s in trusted_scopes), inapplicable))
                 return
             fact, rest = remaining[0], remaining[1:]
             part = domain.partitions[fact]
-            options = [idx for idx in self._allowed(fact, restrict)
-                       if not is_contradictory({**facts, fact: part.cells[idx].representative})]
-            if not options and self._allowed(fact, restrict):
-                visit(cells, rest)  # inapplicable here (a grade for a ganglioneuroma): the fact stays unknown
+            allowed = self._allowed(fact, restrict)
+            blocked = [self._violated({**context, **facts, fact: part.cells[idx].representative}) for idx in allowed]
+            options = [idx for idx, why in zip(allowed, blocked) if why is None]
+            if not options and allowed:
+                # forbidden here by a constraint (a grade for a ganglioneuroma): the fact stays unknown
+                visit(cells, rest, inapplicable + ((fact, str(blocked[0])),))
             for idx in options:
-                visit({**cells, fact: idx}, rest)
+                visit({**cells, fact: idx}, rest, inapplicable)
 
-        visit({}, unknown)
+        visit({}, unknown, ())
         return leaves
 
     def _summarise(self, out: str, leaves: list[_Leaf], order: tuple[str, ...],
@@ -264,6 +293,11 @@ class DecisionRunner:
         if not candidates:
             if reasons:
                 return OutputOutcome("not_applicable", reason=reasons[0][0], scope=reasons[0][1])
+            if leaves and all(leaf.inapplicable for leaf in leaves):
+                fact, cid = leaves[0].inapplicable[0]
+                return OutputOutcome("not_applicable",
+                                     reason=f"needs {fact}, which does not apply to this patient "
+                                            f"(input constraint {cid})")
             blocked = [f for f in order if f in restrict and not self._allowed(f, restrict)]
             if blocked:
                 return OutputOutcome("not_applicable",
@@ -295,6 +329,10 @@ class DecisionRunner:
                     break
                 groups.setdefault(rest, val)
         return tuple(relevant)
+
+
+def _frozen(facts: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in facts.items()))
 
 
 def _expand(leaf: _Leaf, order: tuple[str, ...], allowed: Any) -> Iterable[tuple[int, ...]]:

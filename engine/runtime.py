@@ -114,6 +114,8 @@ class _State:
         self.build = build
         self.version_warnings = tuple(d for d in version_diags if not d.is_error)
         self.decisions: tuple[Decision, ...] = tuple(chosen)
+        constraints = build.constraints.rebind(chosen) if build.constraints is not None else None
+        self.validator = PatientValidator(input_facts(), constraints=constraints)
         runners: list[DecisionRunner] = []
         try:
             for d in self.decisions:
@@ -157,7 +159,6 @@ class RuleEngine:
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._state = _State(build, self._use, cache_size)
-        self._validator = PatientValidator(input_facts())
         self._engine_label = f"nbrules {__version__}"
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
@@ -315,7 +316,7 @@ class RuleEngine:
 
     def check_patient(self, facts: Any) -> list[Diagnostic]:
         """Every problem of a patient record (errors and warnings), without evaluating."""
-        return self._validator.check(facts)
+        return self._state.validator.check(facts)
 
     def evaluate_json(self, text: str | bytes) -> Result:
         """Parse JSON text strictly, then :meth:`evaluate` it."""
@@ -337,11 +338,11 @@ class RuleEngine:
             self._release(state)
 
     def _evaluate(self, state: _State, facts: Mapping[str, Any]) -> Result:
-        diags = self._validator.check(facts)
+        diags = state.validator.check(facts)
         if has_errors(diags):
             raise PatientInputError("the patient record is invalid", [d for d in diags if d.is_error])
         warnings: list[Diagnostic] = [d for d in diags if not d.is_error] + list(state.version_warnings)
-        given = self._validator.canonical(facts)
+        given = state.validator.canonical(facts)
         known: dict[str, Any] = dict(given)
         open_values: dict[str, tuple[str, ...]] = {}
         missing_of: dict[str, tuple[str, ...]] = {}
@@ -359,9 +360,9 @@ class RuleEngine:
                 for out in d.decides:
                     outputs[out] = given[out]
                     from_input[out] = FromInput(d.id, given[out])
-                warnings.extend(self._compare_given(runner, view, restrict, given))
+                warnings.extend(self._compare_given(runner, view, restrict, given, runner.context(known)))
                 continue
-            outcome = runner.decide(view, restrict)
+            outcome = runner.decide(view, restrict, runner.context(known))
             for cr in outcome.fired:
                 fired.append(runner.trace(len(fired) + 1, cr, view))
             for out, oc in outcome.outputs.items():
@@ -412,12 +413,12 @@ class RuleEngine:
         )
 
     def _compare_given(self, runner: DecisionRunner, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],
-                       given: Mapping[str, Any]) -> list[Diagnostic]:
+                       given: Mapping[str, Any], context: Mapping[str, Any]) -> list[Diagnostic]:
         """Warn (NB521) when the rules would derive another value than the one given."""
         d = runner.decision
         if not any(f in given for f in d.reads):
             return []
-        outcome = runner.decide(view, restrict)
+        outcome = runner.decide(view, restrict, context)
         out_diags = []
         for out, oc in outcome.outputs.items():
             if oc.status in ("set", "settled") and oc.value != given[out]:

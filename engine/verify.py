@@ -9,7 +9,8 @@ cells at once with three-valued logic:
 * for a test on fact *f*, the cells where it is true (false) are the union of the
   slices ``f = v`` for which it is true (false);
 * ``and``/``or`` combine the true and false sets (Kleene);
-* cells that no patient can have (input contradictions, NB510) are left out.
+* cells that no patient can have (they violate an input constraint of the package,
+  ``constraints.yaml``) are left out.
 
 From these sets follow: gaps (NB601), overlaps (NB602), rules that never fire
 (NB603), tests that change nothing where they stand (NB604), declared gaps (NB605)
@@ -33,7 +34,6 @@ from .diagnostics import Diagnostic, Severity
 from .domain import DecisionDomain, decision_domain
 from .explain import show_facts, show_value
 from .model import Decision, Rule, Scope
-from .patient import is_contradictory
 
 __all__ = ["DecisionSpace", "DecisionReport", "verify_decision", "candidates", "MAX_EXAMPLES"]
 
@@ -115,15 +115,16 @@ class DecisionSpace:
 
     @cached_property
     def infeasible(self) -> int:
-        """Cells no patient can have: pairs of known facts that contradict each other."""
+        """Cells no patient can have: those where an error constraint of the package is
+        violated whatever the facts this decision does not read (they count as unknown)."""
         mask = 0
-        for (i, fi), (j, fj) in itertools.combinations(enumerate(self.facts), 2):
-            pi, pj = self.domain.partitions[fi], self.domain.partitions[fj]
-            for a, b in itertools.product(range(len(pi)), range(len(pj))):
-                pair = {fi: pi.cells[a].representative, fj: pj.cells[b].representative}
-                if is_contradictory(pair):
-                    mask |= self.slice(i, a) & self.slice(j, b)
-        return mask
+        constraints = self.decision.constraints
+        if constraints is None:
+            return 0
+        for b in constraints.bound({self.decision.id: self.params}):
+            if b.is_error and b.facts & set(self.facts):
+                mask |= self.sets(b.violation)[0]
+        return mask & self.all
 
     @cached_property
     def feasible(self) -> int:
@@ -161,7 +162,10 @@ class DecisionSpace:
     # -- three-valued truth over all cells ---------------------------------------------
 
     def atom_sets(self, atom: Atom) -> tuple[int, int]:
-        """(cells where ``atom`` is true, cells where it is false)."""
+        """(cells where ``atom`` is true, cells where it is false); a test on a fact the
+        decision does not read is unknown everywhere."""
+        if atom.fact not in self.facts:
+            return 0, 0
         k = self.facts.index(atom.fact)
         part = self.domain.partitions[atom.fact]
         t = f = 0

@@ -6,6 +6,7 @@ import re
 
 from nbrules import build_bundled
 from nbrules.diagnostics import CODES
+from nbrules.pipeline import PACKAGE_FILES
 
 from .conftest import REPO
 
@@ -22,7 +23,8 @@ def test_bundled_rule_files_start_with_the_schema_line() -> None:
         first = f.source.data.decode().splitlines()[0]
         rel = f.source.path.relative_to(REPO / "rules")  # type: ignore[union-attr]
         depth = len(rel.parts)
-        assert first == f"# yaml-language-server: $schema={'../' * depth}schemas/ruleset.schema.json", f.source.display
+        schema = PACKAGE_FILES.get(rel.as_posix(), "ruleset.schema.json")
+        assert first == f"# yaml-language-server: $schema={'../' * depth}schemas/{schema}", f.source.display
 
 
 def test_schemas_are_valid_2020_12() -> None:
