@@ -692,6 +692,8 @@ def check_constraints(f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapp
         object.__setattr__(d, "constraints", cset)
         for case in d.cases:
             for v in cset.check(case.given, {d.id: d.param_values(case.parameters)}):
+                if not v.is_error:
+                    continue  # a case may show how unlikely input is answered
                 diags.append(d.file.diag("NB312", f"case '{case.name}': {v.message}",
                                          f"{case.pointer}/given{v.pointer}" if (v.pointer or "").lstrip("/") in case.given
                                          else f"{case.pointer}/given", hint=v.hint, severity=v.severity))

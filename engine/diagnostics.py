@@ -130,6 +130,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB606", "scope-overlaps-rule", E, "a rule fires inside a declared scope exclusion"),
     Code("NB607", "dead-scope", W, "a scope exclusion that covers no patient"),
     Code("NB608", "parameter-gated", I, "a rule or scope exclusion that applies only under another parameter value"),
+    Code("NB610", "chain-violation", E, "a decision derives a value that an input constraint refuses"),
     # test (example cases)
     Code("NB701", "case-failed", E, "an example case gives other outputs or rules than expected"),
     # governance

@@ -244,8 +244,10 @@ def joint_domain(parts: Sequence[tuple[Decision, Mapping[str, Any] | None]]) -> 
     for decision, params in parts:
         bound = decision.param_values(params)
         rules, scopes = decision_nnf(decision, bound)
-        # input constraints cut too, so that a cell is wholly consistent or wholly contradictory
-        limits = [b.violation for b in decision.constraints.bound({decision.id: bound})] if decision.constraints else []
+        # input constraints cut too, so that a cell is wholly consistent or wholly contradictory:
+        # every error constraint, and any constraint on what this decision derives (the chain check)
+        limits = [b.violation for b in decision.constraints.bound({decision.id: bound})
+                  if b.is_error or b.facts & set(decision.decides)] if decision.constraints else []
         for node in rules + scopes + limits:
             for a in atoms(node):
                 by_fact.setdefault(a.fact, []).append(a)

@@ -33,6 +33,8 @@ from .conditions import FALSE, NNF, TRUE, And, Atom, Or, atom_truth, atoms, to_n
 from .diagnostics import Diagnostic, Severity
 from .domain import DecisionDomain, decision_domain
 from .explain import show_facts, show_value
+from .constraints import BoundConstraint
+from .loader import join_pointer
 from .model import Decision, Rule, Scope
 
 __all__ = ["DecisionSpace", "DecisionReport", "verify_decision", "candidates", "MAX_EXAMPLES"]
@@ -402,8 +404,55 @@ def verify_decision(decision: Decision, params: Mapping[str, Any] | None = None,
                                          f"removing it changes no patient's result", atom.origin,
                                 hint="remove the test, or correct its threshold or values"), [item.id])
                     break
+    # the chain: what this decision derives must itself satisfy the package's constraints.
+    # Under an alternative reading of this decision's parameters alone (``params``), a break
+    # is a warning: a coherent change moves the readings of every system that shares them.
+    alone = " under this reading alone" if params else ""
+    for rule, mask, out, value, bound, readers in _chain_violations(space):
+        c = bound.constraint
+        assert decision.constraints is not None
+        example = {**space.facts_of(space.first(mask, 1)[0]), out: value}
+        after = f"; {', '.join(readers)} read{'s' if len(readers) == 1 else ''} {out}" if readers else ""
+        note(f.diag("NB610", f"rule '{rule.id}' derives {out} = {value} for {_count(mask.bit_count())} that "
+                             f"input constraint '{c.id}' refuses ({c.severity}), e.g. {_examples(space, mask)}: "
+                             f"{decision.constraints.message(bound, example)}{after}{alone}",
+                    join_pointer(f"{rule.pointer}/then", out),
+                    hint="make this decision agree with the constraint and with the decisions that read its output "
+                         "(a shared threshold), or correct the constraint",
+                    severity=Severity.WARNING if params else None),
+             [rule.id, c.id], mask)
     return DecisionReport(decision, space.size, known.bit_count(), space.infeasible.bit_count(),
                           time.perf_counter() - start, diags, findings)
+
+
+def _chain_violations(space: DecisionSpace) -> list[tuple[Rule, int, str, str, BoundConstraint, list[str]]]:
+    """Per rule and output: the complete cells where the rule fires and the value it sets,
+    added to the cell's facts, violates an input constraint (of either severity).
+
+    Every downstream decision is verified over the cells the constraints allow; a value
+    derived outside them would reach a downstream decision where no rule is required to
+    fire.  With this check, every complete patient who satisfies the constraints gets,
+    from every decision in turn, facts that satisfy them too: the chain has no hole."""
+    cset = space.decision.constraints
+    if cset is None:
+        return []
+    d = space.decision
+    bound = [b for b in cset.bound({d.id: space.params}) if b.facts & set(d.decides)]
+    out: list[tuple[Rule, int, str, str, BoundConstraint, list[str]]] = []
+    for rule, fires in zip(d.rules, space.rule_true):
+        mask = fires & space.complete
+        for o, value in rule.then.items():
+            for b in bound:
+                if o not in b.facts:
+                    continue
+                bad = 0
+                for n in space.iter_cells(mask):
+                    if b.holds({**space.facts_of(n), o: value}):
+                        bad |= 1 << n
+                if bad:
+                    readers = sorted({x.id for x in cset.decisions.values() if o in x.reads})
+                    out.append((rule, bad, o, value, b, readers))
+    return out
 
 
 def _gating_alternative(decision: Decision, item: Rule | Scope, params: Mapping[str, Any]) -> str | None:

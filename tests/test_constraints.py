@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nbrules import PatientInputError, RuleEngine, build_directory
+from nbrules import PatientInputError, RuleEngine, RuleSetError, build_directory
 from nbrules.cli import EXIT_FINDINGS, EXIT_OK, main
 from nbrules.verify import verify_decision
 
@@ -143,3 +143,42 @@ def test_a_rule_file_cannot_compare_with_a_decision(rules: Path) -> None:
     _edit(rules / "histology" / "inpc.yaml", "conditions:\n", "conditions:\n  odd: {fact: mki, is: {decision: mki-class, output: mki}}\n")
     build = build_directory(rules)
     assert "NB350" in [d.code for d in build.errors() if d.path == "rules/histology/inpc.yaml"]
+
+
+def test_verify_checks_the_chain_the_ms_age_edit_alone(rules: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # criteria.md §0.1 note A: INRGSS, INRG and COG v2 place 18 months at 547 days. Moving
+    # the INRGSS MS limit alone to 548 stages a child of 547 days MS, for whom INRG and COG
+    # version 2 (MS rows only under 547 days) have no group.
+    _edit(rules / "staging" / "inrgss.yaml", "  ms_age_limit_days:\n    value: 547", "  ms_age_limit_days:\n    value: 548")
+    build = build_directory(rules)
+    inrgss = next(d for d in build.decisions if d.id == "inrgss")
+    report = verify_decision(inrgss)
+    [chain] = [f for f in report.findings if f["code"] == "NB610"]
+    assert chain["rules"] == ["MS", "ms-under-eighteen-months"]
+    assert all(e["age_days"] == 547 for e in chain["examples"])
+    assert "cog-risk, inrg read inrgss_stage" in chain["message"]
+    assert chain["location"].startswith("rules/staging/inrgss.yaml:")
+    # those patients are exactly the ones left without a group (as a draft, run when pinned:
+    # an active file with a chain violation is refused, like one with a gap)
+    with pytest.raises(RuleSetError):
+        RuleEngine.from_directory(rules)
+    _edit(rules / "staging" / "inrgss.yaml", "status: active", "status: draft")
+    with RuleEngine.from_directory(rules, use=["inrgss@1.0.0"], cache_size=0) as eng:
+        r = eng.evaluate({**chain["examples"][0], "mycn_status": "not_amplified", "chr11q_status": "normal"})
+    assert r.outputs["inrgss_stage"] == "MS"
+    assert "inrg_group" in r.not_applicable and "cog_risk" in r.not_applicable
+    capsys.readouterr()
+    assert main(["verify", "--rules", str(rules)]) == EXIT_FINDINGS
+    assert "NB610 [chain-violation]" in capsys.readouterr().out
+
+
+def test_the_same_edit_made_throughout_keeps_the_chain_closed(rules: Path) -> None:
+    # The coherent proposal moves 18 months to 548 days in every system that reads it and in
+    # the constraint: no chain finding.
+    _edit(rules / "staging" / "inrgss.yaml", "  ms_age_limit_days:\n    value: 547", "  ms_age_limit_days:\n    value: 548")
+    for f in ("risk/inrg.yaml", "risk/cog-risk.yaml"):
+        _edit(rules / f, "  eighteen_months_days:\n    value: 547", "  eighteen_months_days:\n    value: 548")
+    _edit(rules / "constraints.yaml", "require: {fact: age_days, less_than: 547}", "require: {fact: age_days, less_than: 548}")
+    build = build_directory(rules)
+    for d in build.decisions:
+        assert not [f for f in verify_decision(d).findings if f["code"] == "NB610"], d.key

@@ -64,10 +64,12 @@ def test_changing_a_parameter_in_the_file_changes_results_without_code(tmp_path:
     text, n = re.subn(r"(ms_age_limit_days:\n    value: )547", r"\g<1>548", text)
     assert n == 1
     path.write_text(text.replace("version: 1.0.0", "version: 1.1.0"))
-    # Still active, its case for day 547 (written for 547) now fails: governance refuses the file.
+    # Still active, its case for day 547 (written for 547) now fails, and the chain breaks (INRG
+    # and COG v2 still place 18 months at 547 days): governance refuses the file.
     with pytest.raises(RuleSetError) as info:
         RuleEngine.from_directory(rules)
-    assert [d.code for d in info.value.diagnostics][:2] == ["NB801", "NB701"]
+    codes = [d.code for d in info.value.diagnostics]
+    assert codes[0] == "NB801" and {"NB701", "NB610"} <= set(codes)
     path.write_text(path.read_text().replace("status: active", "status: draft"))
     with RuleEngine.from_directory(rules, use=["inrgss@1.1.0"]) as eng:
         r = eng.evaluate(patient)
