@@ -35,13 +35,14 @@ class EngineSpec:
     rules: str | None = None  # a rules directory; None for the bundled rules
     use: tuple[str, ...] = ()
     cache_size: int = 65536
+    profile: str | None = None
 
     def build(self) -> Any:
         from .runtime import RuleEngine
 
         if self.rules is None:
-            return RuleEngine.default(use=self.use, cache_size=self.cache_size)
-        return RuleEngine.from_directory(self.rules, use=self.use, cache_size=self.cache_size)
+            return RuleEngine.default(use=self.use, cache_size=self.cache_size, profile=self.profile)
+        return RuleEngine.from_directory(self.rules, use=self.use, cache_size=self.cache_size, profile=self.profile)
 
 
 @dataclass

@@ -30,15 +30,17 @@ from .model import (
     DecisionRef,
     ParamTest,
     Parameter,
+    Profile,
     Rule,
     Scope,
+    SharedParameters,
     Test,
 )
 from .patient import PatientValidator
 from .validator import describe_value
 from .vocabulary import FactSpec
 
-__all__ = ["CheckResult", "check_files", "check_constraints", "dependency_order", "in_force", "output_vocabulary"]
+__all__ = ["CheckResult", "check_files", "check_constraints", "check_parameters", "check_profiles", "dependency_order", "in_force", "output_vocabulary"]
 
 _SCALAR_OPS = ("is", "in")
 _NUMBER_OPS = ("less_than", "at_most", "greater_than", "at_least")
@@ -68,7 +70,8 @@ def output_vocabulary(files: Sequence[LoadedFile], inputs: Mapping[str, FactSpec
 
 
 def check_files(files: Sequence[LoadedFile], inputs: Mapping[str, FactSpec],
-                ignored: Mapping[str, set[str]] | None = None) -> CheckResult:
+                ignored: Mapping[str, set[str]] | None = None,
+                shared: SharedParameters | None = None) -> CheckResult:
     """Check every (loaded, schema-valid) file and the set as a whole.
 
     ``ignored`` maps a file's display path to names (rule ids, parameters, named
@@ -81,7 +84,8 @@ def check_files(files: Sequence[LoadedFile], inputs: Mapping[str, FactSpec],
     diags: list[Diagnostic] = []
     decisions: list[Decision] = []
     for f in files:
-        fc = _FileChecker(f, vocab, inputs, case_validator, (ignored or {}).get(f.source.display, set()))
+        fc = _FileChecker(f, vocab, inputs, case_validator, (ignored or {}).get(f.source.display, set()),
+                          shared.parameters if shared is not None else {})
         decision = fc.run()
         diags.extend(fc.diags)
         if decision is not None:
@@ -181,8 +185,10 @@ def dependency_order(decisions: Sequence[Decision]) -> list[Decision]:
 
 class _FileChecker:
     def __init__(self, f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
-                 case_validator: PatientValidator, ignored: set[str]) -> None:
+                 case_validator: PatientValidator, ignored: set[str],
+                 shared: Mapping[str, Parameter] | None = None) -> None:
         self.f = f
+        self.shared = dict(shared or {})
         self.ignored = ignored
         self.data: dict[str, Any] = f.data
         self.vocab = vocab
@@ -194,6 +200,13 @@ class _FileChecker:
         self.decides: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in self.data.get("decides", {}).items()}
         self.params: dict[str, Parameter] = {}
         self.cited: set[str] = set()
+
+    def _param(self, name: str) -> Parameter | None:
+        """A parameter of this file, else a shared one (which then joins the decision's)."""
+        p = self.params.get(name)
+        if p is None and name in self.shared:
+            p = self.params[name] = self.shared[name]
+        return p
 
     def err(self, code: str, message: str, pointer: str, *, key: bool = False, hint: str | None = None,
             name: str | None = None) -> None:
@@ -217,6 +230,10 @@ class _FileChecker:
         self._check_decides()
         for name, p in d.get("parameters", {}).items():
             self.params[name] = self._parameter(name, p)
+            if name in self.shared:
+                self.err("NB355", f"parameter '{name}' is declared in parameters.yaml; a shared parameter is "
+                                  f"declared once", join_pointer("/parameters", name), key=True,
+                         hint="remove this declaration: {param: " + name + "} uses the shared one")
         conditions = self._named_conditions()
         rules = tuple(self._rule(i, r, conditions) for i, r in enumerate(d["rules"]))
         scopes = tuple(self._scope(i, s, conditions) for i, s in enumerate(d.get("out_of_scope", [])))
@@ -350,7 +367,7 @@ class _FileChecker:
         name = c["param"]
         op = "is" if "is" in c else "in"
         value = _freeze(c[op])
-        p = self.params.get(name)
+        p = self._param(name)
         if p is None:
             self.err("NB305", f"parameter '{name}' is not declared", f"{ptr}/param",
                      hint=did_you_mean(name, self.params) or "declare it under 'parameters'", name=name)
@@ -390,7 +407,7 @@ class _FileChecker:
         if isinstance(value, DecisionRef):
             self._decision_ref(spec, value, vptr)
         elif isinstance(value, ParamRef):
-            p = self.params.get(value.name)
+            p = self._param(value.name)
             if p is None:
                 self.err("NB305", f"parameter '{value.name}' is not declared", f"{vptr}/param",
                          hint=did_you_mean(value.name, self.params) or "declare it under 'parameters'", name=value.name)
@@ -508,7 +525,7 @@ class _FileChecker:
         params: dict[str, Any] = {}
         for name, value in c.get("parameters", {}).items():
             pptr = join_pointer(f"{ptr}/parameters", name)
-            p = self.params.get(name)
+            p = self._param(name)
             if p is None:
                 self.err("NB305", f"parameter '{name}' is not declared", pptr, key=True,
                          hint=did_you_mean(name, self.params), name=name)
@@ -569,7 +586,7 @@ class _FileChecker:
                         used_named.add(ref.name)
                         stack.append(d.conditions[ref.name])
         for name in d.parameters:
-            if name not in used_params:
+            if name not in used_params and name not in self.shared:
                 self.diags.append(self.f.diag("NB330", f"parameter '{name}' is declared but never used",
                                               join_pointer("/parameters", name), key=True,
                                               hint="use it with {param: " + name + "} or remove it"))
@@ -610,8 +627,8 @@ class _ConstraintChecker(_FileChecker):
     vocabulary may be tested), decision references, message placeholders, citations."""
 
     def __init__(self, f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
-                 decisions: Mapping[str, Decision]) -> None:
-        super().__init__(f, vocab, inputs, PatientValidator(inputs), set())
+                 decisions: Mapping[str, Decision], shared: Mapping[str, Parameter]) -> None:
+        super().__init__(f, vocab, inputs, PatientValidator(inputs), set(), shared)
         self.reads = tuple(vocab)
         self.decisions = decisions
 
@@ -676,18 +693,20 @@ def in_force(decisions: Sequence[Decision]) -> dict[str, Decision]:
 
 
 def check_constraints(f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
-                      decisions: Sequence[Decision]) -> tuple[ConstraintSet | None, list[Diagnostic]]:
+                      decisions: Sequence[Decision],
+                      shared: SharedParameters | None = None) -> tuple[ConstraintSet | None, list[Diagnostic]]:
     """Check a (loaded, schema-valid) ``constraints.yaml``; attach the set to every decision
     and check the decisions' example cases against it (NB312).  The set is None when the
     file has errors."""
     by_id = in_force(decisions)
-    cc = _ConstraintChecker(f, vocab, inputs, by_id)
+    cc = _ConstraintChecker(f, vocab, inputs, by_id, shared.parameters if shared is not None else {})
     named = cc._named_conditions()
     items = cc.constraints()
     diags = list(cc.diags)
     if any(d.is_error for d in diags):
         return None, diags
-    cset = ConstraintSet(items, by_id, named, cc.sources, f.source.display)
+    cset = ConstraintSet(items, by_id, named, cc.sources, f.source.display,
+                         {n: p.value for n, p in cc.params.items()})
     for d in decisions:
         object.__setattr__(d, "constraints", cset)
         for case in d.cases:
@@ -698,3 +717,75 @@ def check_constraints(f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapp
                                          f"{case.pointer}/given{v.pointer}" if (v.pointer or "").lstrip("/") in case.given
                                          else f"{case.pointer}/given", hint=v.hint, severity=v.severity))
     return cset, diags
+
+
+# -- shared parameters and profiles (parameters.yaml) ---------------------------------------
+
+
+class _ParametersChecker(_FileChecker):
+    """Checks a package's ``parameters.yaml``: shared parameters (as in rule files) and
+    profiles (readings checked against the decisions by :func:`check_profiles`)."""
+
+    def __init__(self, f: LoadedFile, inputs: Mapping[str, FactSpec]) -> None:
+        super().__init__(f, inputs, inputs, PatientValidator(inputs), set())
+
+    def checked(self) -> SharedParameters:
+        for name, p in self.data.get("parameters", {}).items():
+            self.params[name] = self._parameter(name, p)
+        profiles: dict[str, Profile] = {}
+        for name, prof in self.data.get("profiles", {}).items():
+            ptr = join_pointer("/profiles", name)
+            cite = self._cites(prof["cite"], f"{ptr}/cite")
+            readings = {k: _freeze(v) for k, v in prof["readings"].items()}
+            profiles[name] = Profile(name, prof["title"], prof["note"], cite, readings, ptr)
+        for key in self.sources:
+            if key not in self.cited:
+                self.diags.append(self.f.diag("NB331", f"source '{key}' is never cited",
+                                              join_pointer("/sources", key), key=True))
+        return SharedParameters(dict(self.params), profiles, self.sources, self.f.source.display)
+
+
+def check_parameters(f: LoadedFile, inputs: Mapping[str, FactSpec]) -> tuple[SharedParameters, list[Diagnostic]]:
+    """Check a (loaded, schema-valid) ``parameters.yaml`` on its own."""
+    pc = _ParametersChecker(f, inputs)
+    shared = pc.checked()
+    return shared, list(pc.diags)
+
+
+def check_profiles(f: LoadedFile, shared: SharedParameters, decisions: Sequence[Decision],
+                   names_complete: bool = True) -> list[Diagnostic]:
+    """Every profile reading names a parameter (shared, or of a decision) and reads one of its
+    documented values (NB356); a shared parameter no decision uses is reported (NB330)."""
+    diags: list[Diagnostic] = []
+    known: dict[str, list[Parameter]] = {}
+    used: set[str] = set()
+    for d in decisions:
+        for name, p in d.parameters.items():
+            known.setdefault(name, []).append(p)
+            if name in shared.parameters:
+                used.add(name)
+    for name, p in shared.parameters.items():
+        known.setdefault(name, [p])
+        if name not in used:
+            diags.append(f.diag("NB330", f"shared parameter '{name}' is used by no decision",
+                                join_pointer("/parameters", name), key=True,
+                                hint="use it with {param: " + name + "} in a rule file, or remove it"))
+    for prof in shared.profiles.values():
+        for name, value in prof.readings.items():
+            ptr = join_pointer(f"{prof.pointer}/readings", name)
+            if name not in known:
+                if not names_complete:
+                    continue
+                diags.append(f.diag("NB356", f"profile '{prof.name}' reads parameter '{name}', which no decision "
+                                             f"or parameters.yaml declares", ptr, key=True,
+                                    hint=did_you_mean(name, known) or "name a shared parameter or a decision's"))
+                continue
+            for p in known[name]:
+                documented = [p.value] + [a for a, _ in p.alternatives]
+                if value not in documented:
+                    shown = ", ".join(describe_value(x) for x in documented)
+                    diags.append(f.diag("NB356", f"profile '{prof.name}' reads {name} = {describe_value(value)}, "
+                                                 f"which is not a documented reading ({shown})", ptr,
+                                        hint="add it as an alternative with its note, or correct the reading"))
+                    break
+    return diags

@@ -56,6 +56,21 @@ def _rules_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
     p.add_argument("--rules", metavar="DIR", help="rules directory (default: the bundled rules)")
 
 
+def _profile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", metavar="NAME",
+                   help="read the parameters as profile NAME of the package's parameters.yaml says")
+
+
+def _profile(args: argparse.Namespace, build: RuleSetBuild) -> dict[str, object]:
+    """The readings of --profile (none when not given); a usage error when it is unknown."""
+    name = getattr(args, "profile", None)
+    try:
+        return build.profile(name)
+    except KeyError:
+        raise _UsageError(f"no profile '{name}' in {build.label}; profiles: "
+                          + (", ".join(build.profiles) or "none")) from None
+
+
 def _build(args: argparse.Namespace) -> RuleSetBuild:
     path = getattr(args, "dir", None) or args.rules
     if path is None:
@@ -88,9 +103,12 @@ def _engine(args: argparse.Namespace) -> RuleEngine:
     use = getattr(args, "use", None) or ()
     cache = getattr(args, "cache_size", DEFAULT_CACHE_SIZE)
     path = getattr(args, "dir", None) or args.rules
+    profile = getattr(args, "profile", None)
+    _profile(args, build)
     if path is None:
-        return RuleEngine.default(use=use, cache_size=cache)
-    return RuleEngine.from_directory(path, use=use, cache_size=cache)  # remembers the directory for reload/watch
+        return RuleEngine.default(use=use, cache_size=cache, profile=profile)
+    # remembers the directory for reload/watch
+    return RuleEngine.from_directory(path, use=use, cache_size=cache, profile=profile)
 
 
 class _RulesInvalid(Exception):
@@ -122,8 +140,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(f"{build.label}: cannot run cases, the rule files have errors ({_counts(build.diagnostics)})")
         return EXIT_RULES
     total = failed = 0
+    readings = _profile(args, build)
     for decision in build.decisions:
-        results = list(run_cases([decision]))
+        results = list(run_cases([decision], readings))
         bad = [r for r in results if not r.passed]
         total += len(results)
         failed += len(bad)
@@ -178,6 +197,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify_decision
 
     build = _build(args)
+    readings = _profile(args, build)
     if not build.ok:
         _print_diagnostics(build.diagnostics, sys.stdout)
     # Errors inside example cases do not stop the analysis of the rules themselves.
@@ -190,10 +210,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for d in build.decisions:
         if d in skipped:
             continue
-        runs: list[tuple[str, dict[str, object] | None]] = [("", None)]
+        base = {k: v for k, v in readings.items() if k in d.parameters}
+        runs: list[tuple[str, dict[str, object] | None]] = [
+            (f" with profile {args.profile}" if base else "", dict(readings) if base else None)]
         if args.all_parameters:
-            runs += [(f" with {name} = {json.dumps(v)}", {name: v})
-                     for name, p in d.parameters.items() for v, _ in p.alternatives]
+            runs += [(f" with {name} = {json.dumps(v)}", {**readings, name: v})
+                     for name, p in d.parameters.items() for v, _ in p.alternatives if v != base.get(name)]
+            runs += [(f" with profile {prof}", build.profile(prof)) for prof in build.profiles
+                     if prof != args.profile and any(k in d.parameters for k in build.profile(prof))]
         for label, params in runs:
             report = verify_decision(d, params)
             reports.append((label, report))
@@ -224,7 +248,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not build.ok:
         _print_diagnostics(build.diagnostics, sys.stderr)
         raise _RulesInvalid(build)
-    chosen = list(build.decisions)
+    _profile(args, build)
+    chosen = [build.profiled(d, args.profile) for d in build.decisions]
     if args.decision:
         chosen = [d for d in chosen if args.decision in (d.id, d.key)]
         if not chosen:
@@ -267,23 +292,26 @@ def cmd_diff(args: argparse.Namespace) -> int:
             if not one.ok:
                 _print_diagnostics(one.diagnostics, sys.stderr)
                 raise _RulesInvalid(one)
-        old_sel, _ = select_versions(old_build.decisions)
-        new_sel, _ = select_versions(new_build.decisions)
+        for one in (old_build, new_build):
+            _profile(args, one)
+        old_sel = [old_build.profiled(d, args.profile) for d in select_versions(old_build.decisions)[0]]
+        new_sel = [new_build.profiled(d, args.profile) for d in select_versions(new_build.decisions)[0]]
         old_by = {d.id: d for d in old_sel}
         new_by = {d.id: d for d in new_sel}
         ids = list(old_by) + [i for i in new_by if i not in old_by]
         pairs = [(old_by.get(i), new_by.get(i)) for i in ids]
-        engines = (lambda: RuleEngine(old_build, cache_size=_COHORT_CACHE),
-                   lambda: RuleEngine(new_build, cache_size=_COHORT_CACHE))
+        engines = (lambda: RuleEngine(old_build, cache_size=_COHORT_CACHE, profile=args.profile),
+                   lambda: RuleEngine(new_build, cache_size=_COHORT_CACHE, profile=args.profile))
     else:
         build = _build(args)
         if not build.ok:
             _print_diagnostics(build.diagnostics, sys.stderr)
             raise _RulesInvalid(build)
+        _profile(args, build)
         old, new = _resolve(args.old, build), _resolve(args.new, build)
-        pairs = [(old, new)]
-        engines = (lambda: RuleEngine(build, use=[old.key], cache_size=_COHORT_CACHE),
-                   lambda: RuleEngine(build, use=[new.key], cache_size=_COHORT_CACHE))
+        pairs = [(build.profiled(old, args.profile), build.profiled(new, args.profile))]
+        engines = (lambda: RuleEngine(build, use=[old.key], cache_size=_COHORT_CACHE, profile=args.profile),
+                   lambda: RuleEngine(build, use=[new.key], cache_size=_COHORT_CACHE, profile=args.profile))
     diffs = [diff_decisions(a, b) if a is not None and b is not None else DecisionDiff(a, b) for a, b in pairs]
     cohort = None
     if args.cohort:
@@ -343,7 +371,7 @@ def _batch(args: argparse.Namespace) -> int:
     if args.batch != "-" and not Path(args.batch).is_file():
         raise _UsageError(f"cannot read '{args.batch}': no such file")
     path = getattr(args, "dir", None) or args.rules
-    spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size)
+    spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size, profile=args.profile)
     engine = _engine(args)  # the rules are checked here, once, before any worker starts
     out: TextIO = sys.stdout
     try:
@@ -415,6 +443,7 @@ def _parser() -> _Parser:
     t = sub.add_parser("test", help="run the example cases of every rule file")
     _rules_arg(t, positional=True)
     t.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    _profile_arg(t)
     t.set_defaults(func=cmd_test)
 
     e = sub.add_parser("evaluate", help="evaluate one patient (JSON file, or - for stdin), or a batch")
@@ -430,12 +459,14 @@ def _parser() -> _Parser:
     e.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N",
                    help="batch: outcomes remembered per decision and cell (0: none; results are identical)")
     e.add_argument("-q", "--quiet", action="store_true", help="batch: no progress bar and no summary")
+    _profile_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
     vf = sub.add_parser("verify", help="check every decision over its whole input domain: gaps, overlaps, dead rules")
     _rules_arg(vf, positional=True)
     vf.add_argument("--all-parameters", action="store_true",
-                    help="also verify under each documented alternative value of each parameter")
+                    help="also verify under each documented alternative value of each parameter, and each profile")
+    _profile_arg(vf)
     vf.add_argument("--format", choices=("text", "json"), default="text")
     vf.add_argument("-v", "--verbose", action="store_true", help="show information findings (declared gaps) too")
     vf.set_defaults(func=cmd_verify)
@@ -445,6 +476,7 @@ def _parser() -> _Parser:
     _rules_arg(r)
     r.add_argument("--format", choices=("html", "md"), default="md")
     r.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    _profile_arg(r)
     r.set_defaults(func=cmd_render)
 
     df = sub.add_parser("diff", help="what changes between two versions of a decision, or two rules directories")
@@ -455,6 +487,7 @@ def _parser() -> _Parser:
     df.add_argument("--input-format", choices=("jsonl", "csv"), help="cohort format (default: from the file name)")
     df.add_argument("--id-column", default="id", help="name of the id column (default: id)")
     df.add_argument("--format", choices=("text", "json"), default="text")
+    _profile_arg(df)
     df.set_defaults(func=cmd_diff)
 
     sv = sub.add_parser("serve", help="run the HTTP service (evaluate, decisions, health, OpenAPI, CDS Hooks)")
@@ -469,6 +502,7 @@ def _parser() -> _Parser:
     sv.add_argument("--max-patients", type=int, default=1000, metavar="N", help="largest list of patients")
     sv.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N", help="outcomes remembered per decision")
     sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    _profile_arg(sv)
     sv.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("codes", help="list every diagnostic code")

@@ -73,14 +73,18 @@ class ConstraintSet:
     """The checked constraints of a package, and the decisions they refer to.
 
     ``decisions`` maps a decision id to the version a reference means (the version in
-    force).  :meth:`bound` gives the violation conditions under parameter overrides per
+    force); ``shared`` holds the values of the shared parameters (``parameters.yaml``) the
+    constraints use, overridden by the same names in the parameters given per decision.  :meth:`bound` gives the violation conditions under parameter overrides per
     decision id (memoised); the other methods use the parameters in force.
     """
 
     def __init__(self, constraints: Sequence[Constraint], decisions: Mapping[str, Decision],
                  conditions: Mapping[str, Condition] | None = None,
-                 sources: Mapping[str, str] | None = None, display: str = "") -> None:
+                 sources: Mapping[str, str] | None = None, display: str = "",
+                 shared: Mapping[str, Any] | None = None) -> None:
         self.constraints: tuple[Constraint, ...] = tuple(constraints)
+        #: Shared parameters the constraints use, with their values in force.
+        self.shared = dict(shared or {})
         self.decisions = dict(decisions)
         self.conditions = dict(conditions or {})
         self.sources = dict(sources or {})
@@ -92,7 +96,7 @@ class ConstraintSet:
         """The same constraints referring to other versions of the decisions (pins)."""
         chosen = dict(self.decisions)
         chosen.update({d.id: d for d in decisions})
-        return ConstraintSet(self.constraints, chosen, self.conditions, self.sources, self.display)
+        return ConstraintSet(self.constraints, chosen, self.conditions, self.sources, self.display, self.shared)
 
     def __len__(self) -> int:
         return len(self.constraints)
@@ -119,7 +123,11 @@ class ConstraintSet:
 
     def _bind(self, c: Constraint, params: Mapping[str, Mapping[str, Any]]) -> BoundConstraint:
         cond = All((c.when, Not(c.require, c.pointer)), c.pointer) if c.when is not None else Not(c.require, c.pointer)
-        raw = to_nnf(cond, self.conditions, {})
+        # a shared parameter reads as the decisions being run read it (a profile moves them together)
+        shared = dict(self.shared)
+        for values in params.values():
+            shared.update({k: v for k, v in values.items() if k in shared})
+        raw = to_nnf(cond, self.conditions, shared)
         derived: dict[str, dict[str, NNF]] = {}
         node = self._expand(raw, params, derived)
         return BoundConstraint(c, node, frozenset(a.fact for a in atoms(node)), derived, _needs(node))

@@ -105,6 +105,8 @@ CODES: dict[str, Code] = _registry(
     Code("NB352", "decision-ref-mismatch", E, "a constraint compares a fact with an output of another value set"),
     Code("NB353", "duplicate-constraint", E, "two input constraints have the same id"),
     Code("NB354", "bad-placeholder", E, "a constraint's message names neither a fact nor a decision's output"),
+    Code("NB355", "shadowed-parameter", E, "a rule file declares a parameter that parameters.yaml declares"),
+    Code("NB356", "bad-profile-reading", E, "a profile reads an unknown parameter or an undocumented value"),
     # compile
     Code("NB401", "engine-rejected", E, "durable-rules refused the compiled ruleset (a bug in nbrules)"),
     # evaluate (patient input and runtime)
@@ -121,6 +123,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB520", "rules-disagree", W, "rules of one decision set different values for an output"),
     Code("NB521", "given-differs", W, "a value given in the input differs from what the rules derive"),
     Code("NB530", "engine-failure", E, "the rule engine failed while evaluating"),
+    Code("NB545", "unknown-profile", E, "the profile asked for is not declared in parameters.yaml"),
     # verify
     Code("NB601", "gap", E, "a combination of known facts where no rule fires"),
     Code("NB602", "overlap", E, "a combination of facts where two rules fire"),

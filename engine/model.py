@@ -31,7 +31,9 @@ __all__ = [
     "ParamRef",
     "ParamTest",
     "Parameter",
+    "Profile",
     "Rule",
+    "SharedParameters",
     "Scope",
     "Test",
     "TEST_OPERATORS",
@@ -128,6 +130,31 @@ class Parameter:
     cite: tuple[str, ...]
     alternatives: tuple[tuple[Any, str], ...]
     pointer: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named, cited set of parameter readings that belong together (``parameters.yaml``).
+
+    ``readings`` maps a parameter name (shared, or of any decision) to the value read;
+    each is the parameter's value or one of its documented alternatives."""
+
+    name: str
+    title: str
+    note: str
+    cite: tuple[str, ...]
+    readings: Mapping[str, Any]
+    pointer: str
+
+
+@dataclass(frozen=True)
+class SharedParameters:
+    """The checked ``parameters.yaml`` of a package: shared parameters and profiles."""
+
+    parameters: Mapping[str, Parameter]
+    profiles: Mapping[str, Profile]
+    sources: Mapping[str, str]
+    display: str
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .checker import check_constraints, check_files, dependency_order
+from .checker import check_constraints, check_files, check_parameters, check_profiles, dependency_order
 from .constraints import ConstraintSet
 from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import LoadedFile, load_source
-from .model import Decision
+from .model import Decision, SharedParameters
 from .resources import bundled_rules_dir
 from .sources import RuleSource, directory_sources
 from .validator import validate_file
@@ -37,6 +37,36 @@ class RuleSetBuild:
     label: str
     #: The package's input constraints (None without a valid constraints.yaml).
     constraints: ConstraintSet | None = None
+    #: The package's shared parameters and profiles (None without a valid parameters.yaml).
+    shared: SharedParameters | None = None
+
+    def profile(self, name: str | None) -> dict[str, Any]:
+        """The readings of profile ``name`` ({} for None); KeyError when it is not declared."""
+        if name is None:
+            return {}
+        if self.shared is None or name not in self.shared.profiles:
+            raise KeyError(name)
+        return dict(self.shared.profiles[name].readings)
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        return tuple(self.shared.profiles) if self.shared is not None else ()
+
+    def profiled(self, decision: Decision, name: str | None) -> Decision:
+        """``decision`` as profile ``name`` reads it: each parameter the profile reads holds
+        the profile's value (the value it replaces becomes an alternative).  Used to render,
+        diff and verify under a profile."""
+        readings = {k: v for k, v in self.profile(name).items() if k in decision.parameters}
+        if not readings:
+            return decision
+        params = dict(decision.parameters)
+        for k, v in readings.items():
+            p = params[k]
+            if v != p.value:
+                alts = tuple(a for a in p.alternatives if a[0] != v) + ((p.value, p.note),)
+                note = next((n for a, n in p.alternatives if a == v), p.note)
+                params[k] = replace(p, value=v, note=f"{note} (profile {name})", alternatives=alts)
+        return replace(decision, parameters=params)
 
     @property
     def ok(self) -> bool:
@@ -54,6 +84,7 @@ class RuleSetBuild:
 #: every other ``*.yaml`` file is a decision (rule file).
 PACKAGE_FILES: Mapping[str, str] = {
     "constraints.yaml": "constraints.schema.json",
+    "parameters.yaml": "parameters.schema.json",
 }
 
 
@@ -82,9 +113,21 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
             checkable.append(pruned[0])
             ignored[f.source.display] = pruned[1]
     inputs = input_facts()
-    checked = check_files(checkable, inputs, ignored)
+    shared = params_file = None
+    if "parameters.yaml" in package:
+        params_file, schema_diags = _load_and_validate(package["parameters.yaml"], PACKAGE_FILES["parameters.yaml"])
+        loaded.append(params_file)
+        diags.extend(params_file.diagnostics)
+        diags.extend(schema_diags)
+        if params_file.ok and not has_errors(schema_diags):
+            shared, pdiags = check_parameters(params_file, inputs)
+            diags.extend(pdiags)
+    checked = check_files(checkable, inputs, ignored, shared)
     diags.extend(checked.diagnostics)
     decisions = tuple(dependency_order(checked.decisions))
+    if shared is not None and params_file is not None:
+        # a parameter of a decision file that failed to load is not reported again as unknown
+        diags.extend(check_profiles(params_file, shared, decisions, names_complete=not has_errors(diags)))
     constraints = None
     if "constraints.yaml" in package:
         f, schema_diags = _load_and_validate(package["constraints.yaml"], PACKAGE_FILES["constraints.yaml"])
@@ -92,10 +135,10 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
         diags.extend(f.diagnostics)
         diags.extend(schema_diags)
         if f.ok and not has_errors(schema_diags):
-            constraints, cdiags = check_constraints(f, checked.vocabulary, inputs, decisions)
+            constraints, cdiags = check_constraints(f, checked.vocabulary, inputs, decisions, shared)
             diags.extend(cdiags)
     return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), checked.vocabulary, tuple(loaded), label,
-                        constraints)
+                        constraints, shared)
 
 
 _MEMO: "OrderedDict[tuple[str, str, str], tuple[LoadedFile, tuple[Diagnostic, ...]]]" = OrderedDict()

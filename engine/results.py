@@ -163,7 +163,9 @@ class Result:
     * ``fired``: the ordered trace of rules that fired;
     * ``warnings``: diagnostics that did not stop the evaluation;
     * ``rulesets``: version and sha256 of every rule file used;
-    * ``input_sha256``: hash of the canonical input.
+    * ``input_sha256``: hash of the canonical input;
+    * ``profile``: the profile of parameter readings chosen (``parameters.yaml``), if any;
+      the key is left out of the JSON when none was chosen.
     """
 
     outputs: Mapping[str, str | None]
@@ -177,10 +179,11 @@ class Result:
     input: Mapping[str, Any]
     input_sha256: str
     engine: str
+    profile: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data, in a fixed key order."""
-        return {
+        out = {
             "type": "nbrules.result",
             "outputs": dict(self.outputs),
             "indeterminate": {k: v.to_dict() for k, v in self.indeterminate.items()},
@@ -194,6 +197,9 @@ class Result:
             "input_sha256": self.input_sha256,
             "engine": self.engine,
         }
+        if self.profile is not None:
+            out["profile"] = self.profile
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         """The result as JSON text; identical bytes for identical input and rules."""
@@ -220,7 +226,8 @@ class Result:
             ',"rulesets":', _rulesets_json(self.rulesets),
             ',"input":', _encode(self.input),
             ',"input_sha256":', _encode(self.input_sha256),
-            ',"engine":', _encode(self.engine), "}"))
+            ',"engine":', _encode(self.engine),
+            *((',"profile":', _encode(self.profile)) if self.profile is not None else ()), "}"))
 
     @property
     def complete(self) -> bool:

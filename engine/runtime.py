@@ -102,7 +102,7 @@ class _State:
     """One complete, checked, compiled rule set.  Immutable once built; evaluations in
     flight keep the state they started with, and it is freed when the last one ends."""
 
-    def __init__(self, build: RuleSetBuild, use: Iterable[str], cache_size: int) -> None:
+    def __init__(self, build: RuleSetBuild, use: Iterable[str], cache_size: int, profile: str | None = None) -> None:
         if not build.ok:
             raise RuleSetError(f"the rule files in {build.label} have errors", build.errors())
         refused = [p for d in build.decisions for p in governance_problems(d)]
@@ -111,15 +111,25 @@ class _State:
         chosen, version_diags = select_versions(build.decisions, use)
         if has_errors(version_diags):
             raise VersionError("cannot select the requested versions", [d for d in version_diags if d.is_error])
+        try:
+            readings = build.profile(profile)
+        except KeyError:
+            shown = ", ".join(build.profiles) or "none (the package has no parameters.yaml profiles)"
+            raise VersionError(f"no profile '{profile}' in {build.label}", [Diagnostic(
+                code="NB545", message=f"no profile '{profile}' in {build.label}", hint=f"profiles: {shown}")]) from None
+        self.profile = profile
+        #: Parameter overrides of the profile, per decision (its readings of that decision's parameters).
+        self.overrides = {d.id: {k: v for k, v in readings.items() if k in d.parameters} for d in chosen}
         self.build = build
         self.version_warnings = tuple(d for d in version_diags if not d.is_error)
         self.decisions: tuple[Decision, ...] = tuple(chosen)
         constraints = build.constraints.rebind(chosen) if build.constraints is not None else None
-        self.validator = PatientValidator(input_facts(), constraints=constraints)
+        self.validator = PatientValidator(input_facts(), constraints=constraints,
+                                          params={d.id: d.param_values(self.overrides[d.id]) for d in chosen})
         runners: list[DecisionRunner] = []
         try:
             for d in self.decisions:
-                runners.append(DecisionRunner(compile_decision(d), cache_size=cache_size))
+                runners.append(DecisionRunner(compile_decision(d, self.overrides[d.id]), cache_size=cache_size))
         except BaseException:
             for r in runners:
                 r.close()
@@ -147,18 +157,23 @@ class RuleEngine:
     Loading refuses rule files with errors, and ``active`` files that do not verify
     clean or fail their example cases (:mod:`nbrules.governance`).  ``use`` pins
     versions (``["cog-risk@1.0.0"]``); ``cache_size`` > 0 memoises each decision's
-    outcome per cell of its input domain (identical results, faster).
+    outcome per cell of its input domain (identical results, faster).  ``profile``
+    names a profile of ``parameters.yaml`` whose readings every decision and input
+    constraint uses; results name it (``Result.profile``).  An unknown profile raises
+    :class:`VersionError` (NB545).
     """
 
     def __init__(self, build: RuleSetBuild, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
-                 origin: Callable[[], RuleSetBuild] | None = None, directory: Path | None = None) -> None:
+                 origin: Callable[[], RuleSetBuild] | None = None, directory: Path | None = None,
+                 profile: str | None = None) -> None:
         self._use = tuple(use)
+        self.profile = profile
         self.cache_size = cache_size
         self._origin = origin
         self._directory = directory
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
-        self._state = _State(build, self._use, cache_size)
+        self._state = _State(build, self._use, cache_size, profile)
         self._engine_label = f"nbrules {__version__}"
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
@@ -166,20 +181,22 @@ class RuleEngine:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def default(cls, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE) -> "RuleEngine":
+    def default(cls, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
+                profile: str | None = None) -> "RuleEngine":
         """An engine over the rule files bundled with nbrules."""
         return cls(build_bundled(), use=use, cache_size=cache_size, origin=build_bundled,
-                   directory=bundled_rules_dir())
+                   directory=bundled_rules_dir(), profile=profile)
 
     @classmethod
-    def from_directory(cls, path: str | Path, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE) -> "RuleEngine":
+    def from_directory(cls, path: str | Path, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
+                       profile: str | None = None) -> "RuleEngine":
         """An engine over every ``*.yaml`` rule file below ``path``.
 
         Raises :class:`RuleSetError` with every diagnostic when a file is invalid.
         """
         root = Path(path)
         return cls(build_directory(root), use=use, cache_size=cache_size, origin=lambda: build_directory(root),
-                   directory=root)
+                   directory=root, profile=profile)
 
     @classmethod
     def from_sources(cls, sources: Sequence[RuleSource], label: str = "rules", *, use: Iterable[str] = (),
@@ -188,6 +205,11 @@ class RuleEngine:
         return cls(build_sources(sources, label), use=use, cache_size=cache_size)
 
     # -- the rule set in force -----------------------------------------------------------
+
+    @property
+    def use(self) -> tuple[str, ...]:
+        """The versions pinned (``decision@version``)."""
+        return self._use
 
     @property
     def build(self) -> RuleSetBuild:
@@ -249,7 +271,7 @@ class RuleEngine:
                 fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
                 if fingerprint == self._state.fingerprint:
                     return ReloadReport(True, False, (), self._state.rulesets)
-                new = _State(build, self._use, self.cache_size)
+                new = _State(build, self._use, self.cache_size, self.profile)
             except NbrulesError as exc:
                 return ReloadReport(False, False, exc.diagnostics or (
                     Diagnostic(code="NB801", message=str(exc)),), self._state.rulesets)
@@ -410,6 +432,7 @@ class RuleEngine:
             input=given,
             input_sha256=facts_sha256(given),
             engine=self._engine_label,
+            profile=state.profile,
         )
 
     def _compare_given(self, runner: DecisionRunner, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],

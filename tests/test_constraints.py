@@ -173,12 +173,69 @@ def test_verify_checks_the_chain_the_ms_age_edit_alone(rules: Path, capsys: pyte
 
 
 def test_the_same_edit_made_throughout_keeps_the_chain_closed(rules: Path) -> None:
-    # The coherent proposal moves 18 months to 548 days in every system that reads it and in
-    # the constraint: no chain finding.
+    # The coherent proposal moves 18 months to 548 days in INRGSS and in the one shared
+    # parameter INRG, COG v2, INPC and the constraint read: no chain finding.
     _edit(rules / "staging" / "inrgss.yaml", "  ms_age_limit_days:\n    value: 547", "  ms_age_limit_days:\n    value: 548")
-    for f in ("risk/inrg.yaml", "risk/cog-risk.yaml"):
-        _edit(rules / f, "  eighteen_months_days:\n    value: 547", "  eighteen_months_days:\n    value: 548")
-    _edit(rules / "constraints.yaml", "require: {fact: age_days, less_than: 547}", "require: {fact: age_days, less_than: 548}")
+    _edit(rules / "parameters.yaml", "  eighteen_months_days:\n    value: 547", "  eighteen_months_days:\n    value: 548")
     build = build_directory(rules)
     for d in build.decisions:
         assert not [f for f in verify_decision(d).findings if f["code"] == "NB610"], d.key
+
+
+# -- shared parameters and profiles (rules/parameters.yaml) ------------------------------------
+
+MS_547 = {"age_days": 547, "metastatic_sites": ["liver"], "mibg_bone_or_marrow_avid": False,
+          "mycn_status": "not_amplified", "chr11q_status": "normal"}
+
+
+def test_eighteen_months_is_declared_once_and_read_by_each_system() -> None:
+    build = build_directory(REPO / "rules")
+    assert build.ok
+    users = sorted(d.id for d in build.decisions if "eighteen_months_days" in d.parameters)
+    assert users == ["cog-risk", "inpc", "inrg"]
+    assert {d.parameters["eighteen_months_days"].value for d in build.decisions if d.id in users} == {547}
+
+
+def test_a_shared_parameter_declared_again_in_a_rule_file_is_refused(rules: Path) -> None:
+    _edit(rules / "risk" / "inrg.yaml", "parameters:\n",
+          "parameters:\n  eighteen_months_days:\n    value: 548\n    note: a second 18 months\n")
+    build = build_directory(rules)
+    [d] = [d for d in build.errors() if d.code == "NB355"]
+    assert d.path == "rules/risk/inrg.yaml" and d.pointer == "/parameters/eighteen_months_days"
+
+
+def test_a_profile_reading_must_be_documented(rules: Path) -> None:
+    _edit(rules / "parameters.yaml", "      ms_age_limit_days: 548", "      ms_age_limit_days: 600")
+    build = build_directory(rules)
+    assert [(d.code, d.path) for d in build.errors()] == [("NB356", "rules/parameters.yaml")]
+
+
+def test_the_profile_moves_every_18_month_cut_together_and_the_result_names_it() -> None:
+    # criteria.md §0.1 note A: read as "day 547 is younger", an MS child of 547 days is MS
+    # in INRGSS and gets an INRG group (MS, under 18 months, not amplified, 11q normal: C).
+    with RuleEngine.default(cache_size=0) as eng:
+        r = eng.evaluate(MS_547)
+        assert (r.outputs["inrgss_stage"], r.outputs["inrg_group"], r.profile) == ("M", "P", None)
+        assert "profile" not in r.to_dict()
+    with RuleEngine.default(profile="day-547-younger") as eng:
+        r = eng.evaluate(MS_547)
+        assert (r.outputs["inrgss_stage"], r.outputs["inrg_group"]) == ("MS", "C")
+        assert r.to_dict()["profile"] == "day-547-younger" and '"profile":"day-547-younger"' in r.to_compact_json()
+        ms = next(f for f in r.fired if f.decision == "inrgss")
+        assert ms.parameters["ms_age_limit_days"] == 548
+
+
+def test_profile_on_the_command_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import json
+
+    patient = tmp_path / "p.json"
+    patient.write_text(json.dumps(MS_547))
+    assert main(["evaluate", str(patient), "--profile", "day-547-younger"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["profile"] == "day-547-younger"
+    assert main(["evaluate", str(patient), "--profile", "no-such"]) == 4
+    assert "profiles: day-547-younger" in capsys.readouterr().err
+    assert main(["verify", "--all-parameters"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "inrgss@1.0.0 with profile day-547-younger" in out and "inrg@1.0.0 with profile day-547-younger" in out
+    assert main(["render", "inrgss", "--profile", "day-547-younger"]) == EXIT_OK
+    assert "< 548 (ms_age_limit_days)" in capsys.readouterr().out

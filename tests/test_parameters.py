@@ -19,8 +19,8 @@ CONTESTED = [
     ("inrg", "eighteen_months_days", 547),
     ("cog-risk", "eighteen_months_days", 547),
     ("cog-v1-risk", "stage4_age_limit_days", 548),
-    ("inpc", "inpc_eighteen_months_days", 547),       # §0.1 note B
-    ("inpc", "inpc_five_years_days", 1826),
+    ("inpc", "eighteen_months_days", 547),            # §0.1 note B (shared, parameters.yaml)
+    ("inpc", "five_years_days", 1826),
     ("mki-class", "mki_high_min_count", 201),          # MKI 200/5000, §4.2
     ("inpc", "gnb_nodular_classification", "peuchmaur2003"),  # §4.4
     ("inrg", "hypodiploid_as", "diploid"),            # §5.1 note 4

@@ -46,8 +46,10 @@ def _set_ms_limit(root: Path, days: int) -> None:
         "version: 1.0.1", f"version: 1.0.{days - 547}"))
     # the input constraint on the MS age moves with it, or verify reports the chain (NB610)
     c = root / "constraints.yaml"
-    c.write_text(c.read_text().replace(f"require: {{fact: age_days, less_than: {old}}}",
-                                       f"require: {{fact: age_days, less_than: {days}}}"))
+    c.write_text(c.read_text().replace("require: {fact: age_days, less_than: {param: eighteen_months_days}}",
+                                       f"require: {{fact: age_days, less_than: {days}}}")
+                 .replace(f"require: {{fact: age_days, less_than: {old}}}",
+                          f"require: {{fact: age_days, less_than: {days}}}"))
 
 
 def test_reload_swaps_in_a_clean_change(rules: Path) -> None:

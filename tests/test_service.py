@@ -72,6 +72,20 @@ def test_evaluate_one_and_many(server: tuple[str, int]) -> None:
     assert call(url, "POST", "/evaluate", MS)[2] == one  # deterministic
 
 
+def test_profile_query_parameter(server: tuple[str, int]) -> None:
+    # criteria.md §0.1 note A: read as "day 547 is younger" (profile day-547-younger), an MS
+    # child of 547 days, MYCN not amplified, 11q normal, is INRG group C; by default INRGSS M.
+    url, _ = server
+    patient = {"age_days": 547, "metastatic_sites": ["liver"], "mibg_bone_or_marrow_avid": False,
+               "mycn_status": "not_amplified", "chr11q_status": "normal"}
+    status, _, body = call(url, "POST", "/evaluate?profile=day-547-younger", patient)
+    assert status == 200 and body["profile"] == "day-547-younger" and body["outputs"]["inrg_group"] == "C"
+    status, _, body = call(url, "POST", "/evaluate", patient)
+    assert status == 200 and "profile" not in body and body["outputs"]["inrg_group"] == "P"
+    status, _, body = call(url, "POST", "/evaluate?profile=nope", patient)
+    assert status == 400 and "day-547-younger" in json.dumps(body)
+
+
 def test_bad_input_gets_problem_details_with_pointers(server: tuple[str, int]) -> None:
     url, _ = server
     status, ctype, body = call(url, "POST", "/evaluate", {"age_days": "183", "mycn": "amplified"})
