@@ -24,9 +24,9 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .conditions import NNF, Atom, And, Or, _and, _or, atoms, evaluate, to_nnf
+from .conditions import NNF, Atom, And, Or, _and, _or, atom_truth, atoms, evaluate, to_nnf
 from .diagnostics import Diagnostic
 from .model import All, Condition, Constraint, Decision, DecisionRef, Not
 
@@ -53,11 +53,17 @@ class BoundConstraint:
     #: Facts without which the violation cannot be true (a quick filter).
     needs: frozenset[str] = frozenset()
 
+    #: The violation condition as a compiled three-valued predicate (same truth as
+    #: :func:`~nbrules.conditions.evaluate`, checked in tests/test_constraints.py).
+    test: Callable[[Mapping[str, Any]], bool | None] | None = None
+
     def holds(self, facts: Mapping[str, Any]) -> bool:
         """True when ``facts`` violate this constraint."""
         for f in self.needs:
             if f not in facts:
                 return False
+        if self.test is not None:
+            return self.test(facts) is True
         return evaluate(self.violation, facts) is True
 
     @property
@@ -130,7 +136,7 @@ class ConstraintSet:
         raw = to_nnf(cond, self.conditions, shared)
         derived: dict[str, dict[str, NNF]] = {}
         node = self._expand(raw, params, derived)
-        return BoundConstraint(c, node, frozenset(a.fact for a in atoms(node)), derived, _needs(node))
+        return BoundConstraint(c, node, frozenset(a.fact for a in atoms(node)), derived, _needs(node), _compile(node))
 
     def _fires(self, ref: DecisionRef, params: Mapping[str, Mapping[str, Any]],
                derived: dict[str, dict[str, NNF]]) -> dict[str, tuple[NNF, NNF]]:
@@ -180,11 +186,15 @@ class ConstraintSet:
                 return True
         return False
 
-    def check(self, facts: Mapping[str, Any], params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Diagnostic]:
+    def check(self, facts: Mapping[str, Any], params: Mapping[str, Mapping[str, Any]] | None = None,
+              bound: Sequence[BoundConstraint] | None = None) -> list[Diagnostic]:
         """One diagnostic per violated constraint: NB510 (error) or NB511 (warning), at the
-        JSON pointer of the constraint's fact, with its message, hint and citation."""
+        JSON pointer of the constraint's fact, with its message, hint and citation.
+        ``bound`` (from :meth:`bound`) saves binding the constraints again on every call."""
         out = []
-        for b in self.violations(facts, params=params):
+        for b in (bound if bound is not None else self.bound(params)):
+            if not b.holds(facts):
+                continue
             c = b.constraint
             cite = f" ({'; '.join(c.cite)})" if c.cite else ""
             out.append(Diagnostic(code=ERROR_CODE if b.is_error else WARNING_CODE, pointer=f"/{c.fact}",
@@ -204,6 +214,49 @@ class ConstraintSet:
             return _show(facts[name])
 
         return PLACEHOLDER.sub(fill, b.constraint.message)
+
+
+def _compile(node: NNF) -> Callable[[Mapping[str, Any]], bool | None]:
+    """A closure computing the Kleene truth of ``node`` (constraints run on every record)."""
+    if isinstance(node, Atom):
+        fact, op, x = node.fact, node.op, node.value
+        if op == "known":
+            return lambda f: fact in f
+        if op == "unknown":
+            return lambda f: fact not in f
+        if op in ("eq", "ne", "in", "nin", "lt", "le", "gt", "ge"):
+            cmp: Callable[[Any], bool] = {
+                "eq": lambda v: bool(v == x), "ne": lambda v: bool(v != x), "in": lambda v: v in x,
+                "nin": lambda v: v not in x, "lt": lambda v: bool(v < x), "le": lambda v: bool(v <= x),
+                "gt": lambda v: bool(v > x), "ge": lambda v: bool(v >= x)}[op]
+            return lambda f: cmp(f[fact]) if fact in f else None
+        wanted = frozenset(x) if isinstance(x, (tuple, list, frozenset)) else frozenset()
+        lists: dict[str, Callable[[Any], bool]] = {
+            "empty": lambda v: not v, "nonempty": lambda v: bool(v),
+            "any": lambda v: not wanted.isdisjoint(v), "none": lambda v: wanted.isdisjoint(v),
+            "all": lambda v: wanted.issubset(v), "notall": lambda v: not wanted.issubset(v),
+            "subset": lambda v: wanted.issuperset(v), "notsubset": lambda v: not wanted.issuperset(v)}
+        if op in lists:
+            test = lists[op]
+            return lambda f: test(f[fact]) if fact in f else None
+        return lambda f: atom_truth(node, f)  # pragma: no cover - every operator is listed above
+    if isinstance(node, (And, Or)):
+        parts = [_compile(it) for it in node.items]
+        stop, other = (False, True) if isinstance(node, And) else (True, False)
+
+        def combine(f: Mapping[str, Any]) -> bool | None:
+            result: bool | None = other
+            for part in parts:
+                t = part(f)
+                if t is stop:
+                    return stop
+                if t is None:
+                    result = None
+            return result
+
+        return combine
+    value = bool(getattr(node, "value", False))
+    return lambda f: value
 
 
 def _needs(node: NNF) -> frozenset[str]:

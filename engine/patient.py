@@ -159,6 +159,9 @@ class PatientValidator:
                  params: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.constraints = constraints
         self.params = dict(params or {})
+        self._bound = constraints.bound(self.params) if constraints is not None else ()
+        # (facts without which it cannot be violated, compiled test): most records skip most constraints
+        self._quick = tuple((tuple(b.needs), b.test) for b in self._bound)
         schema = copy.deepcopy(read_schema("patient.schema.json"))
         self.specs: dict[str, FactSpec] = dict(specs)
         for spec in extra:
@@ -196,7 +199,14 @@ class PatientValidator:
     def _constraints(self, record: Mapping[str, Any]) -> list[Diagnostic]:
         if self.constraints is None:
             return []
-        return self.constraints.check(record, self.params)
+        for needs, test in self._quick:
+            for f in needs:
+                if f not in record:
+                    break
+            else:
+                if test is None or test(record) is True:
+                    return self.constraints.check(record, bound=self._bound)
+        return []
 
     def canonical(self, record: Mapping[str, Any]) -> dict[str, Any]:
         return canonical_facts(record, self.specs)

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .backend import EngineRuleset
 from .compiler import CompiledRule, Program, engine_fact
+from .conditions import atom_truth, atoms
 from .diagnostics import Diagnostic
 from .errors import EngineError
 from .results import FiredRule
@@ -88,6 +89,8 @@ class DecisionRunner:
         self._outputs = tuple(self.decision.decides)
         self._cache_size = cache_size
         self._cache: OrderedDict[Any, DecisionOutcome] = OrderedDict()
+        #: Cache keys (cell, restrictions) whose outcome also depends on the context.
+        self._needs_context: set[Any] = set()
         self._analysis: OrderedDict[Any, dict[str, OutputOutcome]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.engine_runs = 0
@@ -100,6 +103,10 @@ class DecisionRunner:
         self._limits = tuple(b for b in bound if b.is_error and b.facts & reads)
         #: Facts outside ``reads`` those constraints test: the context of :meth:`decide`.
         self.context_facts: tuple[str, ...] = tuple(sorted({f for b in self._limits for f in b.facts} - reads))
+        #: The tests those constraints make on the context: two contexts on which they agree
+        #: leave every constraint as it is, so the memo keys on their truth, not on the values.
+        self._context_atoms = tuple(dict.fromkeys(a for b in self._limits for a in atoms(b.violation)
+                                                  if a.fact in self.context_facts))
         # what every trace entry of a rule repeats, computed once
         d = self.decision
         self._static: dict[int, tuple[FiredRule, tuple[str, ...]]] = {}
@@ -128,6 +135,11 @@ class DecisionRunner:
         """The known facts outside ``reads`` that this decision's constraints test."""
         return {name: known[name] for name in self.context_facts if name in known}
 
+    def _context_key(self, context: Mapping[str, Any]) -> tuple[bool | None, ...]:
+        if not context:
+            return ()
+        return tuple([atom_truth(a, context) for a in self._context_atoms])
+
     def _violated(self, facts: Mapping[str, Any]) -> str | None:
         """Id of the first error constraint ``facts`` violate, or None."""
         for b in self._limits:
@@ -154,18 +166,28 @@ class DecisionRunner:
         other known facts its input constraints test (:meth:`context`)."""
         restrict = restrict or {}
         context = context or {}
-        key = None
+        key: tuple[Any, ...] | None = None
         if self._cache_size:
+            # the context matters only to the missing-fact analysis, which a cell either
+            # always or never needs: such cells are remembered per context too
             key = (self.program.domain.classify(view),
-                   tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else (),
-                   _frozen(context))
+                   tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else ())
             with self._cache_lock:
                 hit = self._cache.get(key)
+                if hit is None and key in self._needs_context:
+                    key = key + (self._context_key(context),)
+                    hit = self._cache.get(key)
                 if hit is not None:
                     self._cache.move_to_end(key)
                     return hit
-        outcome = self._decide(view, restrict, context)
+        outcome, analysed = self._decide(view, restrict, context)
         if key is not None:
+            if analysed and len(key) == 2:
+                with self._cache_lock:
+                    if len(self._needs_context) > max(2 * self._cache_size, _ANALYSIS_MEMO):
+                        self._needs_context.clear()  # bounded; a key forgotten is found again
+                    self._needs_context.add(key)
+                key = key + (self._context_key(context),)
             with self._cache_lock:
                 self._cache[key] = outcome
                 if len(self._cache) > self._cache_size:
@@ -173,7 +195,9 @@ class DecisionRunner:
         return outcome
 
     def _decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],
-                context: Mapping[str, Any]) -> DecisionOutcome:
+                context: Mapping[str, Any]) -> tuple[DecisionOutcome, bool]:
+        """The outcome, and whether the missing-fact analysis (which reads the context) ran."""
+        analysed = False
         fired, scopes = self._fire(view)
         results: dict[str, OutputOutcome] = {}
         open_outputs: list[str] = []
@@ -192,9 +216,10 @@ class DecisionRunner:
                 for out in open_outputs:
                     results[out] = self._no_rule(scopes)
             else:
+                analysed = True
                 results.update(self._open_outputs(view, unknown, restrict, tuple(open_outputs), context))
         ordered = {out: results[out] for out in self._outputs}
-        return DecisionOutcome(tuple(fired), tuple(scopes), ordered)
+        return DecisionOutcome(tuple(fired), tuple(scopes), ordered), analysed
 
     def _no_rule(self, scopes: Sequence[CompiledRule]) -> OutputOutcome:
         if scopes:
@@ -215,7 +240,7 @@ class DecisionRunner:
         """What the missing facts allow for ``outputs``.  A pure function of the cell of
         ``view`` and the context, so it is memoised (bounded)."""
         key = (self.program.domain.classify(view), unknown,
-               tuple(sorted((k, tuple(v)) for k, v in restrict.items())), outputs, _frozen(context))
+               tuple(sorted((k, tuple(v)) for k, v in restrict.items())), outputs, self._context_key(context))
         with self._cache_lock:
             hit = self._analysis.get(key)
         if hit is not None:
@@ -329,10 +354,6 @@ class DecisionRunner:
                     break
                 groups.setdefault(rest, val)
         return tuple(relevant)
-
-
-def _frozen(facts: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in facts.items()))
 
 
 def _expand(leaf: _Leaf, order: tuple[str, ...], allowed: Any) -> Iterable[tuple[int, ...]]:

@@ -30,10 +30,10 @@ from functools import cached_property
 from typing import Any, Iterable, Mapping, Sequence
 
 from .conditions import FALSE, NNF, TRUE, And, Atom, Or, atom_truth, atoms, to_nnf
+from .constraints import BoundConstraint
 from .diagnostics import Diagnostic, Severity
 from .domain import DecisionDomain, decision_domain
 from .explain import show_facts, show_value
-from .constraints import BoundConstraint
 from .loader import join_pointer
 from .model import Decision, Rule, Scope
 
