@@ -113,15 +113,22 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
             checkable.append(pruned[0])
             ignored[f.source.display] = pruned[1]
     inputs = input_facts()
-    shared = params_file = None
-    if "parameters.yaml" in package:
-        params_file, schema_diags = _load_and_validate(package["parameters.yaml"], PACKAGE_FILES["parameters.yaml"])
-        loaded.append(params_file)
-        diags.extend(params_file.diagnostics)
+
+    def package_file(name: str) -> LoadedFile | None:
+        """Load and validate the package file ``name``; None when absent or not checkable."""
+        if name not in package:
+            return None
+        f, schema_diags = _load_and_validate(package[name], PACKAGE_FILES[name])
+        loaded.append(f)
+        diags.extend(f.diagnostics)
         diags.extend(schema_diags)
-        if params_file.ok and not has_errors(schema_diags):
-            shared, pdiags = check_parameters(params_file, inputs)
-            diags.extend(pdiags)
+        return f if f.ok and not has_errors(schema_diags) else None
+
+    shared = None
+    params_file = package_file("parameters.yaml")
+    if params_file is not None:
+        shared, pdiags = check_parameters(params_file, inputs)
+        diags.extend(pdiags)
     checked = check_files(checkable, inputs, ignored, shared)
     diags.extend(checked.diagnostics)
     decisions = tuple(dependency_order(checked.decisions))
@@ -129,14 +136,10 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
         # a parameter of a decision file that failed to load is not reported again as unknown
         diags.extend(check_profiles(params_file, shared, decisions, names_complete=not has_errors(diags)))
     constraints = None
-    if "constraints.yaml" in package:
-        f, schema_diags = _load_and_validate(package["constraints.yaml"], PACKAGE_FILES["constraints.yaml"])
-        loaded.append(f)
-        diags.extend(f.diagnostics)
-        diags.extend(schema_diags)
-        if f.ok and not has_errors(schema_diags):
-            constraints, cdiags = check_constraints(f, checked.vocabulary, inputs, decisions, shared)
-            diags.extend(cdiags)
+    constraints_file = package_file("constraints.yaml")
+    if constraints_file is not None:
+        constraints, cdiags = check_constraints(constraints_file, checked.vocabulary, inputs, decisions, shared)
+        diags.extend(cdiags)
     return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), checked.vocabulary, tuple(loaded), label,
                         constraints, shared)
 

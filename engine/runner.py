@@ -136,8 +136,7 @@ class DecisionRunner:
         return {name: known[name] for name in self.context_facts if name in known}
 
     def _context_key(self, context: Mapping[str, Any]) -> tuple[bool | None, ...]:
-        if not context:
-            return ()
+        """What the context is to the constraints: the truth of their tests on it."""
         return tuple([atom_truth(a, context) for a in self._context_atoms])
 
     def _violated(self, facts: Mapping[str, Any]) -> str | None:
@@ -163,7 +162,8 @@ class DecisionRunner:
                context: Mapping[str, Any] | None = None) -> DecisionOutcome:
         """Run the decision on ``view`` (known facts only); ``restrict`` limits unknown
         derived facts to the values their own decision left open; ``context`` holds the
-        other known facts its input constraints test (:meth:`context`)."""
+        other known facts its input constraints test, or all known facts (only those are
+        read, and only when the missing-fact analysis needs them)."""
         restrict = restrict or {}
         context = context or {}
         key: tuple[Any, ...] | None = None

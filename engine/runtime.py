@@ -382,9 +382,9 @@ class RuleEngine:
                 for out in d.decides:
                     outputs[out] = given[out]
                     from_input[out] = FromInput(d.id, given[out])
-                warnings.extend(self._compare_given(runner, view, restrict, given, runner.context(known)))
+                warnings.extend(self._compare_given(runner, view, restrict, given, known))
                 continue
-            outcome = runner.decide(view, restrict, runner.context(known))
+            outcome = runner.decide(view, restrict, known)
             for cr in outcome.fired:
                 fired.append(runner.trace(len(fired) + 1, cr, view))
             for out, oc in outcome.outputs.items():

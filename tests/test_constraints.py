@@ -239,3 +239,33 @@ def test_profile_on_the_command_line(capsys: pytest.CaptureFixture[str], tmp_pat
     assert "inrgss@1.0.0 with profile day-547-younger" in out and "inrg@1.0.0 with profile day-547-younger" in out
     assert main(["render", "inrgss", "--profile", "day-547-younger"]) == EXIT_OK
     assert "< 548 (ms_age_limit_days)" in capsys.readouterr().out
+
+
+def test_compiled_constraint_tests_agree_with_the_reference_interpreter() -> None:
+    import random
+
+    from nbrules.conditions import evaluate
+    from nbrules.vocabulary import input_facts
+
+    build = build_directory(REPO / "rules")
+    assert build.constraints is not None
+    specs = input_facts()
+    rng = random.Random(10)
+
+    def value(spec):  # type: ignore[no-untyped-def]
+        if spec.kind == "enum":
+            return rng.choice(spec.values)
+        if spec.kind == "boolean":
+            return rng.random() < 0.5
+        if spec.kind == "set":
+            return rng.sample(spec.values, rng.randint(0, min(3, len(spec.values))))
+        return rng.choice([0, 1, 99, 100, 199, 200, 201, 364, 365, 546, 547, 548, 10, 9.5])
+
+    checked = 0
+    for _ in range(3000):
+        facts = {n: value(s) for n, s in specs.items() if rng.random() < 0.6}
+        for b in build.constraints.bound():
+            assert b.test is not None
+            assert b.test(facts) == evaluate(b.violation, facts), (b.constraint.id, facts)
+            checked += 1
+    assert checked == 3000 * len(build.constraints)
