@@ -44,15 +44,16 @@ class EngineSpec:
     cache_size: int = 65536
     decisions: tuple[str, ...] | None = None  # the decisions to run (None: all)
     as_of: datetime.date | None = None  # the parent's evaluation date, so workers choose the same versions
+    profile: str | None = None
 
     def build(self) -> Any:
         from .runtime import RuleEngine
 
         if self.rules is None:
             return RuleEngine.default(use=self.use, cache_size=self.cache_size, decisions=self.decisions,
-                                      as_of=self.as_of)
+                                      as_of=self.as_of, profile=self.profile)
         return RuleEngine.from_directory(self.rules, use=self.use, cache_size=self.cache_size,
-                                         decisions=self.decisions, as_of=self.as_of)
+                                         decisions=self.decisions, as_of=self.as_of, profile=self.profile)
 
 
 @dataclass

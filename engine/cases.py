@@ -9,7 +9,7 @@ outputs and fired rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .compiler import compile_decision
 from .diagnostics import Diagnostic
@@ -66,16 +66,20 @@ def _matches(exp: str | None | ExpectIndeterminate, oc: OutputOutcome) -> bool:
     return oc.status in ("set", "settled") and oc.value == exp
 
 
-def run_cases(decisions: Iterable[Decision]) -> Iterator[CaseResult]:
-    """Run every case of every decision; one durable-rules ruleset per parameter binding."""
+def run_cases(decisions: Iterable[Decision], profile: Mapping[str, Any] | None = None) -> Iterator[CaseResult]:
+    """Run every case of every decision; one durable-rules ruleset per parameter binding.
+
+    ``profile`` (readings of a profile) sets parameters the case does not set itself."""
     for decision in decisions:
         runners: dict[tuple[tuple[str, Any], ...], DecisionRunner] = {}
+        base = {k: v for k, v in (profile or {}).items() if k in decision.parameters}
         try:
             for case in decision.cases:
-                key = tuple(sorted(case.parameters.items()))
+                params = {**base, **case.parameters}
+                key = tuple(sorted(params.items()))
                 runner = runners.get(key)
                 if runner is None:
-                    runner = DecisionRunner(compile_decision(decision, case.parameters))
+                    runner = DecisionRunner(compile_decision(decision, params))
                     runners[key] = runner
                 yield _run_one(decision, case, runner)
         finally:

@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any, Mapping, Sequence
 
 from .conditions import condition_refs, params_in, tests_in
+from .constraints import PLACEHOLDER, ConstraintSet
 from .diagnostics import Diagnostic, did_you_mean
 from .loader import LoadedFile, join_pointer
 from .model import (
@@ -26,10 +27,14 @@ from .model import (
     ExpectIndeterminate,
     Not,
     ParamRef,
+    Constraint,
+    DecisionRef,
     ParamTest,
     Parameter,
+    Profile,
     Rule,
     Scope,
+    SharedParameters,
     Test,
 )
 from .patient import PatientValidator
@@ -37,7 +42,8 @@ from .reference import Reference, anchor_id, find_reference, split_citation
 from .validator import describe_value
 from .vocabulary import FactSpec
 
-__all__ = ["CheckResult", "check_files", "dependency_order", "output_vocabulary", "undeclared_fact_hint"]
+__all__ = ["CheckResult", "check_files", "check_constraints", "check_parameters", "check_profiles", "dependency_order",
+           "in_force", "output_vocabulary", "undeclared_fact_hint"]
 
 _SCALAR_OPS = ("is", "in")
 _NUMBER_OPS = ("less_than", "at_most", "greater_than", "at_least")
@@ -81,7 +87,8 @@ def output_vocabulary(files: Sequence[LoadedFile], inputs: Mapping[str, FactSpec
 
 
 def check_files(files: Sequence[LoadedFile], inputs: Mapping[str, FactSpec],
-                ignored: Mapping[str, set[str]] | None = None) -> CheckResult:
+                ignored: Mapping[str, set[str]] | None = None,
+                shared: SharedParameters | None = None) -> CheckResult:
     """Check every (loaded, schema-valid) file and the set as a whole.
 
     ``ignored`` maps a file's display path to names (rule ids, parameters, named
@@ -94,7 +101,8 @@ def check_files(files: Sequence[LoadedFile], inputs: Mapping[str, FactSpec],
     diags: list[Diagnostic] = []
     decisions: list[Decision] = []
     for f in files:
-        fc = _FileChecker(f, vocab, inputs, case_validator, (ignored or {}).get(f.source.display, set()))
+        fc = _FileChecker(f, vocab, inputs, case_validator, (ignored or {}).get(f.source.display, set()),
+                          shared.parameters if shared is not None else {})
         decision = fc.run()
         diags.extend(fc.diags)
         if decision is not None:
@@ -194,8 +202,10 @@ def dependency_order(decisions: Sequence[Decision]) -> list[Decision]:
 
 class _FileChecker:
     def __init__(self, f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
-                 case_validator: PatientValidator, ignored: set[str]) -> None:
+                 case_validator: PatientValidator, ignored: set[str],
+                 shared: Mapping[str, Parameter] | None = None) -> None:
         self.f = f
+        self.shared = dict(shared or {})
         self.ignored = ignored
         self.data: dict[str, Any] = f.data
         self.vocab = vocab
@@ -215,6 +225,13 @@ class _FileChecker:
         self.params: dict[str, Parameter] = {}
         self._depth: dict[str, int] = {}  # all/any/not depth of each named condition, expanded
         self.cited: set[str] = set()
+
+    def _param(self, name: str) -> Parameter | None:
+        """A parameter of this file, else a shared one (which then joins the decision's)."""
+        p = self.params.get(name)
+        if p is None and name in self.shared:
+            p = self.params[name] = self.shared[name]
+        return p
 
     def err(self, code: str, message: str, pointer: str, *, key: bool = False, hint: str | None = None,
             name: str | None = None) -> None:
@@ -238,6 +255,10 @@ class _FileChecker:
         self._check_decides()
         for name, p in d.get("parameters", {}).items():
             self.params[name] = self._parameter(name, p)
+            if name in self.shared:
+                self.err("NB355", f"parameter '{name}' is declared in parameters.yaml; a shared parameter is "
+                                  f"declared once", join_pointer("/parameters", name), key=True,
+                         hint="remove this declaration: {param: " + name + "} uses the shared one")
         conditions = self._named_conditions()
         rules = tuple(self._rule(i, r, conditions) for i, r in enumerate(d["rules"]))
         scopes = tuple(self._scope(i, s, conditions) for i, s in enumerate(d.get("out_of_scope", [])))
@@ -436,7 +457,7 @@ class _FileChecker:
         name = c["param"]
         op = "is" if "is" in c else "in"
         value = _freeze(c[op])
-        p = self.params.get(name)
+        p = self._param(name)
         if p is None:
             self.err("NB305", f"parameter '{name}' is not declared", f"{ptr}/param",
                      hint=did_you_mean(name, self.params) or "declare it under 'parameters'", name=name)
@@ -458,7 +479,9 @@ class _FileChecker:
         fact = c["fact"]
         op = next(k for k in c if k != "fact")
         raw = c[op]
-        value: Any = ParamRef(raw["param"]) if isinstance(raw, dict) else _freeze(raw)
+        value: Any = _freeze(raw)
+        if isinstance(raw, dict):
+            value = DecisionRef(raw["decision"], raw["output"]) if "decision" in raw else ParamRef(raw["param"])
         test = Test(fact, op, value, ptr)
         spec = self.vocab.get(fact)
         if spec is None:
@@ -471,8 +494,10 @@ class _FileChecker:
         if not self._op_fits(spec, op, ptr):
             return test
         vptr = f"{ptr}/{op}"
-        if isinstance(value, ParamRef):
-            p = self.params.get(value.name)
+        if isinstance(value, DecisionRef):
+            self._decision_ref(spec, value, vptr)
+        elif isinstance(value, ParamRef):
+            p = self._param(value.name)
             if p is None:
                 self.err("NB305", f"parameter '{value.name}' is not declared", f"{vptr}/param",
                          hint=did_you_mean(value.name, self.params) or "declare it under 'parameters'", name=value.name)
@@ -483,6 +508,11 @@ class _FileChecker:
         else:
             self._value_fits(spec, op, value, vptr, "")
         return test
+
+    def _decision_ref(self, spec: FactSpec, ref: DecisionRef, ptr: str) -> None:
+        self.err("NB350", f"{{decision: {ref.decision}, output: {ref.output}}} may only be used in input "
+                          f"constraints (constraints.yaml)", ptr,
+                 hint="a rule reads another decision's output as a fact: add the output to reads and test it")
 
     def _op_fits(self, spec: FactSpec, op: str, ptr: str) -> bool:
         kind = spec.kind
@@ -587,7 +617,7 @@ class _FileChecker:
         params: dict[str, Any] = {}
         for name, value in c.get("parameters", {}).items():
             pptr = join_pointer(f"{ptr}/parameters", name)
-            p = self.params.get(name)
+            p = self._param(name)
             if p is None:
                 self.err("NB305", f"parameter '{name}' is not declared", pptr, key=True,
                          hint=did_you_mean(name, self.params), name=name)
@@ -648,7 +678,7 @@ class _FileChecker:
                         used_named.add(ref.name)
                         stack.append(d.conditions[ref.name])
         for name in d.parameters:
-            if name not in used_params:
+            if name not in used_params and name not in self.shared:
                 self.diags.append(self.f.diag("NB330", f"parameter '{name}' is declared but never used",
                                               join_pointer("/parameters", name), key=True,
                                               hint="use it with {param: " + name + "} or remove it"))
@@ -679,3 +709,175 @@ def _kind(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "list"
     return "text"
+
+
+# -- input constraints (constraints.yaml) ------------------------------------------------
+
+
+class _ConstraintChecker(_FileChecker):
+    """Checks a package's ``constraints.yaml``: conditions as in rule files (any fact of the
+    vocabulary may be tested), decision references, message placeholders, citations."""
+
+    def __init__(self, f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
+                 decisions: Mapping[str, Decision], shared: Mapping[str, Parameter]) -> None:
+        super().__init__(f, vocab, inputs, PatientValidator(inputs), set(), shared)
+        self.reads = tuple(vocab)
+        self.decisions = decisions
+
+    def _decision_ref(self, spec: FactSpec, ref: DecisionRef, ptr: str) -> None:
+        d = self.decisions.get(ref.decision)
+        if d is None:
+            self.err("NB351", f"decision '{ref.decision}' is not defined in this package", f"{ptr}/decision",
+                     hint=did_you_mean(ref.decision, self.decisions) or f"decisions: {', '.join(sorted(self.decisions))}")
+            return
+        values = d.decides.get(ref.output)
+        if values is None:
+            self.err("NB351", f"decision '{ref.decision}' does not decide '{ref.output}'", f"{ptr}/output",
+                     hint=did_you_mean(ref.output, d.decides) or f"it decides: {', '.join(d.decides)}")
+            return
+        if spec.kind != "enum" or any(v not in spec.values for v in values):
+            self.err("NB352", f"{spec.name} is {spec.describe()}; {ref.decision} gives {ref.output} one of "
+                              f"{', '.join(values)}", ptr, hint="compare a fact with an output of the same value set")
+
+    def constraints(self) -> list[Constraint]:
+        out: list[Constraint] = []
+        seen: set[str] = set()
+        for i, c in enumerate(self.data.get("constraints", [])):
+            ptr = f"/constraints/{i}"
+            if c["id"] in seen:
+                self.err("NB353", f"constraint id '{c['id']}' is used twice", f"{ptr}/id",
+                         hint="give each constraint its own id")
+            seen.add(c["id"])
+            if c["fact"] not in self.inputs:
+                self.err("NB301", f"fact '{c['fact']}' is not a patient fact", f"{ptr}/fact",
+                         hint=did_you_mean(c["fact"], self.inputs) or "name the patient fact the message is about")
+            named = self.data.get("conditions", {})
+            when = self._condition(c["when"], f"{ptr}/when", named) if "when" in c else None
+            require = self._condition(c["require"], f"{ptr}/require", named)
+            for name in PLACEHOLDER.findall(c["message"]):
+                did, _, out_name = name.partition(".")
+                known = (out_name in self.decisions[did].decides) if out_name and did in self.decisions \
+                    else (not out_name and name in self.vocab)
+                if not known:
+                    self.err("NB354", f"'{{{name}}}' in the message names neither a fact nor a decision's output",
+                             f"{ptr}/message", hint="write {fact_name} or {decision-id.output}")
+            cite = self._cites(c["cite"], f"{ptr}/cite")
+            span = self.f.span(ptr)
+            out.append(Constraint(c["id"], c["fact"], c["severity"], when, require, c["message"], c.get("hint", ""),
+                                  cite, ptr, span.line if span else 1))
+        for key in self.sources:
+            if key not in self.cited:
+                self.diags.append(self.f.diag("NB331", f"source '{key}' is never cited",
+                                              join_pointer("/sources", key), key=True))
+        return out
+
+
+def in_force(decisions: Sequence[Decision]) -> dict[str, Decision]:
+    """Per decision id, the version a reference means by default: the newest active one,
+    else the newest of any status."""
+    out: dict[str, Decision] = {}
+    for d in decisions:
+        cur = out.get(d.id)
+        rank = (d.status == "active", d.version_key)
+        if cur is None or rank > (cur.status == "active", cur.version_key):
+            out[d.id] = d
+    return out
+
+
+def check_constraints(f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
+                      decisions: Sequence[Decision],
+                      shared: SharedParameters | None = None) -> tuple[ConstraintSet | None, list[Diagnostic]]:
+    """Check a (loaded, schema-valid) ``constraints.yaml``; attach the set to every decision
+    and check the decisions' example cases against it (NB312).  The set is None when the
+    file has errors."""
+    by_id = in_force(decisions)
+    cc = _ConstraintChecker(f, vocab, inputs, by_id, shared.parameters if shared is not None else {})
+    named = cc._named_conditions()
+    items = cc.constraints()
+    diags = list(cc.diags)
+    if any(d.is_error for d in diags):
+        return None, diags
+    cset = ConstraintSet(items, by_id, named, cc.sources, f.source.display,
+                         {n: p.value for n, p in cc.params.items()})
+    for d in decisions:
+        object.__setattr__(d, "constraints", cset)
+        for case in d.cases:
+            for v in cset.check(case.given, {d.id: d.param_values(case.parameters)}):
+                if not v.is_error:
+                    continue  # a case may show how unlikely input is answered
+                diags.append(d.file.diag("NB312", f"case '{case.name}': {v.message}",
+                                         f"{case.pointer}/given{v.pointer}" if (v.pointer or "").lstrip("/") in case.given
+                                         else f"{case.pointer}/given", hint=v.hint, severity=v.severity))
+    return cset, diags
+
+
+# -- shared parameters and profiles (parameters.yaml) ---------------------------------------
+
+
+class _ParametersChecker(_FileChecker):
+    """Checks a package's ``parameters.yaml``: shared parameters (as in rule files) and
+    profiles (readings checked against the decisions by :func:`check_profiles`)."""
+
+    def __init__(self, f: LoadedFile, inputs: Mapping[str, FactSpec]) -> None:
+        super().__init__(f, inputs, inputs, PatientValidator(inputs), set())
+
+    def checked(self) -> SharedParameters:
+        for name, p in self.data.get("parameters", {}).items():
+            self.params[name] = self._parameter(name, p)
+        profiles: dict[str, Profile] = {}
+        for name, prof in self.data.get("profiles", {}).items():
+            ptr = join_pointer("/profiles", name)
+            cite = self._cites(prof["cite"], f"{ptr}/cite")
+            readings = {k: _freeze(v) for k, v in prof["readings"].items()}
+            profiles[name] = Profile(name, prof["title"], prof["note"], cite, readings, ptr)
+        for key in self.sources:
+            if key not in self.cited:
+                self.diags.append(self.f.diag("NB331", f"source '{key}' is never cited",
+                                              join_pointer("/sources", key), key=True))
+        return SharedParameters(dict(self.params), profiles, self.sources, self.f.source.display)
+
+
+def check_parameters(f: LoadedFile, inputs: Mapping[str, FactSpec]) -> tuple[SharedParameters, list[Diagnostic]]:
+    """Check a (loaded, schema-valid) ``parameters.yaml`` on its own."""
+    pc = _ParametersChecker(f, inputs)
+    shared = pc.checked()
+    return shared, list(pc.diags)
+
+
+def check_profiles(f: LoadedFile, shared: SharedParameters, decisions: Sequence[Decision],
+                   names_complete: bool = True) -> list[Diagnostic]:
+    """Every profile reading names a parameter (shared, or of a decision) and reads one of its
+    documented values (NB356); a shared parameter no decision uses is reported (NB330)."""
+    diags: list[Diagnostic] = []
+    known: dict[str, list[Parameter]] = {}
+    used: set[str] = set()
+    for d in decisions:
+        for name, p in d.parameters.items():
+            known.setdefault(name, []).append(p)
+            if name in shared.parameters:
+                used.add(name)
+    for name, p in shared.parameters.items():
+        known.setdefault(name, [p])
+        if name not in used:
+            diags.append(f.diag("NB330", f"shared parameter '{name}' is used by no decision",
+                                join_pointer("/parameters", name), key=True,
+                                hint="use it with {param: " + name + "} in a rule file, or remove it"))
+    for prof in shared.profiles.values():
+        for name, value in prof.readings.items():
+            ptr = join_pointer(f"{prof.pointer}/readings", name)
+            if name not in known:
+                if not names_complete:
+                    continue
+                diags.append(f.diag("NB356", f"profile '{prof.name}' reads parameter '{name}', which no decision "
+                                             f"or parameters.yaml declares", ptr, key=True,
+                                    hint=did_you_mean(name, known) or "name a shared parameter or a decision's"))
+                continue
+            for p in known[name]:
+                documented = [p.value] + [a for a, _ in p.alternatives]
+                if value not in documented:
+                    shown = ", ".join(describe_value(x) for x in documented)
+                    diags.append(f.diag("NB356", f"profile '{prof.name}' reads {name} = {describe_value(value)}, "
+                                                 f"which is not a documented reading ({shown})", ptr,
+                                        hint="add it as an alternative with its note, or correct the reading"))
+                    break
+    return diags

@@ -52,6 +52,21 @@ def _rules_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
     p.add_argument("--rules", metavar="DIR", help="rules directory (default: the bundled rules)")
 
 
+def _profile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", metavar="NAME",
+                   help="read the parameters as profile NAME of the package's parameters.yaml says")
+
+
+def _profile(args: argparse.Namespace, build: RuleSetBuild) -> dict[str, object]:
+    """The readings of --profile (none when not given); a usage error when it is unknown."""
+    name = getattr(args, "profile", None)
+    try:
+        return build.profile(name)
+    except KeyError:
+        raise _UsageError(f"no profile '{name}' in {build.label}; profiles: "
+                          + (", ".join(build.profiles) or "none")) from None
+
+
 def _build(args: argparse.Namespace) -> RuleSetBuild:
     path = getattr(args, "dir", None) or args.rules
     if path is None:
@@ -123,10 +138,12 @@ def _engine(args: argparse.Namespace) -> RuleEngine:
                               f"in force: {', '.join(in_force)}")
     as_of = getattr(args, "as_of", None)
     path = getattr(args, "dir", None) or args.rules
+    profile = getattr(args, "profile", None)
+    _profile(args, build)
     if path is None:
-        return RuleEngine.default(use=use, cache_size=cache, decisions=chosen, as_of=as_of)
+        return RuleEngine.default(use=use, cache_size=cache, decisions=chosen, as_of=as_of, profile=profile)
     # remembers the directory for reload/watch
-    return RuleEngine.from_directory(path, use=use, cache_size=cache, decisions=chosen, as_of=as_of)
+    return RuleEngine.from_directory(path, use=use, cache_size=cache, decisions=chosen, as_of=as_of, profile=profile)
 
 
 def _date(text: str) -> datetime.date:
@@ -188,8 +205,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(f"{display or build.label}: cannot run cases, the rule files have errors ({_counts(build.diagnostics)})")
         return EXIT_RULES
     total = failed = 0
+    readings = _profile(args, build)
     for decision in _decisions_of(build, display):
-        results = list(run_cases([decision]))
+        results = list(run_cases([decision], readings))
         bad = [r for r in results if not r.passed]
         total += len(results)
         failed += len(bad)
@@ -290,6 +308,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify_decision
 
     build, display = _target(args)
+    readings = _profile(args, build)
     if not build.ok:
         _print_diagnostics(_of(build.diagnostics, display) or build.diagnostics, sys.stdout)
     # Errors inside example cases do not stop the analysis of the rules themselves.
@@ -303,10 +322,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for d in targets:
         if d in skipped:
             continue
-        runs: list[tuple[str, dict[str, object] | None]] = [("", None)]
+        base = {k: v for k, v in readings.items() if k in d.parameters}
+        runs: list[tuple[str, dict[str, object] | None]] = [
+            (f" with profile {args.profile}" if base else "", dict(readings) if base else None)]
         if args.all_parameters:
-            runs += [(f" with {name} = {json.dumps(v)}", {name: v})
-                     for name, p in d.parameters.items() for v, _ in p.alternatives]
+            runs += [(f" with {name} = {json.dumps(v)}", {**readings, name: v})
+                     for name, p in d.parameters.items() for v, _ in p.alternatives if v != base.get(name)]
+            runs += [(f" with profile {prof}", build.profile(prof)) for prof in build.profiles
+                     if prof != args.profile and any(k in d.parameters for k in build.profile(prof))]
         for label, params in runs:
             report = verify_decision(d, params)
             reports.append((label, report))
@@ -337,7 +360,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not build.ok:
         _print_diagnostics(build.diagnostics, sys.stderr)
         raise _RulesInvalid(build)
-    chosen = list(build.decisions)
+    _profile(args, build)
+    chosen = [build.profiled(d, args.profile) for d in build.decisions]
     if args.decision:
         chosen = [d for d in chosen if args.decision in (d.id, d.key)]
         if not chosen:
@@ -394,22 +418,26 @@ def cmd_diff(args: argparse.Namespace) -> int:
                           f"(found '{args.old}' and '{args.new}')")
     if old_dir.is_dir() and new_dir.is_dir():
         old_build, new_build = _checked(build_directory(old_dir)), _checked(build_directory(new_dir))
-        old_sel, _ = select_versions(old_build.decisions)
-        new_sel, _ = select_versions(new_build.decisions)
+        for one in (old_build, new_build):
+            _profile(args, one)
+        old_sel = [old_build.profiled(d, args.profile) for d in select_versions(old_build.decisions)[0]]
+        new_sel = [new_build.profiled(d, args.profile) for d in select_versions(new_build.decisions)[0]]
         old_by = {d.id: d for d in old_sel}
         new_by = {d.id: d for d in new_sel}
         ids = list(old_by) + [i for i in new_by if i not in old_by]
         pairs = [(old_by.get(i), new_by.get(i)) for i in ids]
-        engines = (lambda: RuleEngine(old_build, cache_size=_COHORT_CACHE),
-                   lambda: RuleEngine(new_build, cache_size=_COHORT_CACHE))
+        engines = (lambda: RuleEngine(old_build, cache_size=_COHORT_CACHE, profile=args.profile),
+                   lambda: RuleEngine(new_build, cache_size=_COHORT_CACHE, profile=args.profile))
     else:
         (ob, old), (nb, new) = _side(args.old, args), _side(args.new, args)
         if old.id != new.id:
             raise _UsageError(f"nbrules diff: '{args.old}' is decision {old.id} and '{args.new}' is decision "
                               f"{new.id}; diff compares two versions of one decision")
-        pairs = [(old, new)]
-        engines = (lambda: RuleEngine(ob, use=[old.key], cache_size=_COHORT_CACHE),
-                   lambda: RuleEngine(nb, use=[new.key], cache_size=_COHORT_CACHE))
+        _profile(args, ob)
+        _profile(args, nb)
+        pairs = [(ob.profiled(old, args.profile), nb.profiled(new, args.profile))]
+        engines = (lambda: RuleEngine(ob, use=[old.key], cache_size=_COHORT_CACHE, profile=args.profile),
+                   lambda: RuleEngine(nb, use=[new.key], cache_size=_COHORT_CACHE, profile=args.profile))
     diffs = [diff_decisions(a, b) if a is not None and b is not None else DecisionDiff(a, b) for a, b in pairs]
     cohort = None
     if args.cohort:
@@ -482,7 +510,7 @@ def _batch(args: argparse.Namespace) -> int:
     args.as_of = args.as_of or datetime.date.today()
     engine = _engine(args)  # the rules are checked here, once, before any worker starts
     spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size, decisions=_decision_list(args),
-                      as_of=engine.as_of)
+                      as_of=engine.as_of, profile=args.profile)
     out: TextIO = sys.stdout
     # A file is written as OUT.partial and renamed to OUT only when every row is written:
     # a run that is killed or fails leaves OUT.partial, never a truncated OUT.
@@ -672,6 +700,7 @@ def _parser() -> _Parser:
     t = sub.add_parser("test", help="run the example cases of every rule file")
     _rules_arg(t, positional=True)
     t.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    _profile_arg(t)
     t.set_defaults(func=cmd_test)
 
     e = sub.add_parser("evaluate", help="evaluate one patient (JSON file, or - for stdin), or a batch")
@@ -699,12 +728,14 @@ def _parser() -> _Parser:
     e.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N",
                    help="outcomes remembered per decision and cell (0: none; results are identical)")
     e.add_argument("-q", "--quiet", action="store_true", default=None, help="batch: no progress bar and no summary")
+    _profile_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
     vf = sub.add_parser("verify", help="check every decision over its whole input domain: gaps, overlaps, dead rules")
     _rules_arg(vf, positional=True)
     vf.add_argument("--all-parameters", action="store_true",
-                    help="also verify under each documented alternative value of each parameter")
+                    help="also verify under each documented alternative value of each parameter, and each profile")
+    _profile_arg(vf)
     vf.add_argument("--format", choices=("text", "json"), default="text")
     vf.add_argument("-v", "--verbose", action="store_true", help="show information findings (declared gaps) too")
     vf.set_defaults(func=cmd_verify)
@@ -714,6 +745,7 @@ def _parser() -> _Parser:
     _rules_arg(r)
     r.add_argument("--format", choices=("html", "md"), default="md")
     r.add_argument("--out", metavar="FILE", help="write to FILE instead of standard output")
+    _profile_arg(r)
     r.set_defaults(func=cmd_render)
 
     df = sub.add_parser("diff", help="what changes between two versions of a decision, or two rules directories")
@@ -725,6 +757,7 @@ def _parser() -> _Parser:
                     help="cohort format (default: from the file name; jsonl for -)")
     df.add_argument("--id-column", help="cohort: name of the id column (default: id)")
     df.add_argument("--format", choices=("text", "json"), default="text")
+    _profile_arg(df)
     df.set_defaults(func=cmd_diff)
 
     sv = sub.add_parser("serve", help="run the HTTP service (evaluate, decisions, health, OpenAPI, CDS Hooks)")
@@ -747,6 +780,7 @@ def _parser() -> _Parser:
     sv.add_argument("--cache-size", type=_int_at_least(0), default=DEFAULT_CACHE_SIZE, metavar="N",
                     help="outcomes remembered per decision")
     sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    _profile_arg(sv)
     sv.set_defaults(func=cmd_serve)
 
     ini = sub.add_parser("init", help="write an editable copy of the bundled knowledge package into DIR")

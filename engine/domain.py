@@ -22,7 +22,6 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from .conditions import NNF, Atom, atoms, to_nnf
 from .model import Decision
-from .patient import CONTRADICTION_CUTS
 from .vocabulary import FactSpec
 
 __all__ = ["Cell", "Partition", "NumberPartition", "DecisionDomain", "decision_domain", "decision_nnf", "joint_domain"]
@@ -254,7 +253,11 @@ def joint_domain(parts: Sequence[tuple[Decision, Mapping[str, Any] | None]]) -> 
     for decision, params in parts:
         bound = decision.param_values(params)
         rules, scopes = decision_nnf(decision, bound)
-        for node in rules + scopes:
+        # input constraints cut too, so that a cell is wholly consistent or wholly contradictory:
+        # every error constraint, and any constraint on what this decision derives (the chain check)
+        limits = [b.violation for b in decision.constraints.bound({decision.id: bound})
+                  if b.is_error or b.facts & set(decision.decides)] if decision.constraints else []
+        for node in rules + scopes + limits:
             for a in atoms(node):
                 by_fact.setdefault(a.fact, []).append(a)
         for name in decision.reads:
@@ -272,9 +275,7 @@ def joint_domain(parts: Sequence[tuple[Decision, Mapping[str, Any] | None]]) -> 
         elif spec.kind == "boolean":
             partitions[name] = _BoolPartition(spec)
         elif spec.kind in ("integer", "number"):
-            cuts = _cuts(found)
-            cuts |= {(t, 0 if side == "lt" else 1) for t, side in CONTRADICTION_CUTS.get(name, ())}
-            partitions[name] = NumberPartition(spec, cuts)
+            partitions[name] = NumberPartition(spec, _cuts(found))
         else:
             sets = [(frozenset(a.value), a.op in ("all", "notall")) for a in found if a.value is not None]
             partitions[name] = _SetPartition(spec, sets)

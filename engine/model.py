@@ -8,12 +8,15 @@ the JSON pointer of its origin so later stages can point back into the file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from .loader import LoadedFile
 from .reference import Reference, split_citation
 from .sources import RuleSource
 from .vocabulary import FactSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .constraints import ConstraintSet
 
 __all__ = [
     "All",
@@ -21,13 +24,17 @@ __all__ = [
     "Case",
     "CondRef",
     "Condition",
+    "Constraint",
     "Decision",
+    "DecisionRef",
     "ExpectIndeterminate",
     "Not",
     "ParamRef",
     "ParamTest",
     "Parameter",
+    "Profile",
     "Rule",
+    "SharedParameters",
     "Scope",
     "Test",
     "TEST_OPERATORS",
@@ -57,6 +64,15 @@ class ParamRef:
 
 
 @dataclass(frozen=True)
+class DecisionRef:
+    """``{decision: id, output: name}`` used in place of a literal (input constraints only):
+    the value that decision derives for that output from the same patient's facts."""
+
+    decision: str
+    output: str
+
+
+@dataclass(frozen=True)
 class Test:
     """A test on one fact: ``{fact: age_days, less_than: 547}``."""
 
@@ -64,7 +80,7 @@ class Test:
 
     fact: str
     op: str
-    value: Any  # scalar, tuple of scalars, bool (empty/known) or ParamRef
+    value: Any  # scalar, tuple of scalars, bool (empty/known), ParamRef or DecisionRef
     pointer: str
 
 
@@ -118,6 +134,31 @@ class Parameter:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """A named, cited set of parameter readings that belong together (``parameters.yaml``).
+
+    ``readings`` maps a parameter name (shared, or of any decision) to the value read;
+    each is the parameter's value or one of its documented alternatives."""
+
+    name: str
+    title: str
+    note: str
+    cite: tuple[str, ...]
+    readings: Mapping[str, Any]
+    pointer: str
+
+
+@dataclass(frozen=True)
+class SharedParameters:
+    """The checked ``parameters.yaml`` of a package: shared parameters and profiles."""
+
+    parameters: Mapping[str, Parameter]
+    profiles: Mapping[str, Profile]
+    sources: Mapping[str, str]
+    display: str
+
+
+@dataclass(frozen=True)
 class Rule:
     id: str
     cite: tuple[str, ...]
@@ -135,6 +176,28 @@ class Scope:
     id: str
     when: Condition
     reason: str
+    cite: tuple[str, ...]
+    pointer: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One input constraint of a package's ``constraints.yaml``.
+
+    A patient record *violates* it when ``when`` is true and ``require`` is false
+    (three-valued: a constraint on a missing fact is never violated).  ``fact`` is the
+    fact the message is about (its JSON pointer is ``/fact``); ``severity`` is
+    ``error`` (NB510, the record is refused) or ``warning`` (NB511).
+    """
+
+    id: str
+    fact: str
+    severity: str
+    when: "Condition | None"
+    require: "Condition"
+    message: str
+    hint: str
     cite: tuple[str, ...]
     pointer: str
     line: int
@@ -193,6 +256,8 @@ class Decision:
         key, locator = split_citation(cite)
         ref = self.references.get(key)
         return ref.link(locator) if ref is not None else None
+    #: The package's input constraints (set once the constraints file is checked).
+    constraints: "ConstraintSet | None" = field(default=None, repr=False)
 
     @property
     def key(self) -> str:

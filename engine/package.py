@@ -52,6 +52,8 @@ __all__ = [
 PACKAGE_FILES: Mapping[str, str] = {
     "package.yaml": "package.schema.json",
     "facts.yaml": "facts.schema.json",
+    "constraints.yaml": "constraints.schema.json",
+    "parameters.yaml": "parameters.schema.json",
 }
 
 #: facts.yaml ``type`` words and the kind of fact each one is.

@@ -1,5 +1,5 @@
 """Patient facts: parse, validate against the patient schema generated from the
-vocabulary of the package in force, find contradictions.
+vocabulary of the package in force, and against the package's input constraints.
 
 Facts are checked strictly before they reach durable-rules, which would otherwise
 compare ``"9"`` with ``18`` as text and match ``"true"`` or ``1`` with ``true``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from jsonschema import Draft202012Validator
 
@@ -21,15 +21,15 @@ from .loader import join_pointer
 from .validator import describe_value, schema_problems
 from .vocabulary import FactSpec, patient_schema
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .constraints import ConstraintSet
+
 __all__ = [
     "PatientValidator",
     "parse_patient_json",
     "canonical_facts",
     "canonical_json",
     "facts_sha256",
-    "contradictions",
-    "is_contradictory",
-    "CONTRADICTION_CUTS",
     "MAX_DEPTH",
     "DEFAULT_MAX_INPUT",
     "inspect_json",
@@ -62,9 +62,6 @@ _CODES = {
     "format": "NB502",
     "required": "NB502",
 }
-
-_NON_NB_CATEGORIES = ("ganglioneuroblastoma_intermixed", "ganglioneuroma_maturing", "ganglioneuroma_mature")
-
 
 class _DuplicateKey(Exception):
     def __init__(self, key: str) -> None:
@@ -213,78 +210,6 @@ def facts_sha256(facts: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(facts).encode("utf-8")).hexdigest()
 
 
-#: Numeric thresholds used by :func:`contradictions` ("lt": t starts a new range;
-#: "le": t ends one).  Decision domains are cut at them too, so every cell of a
-#: domain is either wholly consistent or wholly contradictory.
-CONTRADICTION_CUTS: Mapping[str, tuple[tuple[float, str], ...]] = {
-    "bone_marrow_tumor_percent": ((0, "le"),),
-    "age_days": ((365, "lt"),),
-    "mki_count": ((100, "lt"), (200, "lt"), (200, "le")),
-}
-
-
-def contradictions(facts: Mapping[str, Any]) -> list[Diagnostic]:
-    """Facts that cannot all be true (NB510) or are unlikely together (NB511)."""
-    out: list[Diagnostic] = []
-    sites = facts.get("metastatic_sites")
-    pct = facts.get("bone_marrow_tumor_percent")
-    category = facts.get("histology_category")
-    if pct is not None and pct > 0 and sites is not None and "bone_marrow" not in sites:
-        out.append(Diagnostic(
-            code="NB510", pointer="/bone_marrow_tumor_percent",
-            message=f"expected 0 when metastatic_sites does not list bone_marrow, found the number {pct:g}",
-            hint="add bone_marrow to metastatic_sites, or correct the percentage"))
-    if pct is not None and pct == 0 and sites is not None and "bone_marrow" in sites:
-        out.append(Diagnostic(
-            code="NB510", pointer="/metastatic_sites",
-            message="bone_marrow is listed as a metastatic site but bone_marrow_tumor_percent is 0",
-            hint="remove bone_marrow from metastatic_sites, or give the tumour percentage"))
-    if category in _NON_NB_CATEGORIES:
-        for fact in ("differentiation_grade", "mki", "mki_count"):
-            if fact in facts:
-                out.append(Diagnostic(
-                    code="NB510", pointer=f"/{fact}",
-                    message=f"{fact} applies to neuroblastoma and ganglioneuroblastoma nodular only, "
-                            f"found with histology_category {category}",
-                    hint=f"remove {fact}, or correct histology_category (criteria.md §4.1-4.2)"))
-    count, mki = facts.get("mki_count"), facts.get("mki")
-    if count is not None and mki is not None:
-        expected = "low" if count < 100 else "intermediate" if count < 200 else None if count == 200 else "high"
-        if expected is not None and mki != expected:
-            out.append(Diagnostic(
-                code="NB510", pointer="/mki",
-                message=f"mki_count {count} per 5,000 cells is MKI class {expected}, found {mki}",
-                hint="correct the class or the count (criteria.md §4.2)"))
-    inss = facts.get("inss_stage")
-    age = facts.get("age_days")
-    if inss == "4S" and age is not None and age >= 365:
-        out.append(Diagnostic(
-            code="NB510", pointer="/inss_stage",
-            message=f"INSS 4S is defined for infants younger than 365 days, found age_days {age}",
-            hint="an older child with a 4S pattern is INSS stage 4 (criteria.md §3.1, §3.2)"))
-    if inss is not None and sites is not None:
-        metastatic_inss = inss in ("4", "4S")
-        if metastatic_inss and not sites:
-            out.append(Diagnostic(
-                code="NB511", pointer="/inss_stage",
-                message=f"INSS {inss} means distant disease, but metastatic_sites is empty"))
-        if not metastatic_inss and sites:
-            out.append(Diagnostic(
-                code="NB511", pointer="/inss_stage",
-                message=f"INSS {inss} means no distant disease, but metastatic_sites lists {', '.join(sites)}"))
-    if facts.get("mibg_bone_or_marrow_avid") is True and sites is not None and not sites:
-        out.append(Diagnostic(
-            code="NB511", pointer="/mibg_bone_or_marrow_avid",
-            message="MIBG uptake in bone or marrow, but metastatic_sites is empty",
-            hint="list the bone or bone_marrow site, or confirm the uptake is not tumour"))
-    return out
-
-
-def is_contradictory(facts: Mapping[str, Any]) -> bool:
-    """True when the facts cannot all hold for one patient (an NB510 contradiction)."""
-    return any(d.is_error for d in contradictions(facts))
-
-
 def _fast_check(specs: Mapping[str, FactSpec]) -> Any:
     """A compiled predicate: True exactly when a record satisfies the patient schema
     (flat object, known facts, types, value sets, ranges, distinct list items) and every
@@ -328,10 +253,20 @@ class PatientValidator:
     (:func:`nbrules.vocabulary.patient_schema`), optionally extended.
 
     ``extra`` adds facts that are not patient input, e.g. the outputs of other
-    decisions given in a rule file's example case.
+    decisions given in a rule file's example case.  ``constraints`` (the package's
+    input constraints) adds NB510 errors and NB511 warnings for facts that cannot or
+    should not occur together; ``params`` overrides the parameters of the decisions
+    they refer to, by decision id.
     """
 
-    def __init__(self, specs: Mapping[str, FactSpec], extra: Iterable[FactSpec] = ()) -> None:
+    def __init__(self, specs: Mapping[str, FactSpec], extra: Iterable[FactSpec] = (),
+                 constraints: "ConstraintSet | None" = None,
+                 params: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.constraints = constraints
+        self.params = dict(params or {})
+        self._bound = constraints.bound(self.params) if constraints is not None else ()
+        # (facts without which it cannot be violated, compiled test): most records skip most constraints
+        self._quick = tuple((tuple(b.needs), b.test) for b in self._bound)
         schema = patient_schema(specs)
         self.specs: dict[str, FactSpec] = dict(specs)
         for spec in extra:
@@ -350,11 +285,11 @@ class PatientValidator:
         return record
 
     def check(self, record: Any) -> list[Diagnostic]:
-        """Every schema problem and contradiction of one record (facts given as ``null``
-        are unknown, see :meth:`known`)."""
+        """Every schema problem and constraint violation of one record (facts given as
+        ``null`` are unknown, see :meth:`known`)."""
         record = self.known(record)
         if self._valid(record):
-            return contradictions(record)
+            return self._constraints(record)
         if not isinstance(record, dict):
             return [Diagnostic(code="NB507", pointer="",
                                message=f"expected a JSON object of patient facts, found {describe_value(record)}")]
@@ -396,8 +331,20 @@ class PatientValidator:
             diags.append(Diagnostic(code="NB550", pointer="",
                                     message=f"{more} more problem{'s' if more != 1 else ''} of this record not listed"))
         elif not has_errors(diags):
-            diags.extend(contradictions(record))
+            diags.extend(self._constraints(record))
         return diags
+
+    def _constraints(self, record: Mapping[str, Any]) -> list[Diagnostic]:
+        if self.constraints is None:
+            return []
+        for needs, test in self._quick:
+            for f in needs:
+                if f not in record:
+                    break
+            else:
+                if test is None or test(record) is True:
+                    return self.constraints.check(record, bound=self._bound)
+        return []
 
     def canonical(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """The known facts of a valid record in canonical form (``null`` facts left out)."""

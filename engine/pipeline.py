@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .checker import check_files, dependency_order
+from .checker import check_constraints, check_files, check_parameters, check_profiles, dependency_order
+from .constraints import ConstraintSet
 from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import LoadedFile, join_pointer, load_source
-from .model import Decision
+from .model import Decision, SharedParameters
 from .package import KnowledgePackage, build_package, is_package_file, misplaced_package_file, with_output_words
 from .resources import bundled_rules_dir
 from .sources import RuleSource, directory_sources, file_source
-from .validator import validate_rule_file
+from .validator import validate_file
 from .vocabulary import FactSpec
 
 __all__ = ["RuleSetBuild", "build_sources", "build_directory", "build_bundled", "build_file"]
@@ -41,6 +42,38 @@ class RuleSetBuild:
     files: tuple[LoadedFile, ...]
     label: str
     package: KnowledgePackage
+    #: The package's input constraints (None without a valid constraints.yaml).
+    constraints: ConstraintSet | None = None
+    #: The package's shared parameters and profiles (None without a valid parameters.yaml).
+    shared: SharedParameters | None = None
+
+    def profile(self, name: str | None) -> dict[str, Any]:
+        """The readings of profile ``name`` ({} for None); KeyError when it is not declared."""
+        if name is None:
+            return {}
+        if self.shared is None or name not in self.shared.profiles:
+            raise KeyError(name)
+        return dict(self.shared.profiles[name].readings)
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        return tuple(self.shared.profiles) if self.shared is not None else ()
+
+    def profiled(self, decision: Decision, name: str | None) -> Decision:
+        """``decision`` as profile ``name`` reads it: each parameter the profile reads holds
+        the profile's value (the value it replaces becomes an alternative).  Used to render,
+        diff and verify under a profile."""
+        readings = {k: v for k, v in self.profile(name).items() if k in decision.parameters}
+        if not readings:
+            return decision
+        params = dict(decision.parameters)
+        for k, v in readings.items():
+            p = params[k]
+            if v != p.value:
+                alts = tuple(a for a in p.alternatives if a[0] != v) + ((p.value, p.note),)
+                note = next((n for a, n in p.alternatives if a == v), p.note)
+                params[k] = replace(p, value=v, note=f"{note} (profile {name})", alternatives=alts)
+        return replace(decision, parameters=params)
 
     @property
     def ok(self) -> bool:
@@ -54,9 +87,13 @@ class RuleSetBuild:
         return not any(d.is_error and d.path == display for d in self.diagnostics)
 
 
+#: Files at the root of a rules directory recognised by name, with their JSON Schema;
+#: every other ``*.yaml`` file is a decision (rule file).
+
 def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSetBuild:
     """Load, validate and check ``sources``: the knowledge-package files among them
-    (:data:`nbrules.package.PACKAGE_FILES`), then the decision files against its vocabulary."""
+    (:data:`nbrules.package.PACKAGE_FILES`), then the decision files against its vocabulary,
+    then the profiles and input constraints against the decisions."""
     diags: list[Diagnostic] = []
     pkg = build_package(sources)
     diags.extend(pkg.diagnostics)
@@ -88,13 +125,37 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
             ignored[f.source.display] = pruned[1]
     if pkg.vocabulary_broken:  # its own diagnostics say why; every fact would be reported unknown
         checkable = []
-    checked = check_files(checkable, pkg.package.facts, ignored)
+    inputs = pkg.package.facts
+
+    def package_file(name: str) -> LoadedFile | None:
+        """The loaded package file ``name``; None when absent or not checkable (its
+        load and schema diagnostics are among the package's)."""
+        f = next((x for x in pkg.files if x.source.name == name), None)
+        if f is None or not f.ok:
+            return None
+        bad = any(d.is_error and d.path == f.source.display for d in pkg.diagnostics)
+        return None if bad else f
+
+    shared = None
+    params_file = package_file("parameters.yaml")
+    if params_file is not None:
+        shared, pdiags = check_parameters(params_file, inputs)
+        diags.extend(pdiags)
+    checked = check_files(checkable, inputs, ignored, shared)
     diags.extend(checked.diagnostics)
     diags.extend(_output_words_problems(pkg.package, checked.vocabulary, pkg.files))
     decisions = tuple(dependency_order(checked.decisions))
     vocabulary = with_output_words(checked.vocabulary, pkg.package)
+    if shared is not None and params_file is not None:
+        # a parameter of a decision file that failed to load is not reported again as unknown
+        diags.extend(check_profiles(params_file, shared, decisions, names_complete=not has_errors(diags)))
+    constraints = None
+    constraints_file = package_file("constraints.yaml")
+    if constraints_file is not None:
+        constraints, cdiags = check_constraints(constraints_file, checked.vocabulary, inputs, decisions, shared)
+        diags.extend(cdiags)
     return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), vocabulary, pkg.files + tuple(loaded), label,
-                        pkg.package)
+                        pkg.package, constraints, shared)
 
 
 def _output_words_problems(package: KnowledgePackage, vocabulary: Mapping[str, FactSpec],
@@ -118,7 +179,7 @@ def _output_words_problems(package: KnowledgePackage, vocabulary: Mapping[str, F
     return out
 
 
-_MEMO: "OrderedDict[tuple[str, str, str], tuple[LoadedFile, tuple[Diagnostic, ...]]]" = OrderedDict()
+_MEMO: "OrderedDict[tuple[str, str, str, str], tuple[LoadedFile, tuple[Diagnostic, ...]]]" = OrderedDict()
 _MEMO_LOCK = threading.Lock()
 #: The memo is bounded by the bytes of the files it holds: a loaded file with its
 #: position index takes some 20 times its size, and every edit under ``--watch`` adds a
@@ -129,20 +190,22 @@ _MEMO_BYTES = 512 * 1024
 _memo_bytes = 0
 
 
-def _load_and_validate(source: RuleSource) -> tuple[LoadedFile, tuple[Diagnostic, ...]]:
-    """Load and validate one file, memoised by display path, path and content hash (both stages
-    are pure functions of the bytes; later stages never modify what they return)."""
+def _load_and_validate(source: RuleSource,
+                       schema: str = "ruleset.schema.json") -> tuple[LoadedFile, tuple[Diagnostic, ...]]:
+    """Load and validate one file against ``schema``, memoised by display path, path, content
+    hash and schema (both stages are pure functions of the bytes; later stages never modify
+    what they return)."""
     global _memo_bytes
     if source.read_error is not None:
         return load_source(source), ()
-    key = (source.display, str(source.path), source.sha256)  # the path too: results name the file read
+    key = (source.display, str(source.path), source.sha256, schema)  # the path too: results name the file read
     with _MEMO_LOCK:
         hit = _MEMO.get(key)
         if hit is not None:
             _MEMO.move_to_end(key)
             return hit
     f = load_source(source)
-    result = (f, tuple(validate_rule_file(f)) if f.ok else ())
+    result = (f, tuple(validate_file(f, schema)) if f.ok else ())
     size = len(source.data)
     with _MEMO_LOCK:
         if size <= _MEMO_BYTES and key not in _MEMO:

@@ -190,7 +190,9 @@ class Result:
     * ``knowledge``: the package, version, profile and one sha256 over all of its
       knowledge in force (:class:`KnowledgeInfo`);
     * ``input_sha256``: hash of the canonical input;
-    * ``as_of``: the date the versions in force were chosen for (ISO 8601).
+    * ``as_of``: the date the versions in force were chosen for (ISO 8601);
+    * ``profile``: the profile of parameter readings chosen (``parameters.yaml``), if any;
+      the key is left out of the JSON when none was chosen.
     """
 
     outputs: Mapping[str, str | None]
@@ -206,10 +208,11 @@ class Result:
     engine: str
     as_of: str
     knowledge: KnowledgeInfo | None = None
+    profile: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data, in a fixed key order."""
-        return {
+        out = {
             "type": "nbrules.result",
             "outputs": dict(self.outputs),
             "indeterminate": {k: v.to_dict() for k, v in self.indeterminate.items()},
@@ -225,6 +228,9 @@ class Result:
             "as_of": self.as_of,
             "engine": self.engine,
         }
+        if self.profile is not None:
+            out["profile"] = self.profile
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         """The result as JSON text; identical bytes for identical input and rules."""
@@ -252,8 +258,9 @@ class Result:
             ',"knowledge":' + _knowledge_json(self.knowledge) if self.knowledge is not None else "",
             ',"input":', _encode(self.input),
             ',"input_sha256":', _encode(self.input_sha256),
-            ',"as_of":', _encode(self.as_of),
-            ',"engine":', _encode(self.engine), "}"))
+            ",\"as_of\":", _encode(self.as_of),
+            ",\"engine\":", _encode(self.engine),
+            *((",\"profile\":", _encode(self.profile)) if self.profile is not None else ()), "}"))
 
     @property
     def complete(self) -> bool:

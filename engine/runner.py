@@ -13,8 +13,11 @@ every box is settled.  The answer is exact:
 A rule that fired with facts still missing holds for every completion, because a
 test on a missing fact never matches; the exception is a ``known: false`` test, so
 rules with one are not trusted until the fact it tests has been filled in.
-Completions no patient can have (input contradictions) are skipped, and a fact
-that cannot apply (a grade for a ganglioneuroma) stays unknown.
+Completions no patient can have (they violate an input constraint of the package)
+are skipped, and a fact that a constraint forbids for the patient (a grade for a
+ganglioneuroma) is never asked for: an output that only it could settle is *not
+applicable*, naming the constraint.  Constraints are judged on the decision's view
+plus the *context*: the other known facts its constraints test.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .backend import EngineRuleset
 from .compiler import CompiledRule, Program, engine_fact
+from .conditions import atom_truth, atoms
 from .diagnostics import Diagnostic
 from .errors import EngineError
-from .patient import is_contradictory
 from .results import FiredRule
 
 __all__ = ["DecisionRunner", "DecisionOutcome", "OutputOutcome"]
@@ -66,6 +69,8 @@ class _Leaf:
     values: dict[str, frozenset[str] | None]
     rules: dict[str, frozenset[str]]
     scopes: frozenset[str] = field(default_factory=frozenset)
+    #: (fact, constraint id) of missing facts that a constraint forbids here.
+    inapplicable: tuple[tuple[str, str], ...] = ()
 
 
 class DecisionRunner:
@@ -84,11 +89,24 @@ class DecisionRunner:
         self._outputs = tuple(self.decision.decides)
         self._cache_size = cache_size
         self._cache: OrderedDict[Any, DecisionOutcome] = OrderedDict()
+        #: Cache keys (cell, restrictions) whose outcome also depends on the context.
+        self._needs_context: set[Any] = set()
         self._analysis: OrderedDict[Any, dict[str, OutputOutcome]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.engine_runs = 0
         self._reads = tuple(self.decision.reads)
         self._pending = {f: frozenset(v) for f, v in self.decision.pending.items()}
+        cset = self.decision.constraints
+        bound = cset.bound({self.decision.id: program.params}) if cset is not None else ()
+        reads = set(self._reads)
+        #: Error constraints that test a fact this decision reads.
+        self._limits = tuple(b for b in bound if b.is_error and b.facts & reads)
+        #: Facts outside ``reads`` those constraints test: the context of :meth:`decide`.
+        self.context_facts: tuple[str, ...] = tuple(sorted({f for b in self._limits for f in b.facts} - reads))
+        #: The tests those constraints make on the context: two contexts on which they agree
+        #: leave every constraint as it is, so the memo keys on their truth, not on the values.
+        self._context_atoms = tuple(dict.fromkeys(a for b in self._limits for a in atoms(b.violation)
+                                                  if a.fact in self.context_facts))
         # what every trace entry of a rule repeats, computed once
         d = self.decision
         self._static: dict[int, tuple[FiredRule, tuple[str, ...]]] = {}
@@ -114,6 +132,21 @@ class DecisionRunner:
         hits = sorted({r.index: r for r in (self._by_name[n] for n in names)}.values(), key=lambda r: r.index)
         return [r for r in hits if not r.is_scope], [r for r in hits if r.is_scope]
 
+    def context(self, known: Mapping[str, Any]) -> dict[str, Any]:
+        """The known facts outside ``reads`` that this decision's constraints test."""
+        return {name: known[name] for name in self.context_facts if name in known}
+
+    def _context_key(self, context: Mapping[str, Any]) -> tuple[bool | None, ...]:
+        """What the context is to the constraints: the truth of their tests on it."""
+        return tuple([atom_truth(a, context) for a in self._context_atoms])
+
+    def _violated(self, facts: Mapping[str, Any]) -> str | None:
+        """Id of the first error constraint ``facts`` violate, or None."""
+        for b in self._limits:
+            if b.holds(facts):
+                return b.constraint.id
+        return None
+
     def view(self, known: Mapping[str, Any]) -> dict[str, Any]:
         """The facts this decision sees: what it reads, minus pending values."""
         pending = self._pending
@@ -126,28 +159,46 @@ class DecisionRunner:
         return FiredRule(order, p.decision, p.version, p.rule, p.source, p.cite, {f: view.get(f) for f in facts},
                          dict(p.set), dict(p.parameters), p.encoded)
 
-    def decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]] | None = None) -> DecisionOutcome:
+    def decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]] | None = None,
+               context: Mapping[str, Any] | None = None) -> DecisionOutcome:
         """Run the decision on ``view`` (known facts only); ``restrict`` limits unknown
-        derived facts to the values their own decision left open."""
+        derived facts to the values their own decision left open; ``context`` holds the
+        other known facts its input constraints test, or all known facts (only those are
+        read, and only when the missing-fact analysis needs them)."""
         restrict = restrict or {}
-        key = None
+        context = context or {}
+        key: tuple[Any, ...] | None = None
         if self._cache_size:
+            # the context matters only to the missing-fact analysis, which a cell either
+            # always or never needs: such cells are remembered per context too
             key = (self.program.domain.classify(view),
                    tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else ())
             with self._cache_lock:
                 hit = self._cache.get(key)
+                if hit is None and key in self._needs_context:
+                    key = key + (self._context_key(context),)
+                    hit = self._cache.get(key)
                 if hit is not None:
                     self._cache.move_to_end(key)
                     return hit
-        outcome = self._decide(view, restrict)
+        outcome, analysed = self._decide(view, restrict, context)
         if key is not None:
+            if analysed and len(key) == 2:
+                with self._cache_lock:
+                    if len(self._needs_context) > max(2 * self._cache_size, _ANALYSIS_MEMO):
+                        self._needs_context.clear()  # bounded; a key forgotten is found again
+                    self._needs_context.add(key)
+                key = key + (self._context_key(context),)
             with self._cache_lock:
                 self._cache[key] = outcome
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return outcome
 
-    def _decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> DecisionOutcome:
+    def _decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],
+                context: Mapping[str, Any]) -> tuple[DecisionOutcome, bool]:
+        """The outcome, and whether the missing-fact analysis (which reads the context) ran."""
+        analysed = False
         fired, scopes = self._fire(view)
         results: dict[str, OutputOutcome] = {}
         open_outputs: list[str] = []
@@ -166,9 +217,10 @@ class DecisionRunner:
                 for out in open_outputs:
                     results[out] = self._no_rule(scopes)
             else:
-                results.update(self._open_outputs(view, unknown, restrict, tuple(open_outputs)))
+                analysed = True
+                results.update(self._open_outputs(view, unknown, restrict, tuple(open_outputs), context))
         ordered = {out: results[out] for out in self._outputs}
-        return DecisionOutcome(tuple(fired), tuple(scopes), ordered)
+        return DecisionOutcome(tuple(fired), tuple(scopes), ordered), analysed
 
     def _no_rule(self, scopes: Sequence[CompiledRule]) -> OutputOutcome:
         if scopes:
@@ -185,16 +237,16 @@ class DecisionRunner:
         return list(range(len(part)))
 
     def _open_outputs(self, view: Mapping[str, Any], unknown: tuple[str, ...], restrict: Mapping[str, Sequence[str]],
-                      outputs: tuple[str, ...]) -> dict[str, OutputOutcome]:
+                      outputs: tuple[str, ...], context: Mapping[str, Any]) -> dict[str, OutputOutcome]:
         """What the missing facts allow for ``outputs``.  A pure function of the cell of
-        ``view``, so it is memoised (bounded)."""
+        ``view`` and the context, so it is memoised (bounded)."""
         key = (self.program.domain.classify(view), unknown,
-               tuple(sorted((k, tuple(v)) for k, v in restrict.items())), outputs)
+               tuple(sorted((k, tuple(v)) for k, v in restrict.items())), outputs, self._context_key(context))
         with self._cache_lock:
             hit = self._analysis.get(key)
         if hit is not None:
             return hit
-        leaves = self._analyse(view, unknown, restrict)
+        leaves = self._analyse(view, unknown, restrict, context)
         result = {out: self._summarise(out, leaves, unknown, restrict) for out in outputs}
         with self._cache_lock:
             self._analysis[key] = result
@@ -203,16 +255,16 @@ class DecisionRunner:
         return result
 
     def _analyse(self, view: Mapping[str, Any], unknown: tuple[str, ...],
-                 restrict: Mapping[str, Sequence[str]]) -> list[_Leaf]:
+                 restrict: Mapping[str, Sequence[str]], context: Mapping[str, Any]) -> list[_Leaf]:
         """Split the unknown facts into cells until the engine settles every box."""
         domain = self.program.domain
         leaves: list[_Leaf] = []
 
-        def visit(cells: dict[str, int], remaining: tuple[str, ...]) -> None:
+        def visit(cells: dict[str, int], remaining: tuple[str, ...], inapplicable: tuple[tuple[str, str], ...]) -> None:
             facts = dict(view)
             for fact, idx in cells.items():
                 facts[fact] = domain.partitions[fact].cells[idx].representative
-            if cells and is_contradictory(facts):
+            if cells and self._violated({**context, **facts}):
                 return  # no patient has these facts (e.g. an MKI class for a ganglioneuroma)
             rules, scopes = self._fire(facts)
             pending = set(remaining)
@@ -231,18 +283,20 @@ class DecisionRunner:
                     values.setdefault(out, None)
                     setters.setdefault(out, frozenset())
                 leaves.append(_Leaf(dict(cells), remaining, values, setters,
-                                    frozenset(s.rule.id for s in trusted_scopes)))
+                                    frozenset(s.rule.id for s in trusted_scopes), inapplicable))
                 return
             fact, rest = remaining[0], remaining[1:]
             part = domain.partitions[fact]
-            options = [idx for idx in self._allowed(fact, restrict)
-                       if not is_contradictory({**facts, fact: part.cells[idx].representative})]
-            if not options and self._allowed(fact, restrict):
-                visit(cells, rest)  # inapplicable here (a grade for a ganglioneuroma): the fact stays unknown
+            allowed = self._allowed(fact, restrict)
+            blocked = [self._violated({**context, **facts, fact: part.cells[idx].representative}) for idx in allowed]
+            options = [idx for idx, why in zip(allowed, blocked) if why is None]
+            if not options and allowed:
+                # forbidden here by a constraint (a grade for a ganglioneuroma): the fact stays unknown
+                visit(cells, rest, inapplicable + ((fact, str(blocked[0])),))
             for idx in options:
-                visit({**cells, fact: idx}, rest)
+                visit({**cells, fact: idx}, rest, inapplicable)
 
-        visit({}, unknown)
+        visit({}, unknown, ())
         return leaves
 
     def _summarise(self, out: str, leaves: list[_Leaf], order: tuple[str, ...],
@@ -265,6 +319,11 @@ class DecisionRunner:
         if not candidates:
             if reasons:
                 return OutputOutcome("not_applicable", reason=reasons[0][0], scope=reasons[0][1])
+            if leaves and all(leaf.inapplicable for leaf in leaves):
+                fact, cid = leaves[0].inapplicable[0]
+                return OutputOutcome("not_applicable",
+                                     reason=f"needs {fact}, which does not apply to this patient "
+                                            f"(input constraint {cid})")
             blocked = [f for f in order if f in restrict and not self._allowed(f, restrict)]
             if blocked:
                 return OutputOutcome("not_applicable",

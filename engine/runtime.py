@@ -172,7 +172,8 @@ class _State:
     """One complete, checked, compiled rule set.  Immutable once built; evaluations in
     flight keep the state they started with, and it is freed when the last one ends."""
 
-    def __init__(self, build: RuleSetBuild, use: Iterable[str], cache_size: int, as_of: datetime.date) -> None:
+    def __init__(self, build: RuleSetBuild, use: Iterable[str], cache_size: int, as_of: datetime.date,
+                 profile: str | None = None) -> None:
         if not build.ok:
             raise RuleSetError(f"the rule files in {build.label} have errors", build.errors())
         refused = [p for d in build.decisions for p in governance_problems(d)]
@@ -189,14 +190,26 @@ class _State:
                                                   f"in force on {as_of.isoformat()}",
                             hint="each NB811 below says why and how to make that decision run")]
                 + [d for d in version_diags if d.code == "NB811"])
+        try:
+            readings = build.profile(profile)
+        except KeyError:
+            shown = ", ".join(build.profiles) or "none (the package has no parameters.yaml profiles)"
+            raise VersionError(f"no profile '{profile}' in {build.label}", [Diagnostic(
+                code="NB545", message=f"no profile '{profile}' in {build.label}", hint=f"profiles: {shown}")]) from None
+        self.profile = profile
+        #: Parameter overrides of the profile, per decision (its readings of that decision's parameters).
+        self.overrides = {d.id: {k: v for k, v in readings.items() if k in d.parameters} for d in choice.chosen}
         self.build = build
         self.as_of = as_of
         self.version_warnings = tuple(d for d in version_diags if not d.is_error)
         self.decisions: tuple[Decision, ...] = choice.chosen
+        constraints = build.constraints.rebind(self.decisions) if build.constraints is not None else None
+        self.validator = PatientValidator(build.package.facts, constraints=constraints,
+                                          params={d.id: d.param_values(self.overrides[d.id]) for d in self.decisions})
         runners: list[DecisionRunner] = []
         try:
             for d in self.decisions:
-                runners.append(DecisionRunner(compile_decision(d), cache_size=cache_size))
+                runners.append(DecisionRunner(compile_decision(d, self.overrides[d.id]), cache_size=cache_size))
         except BaseException:
             for r in runners:
                 r.close()
@@ -205,11 +218,8 @@ class _State:
         self.rulesets = tuple(RulesetInfo(d.id, d.version, d.status, d.source.display, d.sha256, d.effective,
                                           choice.reasons[d.key]) for d in self.decisions)
         pkg = build.package
-        #: The profile slot of the knowledge hash: empty until profiles exist.
-        profile = ""
-        self.knowledge = KnowledgeInfo(pkg.name, pkg.version, profile,
-                                       pkg.sha256((d.source for d in self.decisions), profile))
-        self.validator = PatientValidator(pkg.facts)
+        self.knowledge = KnowledgeInfo(pkg.name, pkg.version, profile or "",
+                                       pkg.sha256((d.source for d in self.decisions), profile or ""))
         self.fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
         self.in_flight = 0
         self.retired = False
@@ -269,20 +279,26 @@ class RuleEngine:
     and is recorded in every result. By default it is today, and it follows the clock:
     the first evaluation on a new day chooses again, so a version becomes in force on
     its effective date without a restart. A fixed ``as_of`` makes results reproducible.
+
+    ``profile`` names a profile of ``parameters.yaml`` whose readings every decision and input
+    constraint uses; results name it (``Result.profile``).  An unknown profile raises
+    :class:`VersionError` (NB545).
     """
 
     def __init__(self, build: RuleSetBuild, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
                  origin: Callable[[], RuleSetBuild] | None = None, directory: Path | None = None,
-                 decisions: Iterable[str] | None = None, as_of: datetime.date | None = None) -> None:
+                 decisions: Iterable[str] | None = None, as_of: datetime.date | None = None,
+                 profile: str | None = None) -> None:
         self._use = tuple(use)
         self._requested: tuple[str, ...] | None = None if decisions is None else tuple(decisions)
         self._as_of = as_of
+        self.profile = profile
         self.cache_size = cache_size
         self._origin = origin
         self._directory = directory
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
-        self._state = _State(build, self._use, cache_size, self._day())
+        self._state = _State(build, self._use, cache_size, self._day(), profile)
         self._state.plan(self._requested)  # an unknown decision id fails here, not at the first patient
         self._engine_label = f"nbrules {__version__}"
         self._watcher: threading.Thread | None = None
@@ -293,30 +309,39 @@ class RuleEngine:
 
     @classmethod
     def default(cls, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
-                decisions: Iterable[str] | None = None, as_of: datetime.date | None = None) -> "RuleEngine":
+                decisions: Iterable[str] | None = None, as_of: datetime.date | None = None,
+                profile: str | None = None) -> "RuleEngine":
         """An engine over the rule files bundled with nbrules."""
         return cls(build_bundled(), use=use, cache_size=cache_size, origin=build_bundled,
-                   directory=bundled_rules_dir(), decisions=decisions, as_of=as_of)
+                   directory=bundled_rules_dir(), decisions=decisions, as_of=as_of,
+                   profile=profile)
 
     @classmethod
     def from_directory(cls, path: str | Path, *, use: Iterable[str] = (), cache_size: int = DEFAULT_CACHE_SIZE,
-                       decisions: Iterable[str] | None = None, as_of: datetime.date | None = None) -> "RuleEngine":
+                       decisions: Iterable[str] | None = None, as_of: datetime.date | None = None,
+                       profile: str | None = None) -> "RuleEngine":
         """An engine over every ``*.yaml`` rule file below ``path``.
 
         Raises :class:`RuleSetError` with every diagnostic when a file is invalid.
         """
         root = Path(path)
         return cls(build_directory(root), use=use, cache_size=cache_size, origin=lambda: build_directory(root),
-                   directory=root, decisions=decisions, as_of=as_of)
+                   directory=root, decisions=decisions, as_of=as_of, profile=profile)
 
     @classmethod
     def from_sources(cls, sources: Sequence[RuleSource], label: str = "rules", *, use: Iterable[str] = (),
                      cache_size: int = DEFAULT_CACHE_SIZE, decisions: Iterable[str] | None = None,
-                     as_of: datetime.date | None = None) -> "RuleEngine":
+                     as_of: datetime.date | None = None, profile: str | None = None) -> "RuleEngine":
         """An engine over rule files held in memory (it cannot :meth:`reload`)."""
-        return cls(build_sources(sources, label), use=use, cache_size=cache_size, decisions=decisions, as_of=as_of)
+        return cls(build_sources(sources, label), use=use, cache_size=cache_size, decisions=decisions, as_of=as_of,
+                   profile=profile)
 
     # -- the rule set in force -----------------------------------------------------------
+
+    @property
+    def use(self) -> tuple[str, ...]:
+        """The versions pinned (``decision@version``)."""
+        return self._use
 
     @property
     def build(self) -> RuleSetBuild:
@@ -422,7 +447,7 @@ class RuleEngine:
             fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
             if fingerprint == self._state.fingerprint and self._state.as_of == self._day():
                 return ReloadReport(True, False, (), self._state.rulesets)
-            new = _State(build, self._use, self.cache_size, self._day())
+            new = _State(build, self._use, self.cache_size, self._day(), self.profile)
             try:
                 new.plan(self._requested)  # the chosen decisions must still be in force
             except NbrulesError:
@@ -576,9 +601,9 @@ class RuleEngine:
                 for out in d.decides:
                     outputs[out] = given[out]
                     from_input[out] = FromInput(d.id, given[out])
-                warnings.extend(self._compare_given(runner, view, restrict, given))
+                warnings.extend(self._compare_given(runner, view, restrict, given, known))
                 continue
-            outcome = runner.decide(view, restrict)
+            outcome = runner.decide(view, restrict, known)
             for cr in outcome.fired:
                 fired.append(runner.trace(len(fired) + 1, cr, view))
             for out, oc in outcome.outputs.items():
@@ -631,15 +656,16 @@ class RuleEngine:
             engine=self._engine_label,
             knowledge=state.knowledge,
             as_of=state.as_of.isoformat(),
+            profile=state.profile,
         )
 
     def _compare_given(self, runner: DecisionRunner, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],
-                       given: Mapping[str, Any]) -> list[Diagnostic]:
+                       given: Mapping[str, Any], context: Mapping[str, Any]) -> list[Diagnostic]:
         """Warn (NB521) when the rules would derive another value than the one given."""
         d = runner.decision
         if not any(f in given for f in d.reads):
             return []
-        outcome = runner.decide(view, restrict)
+        outcome = runner.decide(view, restrict, context)
         out_diags = []
         for out, oc in outcome.outputs.items():
             if oc.status in ("set", "settled") and oc.value != given[out]:

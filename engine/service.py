@@ -20,6 +20,7 @@ import copy
 import datetime
 import json
 import logging
+import threading
 from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -241,6 +242,9 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
         "paths": {
             "/evaluate": {"post": {
                 "summary": "Evaluate one patient, or a list of patients",
+                "parameters": [{"name": "profile", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "read the parameters as this profile of the package's parameters.yaml "
+                                               "(the result names it); 400 when it is not declared"}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
                     {"$ref": "#/components/schemas/Patient"},
                     {"type": "array", "items": {"$ref": "#/components/schemas/Patient"}}]}}}},
@@ -271,8 +275,27 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
                max_patients: int = DEFAULT_MAX_PATIENTS, body_timeout: float = DEFAULT_BODY_TIMEOUT) -> Starlette:
     """The ASGI application around one engine (shared by all requests)."""
     fhir = mapping or load_mapping(facts=engine.build.package.facts, outputs=engine.build.vocabulary)
+    profiled: dict[tuple[str, int], RuleEngine] = {}
+    profiled_lock = threading.Lock()
 
-    def evaluate_all(data: Any) -> Response:
+    def engine_for(profile: str | None) -> RuleEngine:
+        """The engine itself, or one reading the parameters as ``profile`` (built once per rule set)."""
+        if profile is None or profile == engine.profile:
+            return engine
+        build = engine.build
+        if profile not in build.profiles:
+            raise _Problem(400, f"no profile '{profile}'; profiles: {', '.join(build.profiles) or 'none'}")
+        key = (profile, id(build))
+        with profiled_lock:
+            hit = profiled.get(key)
+            if hit is None:
+                for k in [k for k in profiled if k[1] != id(build)]:
+                    profiled.pop(k).close()  # the rules were reloaded
+                hit = profiled[key] = RuleEngine(build, use=engine.use, cache_size=engine.cache_size, profile=profile)
+        return hit
+
+    def evaluate_all(data: Any, profile: str | None = None) -> Response:
+        chosen = engine_for(profile)
         single = not isinstance(data, list)
         patients = [data] if single else data
         if len(patients) > max_patients:
@@ -282,7 +305,7 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         more = 0
         for i, facts in enumerate(patients):
             try:
-                results.append(engine.evaluate(facts).to_dict())
+                results.append(chosen.evaluate(facts).to_dict())
             except PatientInputError as exc:
                 found = _errors(exc.diagnostics, "" if single else f"/{i}")
                 room = max(MAX_PROBLEMS - len(errors), 0)
@@ -298,7 +321,7 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
     @_guard
     async def evaluate(request: Request) -> Response:
         data = await _body(request, max_body, body_timeout)
-        return await run_in_threadpool(evaluate_all, data)
+        return await run_in_threadpool(evaluate_all, data, request.query_params.get("profile"))
 
     async def decisions(request: Request) -> Response:
         in_force = {d.key for d in engine.decisions}

@@ -15,12 +15,13 @@ from typing import Any, Iterator, Mapping
 
 import jsonschema
 from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 from .diagnostics import Diagnostic, did_you_mean
 from .loader import LoadedFile, join_pointer
 from .resources import read_schema
 
-__all__ = ["Problem", "SCHEMA_CODES", "schema_problems", "schema_validator", "rule_file_validator", "validate_rule_file", "describe_value"]
+__all__ = ["Problem", "SCHEMA_CODES", "schema_problems", "schema_validator", "rule_file_validator", "validate_rule_file", "validate_file", "describe_value"]
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,24 @@ SCHEMA_CODES = {
 
 @lru_cache(maxsize=None)
 def schema_validator(name: str) -> Draft202012Validator:
-    """The compiled validator of a bundled schema, e.g. ``fhir-mapping.schema.json`` (built once)."""
-    return Draft202012Validator(read_schema(name))
+    """The compiled validator of a bundled schema, e.g. ``fhir-mapping.schema.json`` (built once).
+
+    A schema may refer to another bundled one by file name
+    (``constraints.schema.json`` uses the conditions of ``ruleset.schema.json``)."""
+    schema = read_schema(name)
+    if "ruleset.schema.json#" not in json.dumps(schema):
+        return Draft202012Validator(schema)
+    ruleset = read_schema("ruleset.schema.json")
+    registry: Registry[Any] = Registry().with_resource(ruleset["$id"], Resource.from_contents(ruleset))
+    return Draft202012Validator(schema, registry=registry)
+
+
+def validate_file(loaded: LoadedFile, schema: str) -> list[Diagnostic]:
+    """Every violation of one loaded file (a rule file, constraints, parameters) of ``schema``, located."""
+    out: list[Diagnostic] = []
+    for p in schema_problems(schema_validator(schema), loaded.data):
+        out.append(loaded.diag(SCHEMA_CODES[p.kind], p.message, p.pointer, key=p.on_key, hint=p.hint))
+    return out
 
 
 def rule_file_validator() -> Draft202012Validator:
@@ -201,10 +218,7 @@ def rule_file_validator() -> Draft202012Validator:
 
 def validate_rule_file(loaded: LoadedFile) -> list[Diagnostic]:
     """Every JSON Schema violation of one loaded rule file, located."""
-    out: list[Diagnostic] = []
-    for p in schema_problems(rule_file_validator(), loaded.data):
-        out.append(loaded.diag(SCHEMA_CODES[p.kind], p.message, p.pointer, key=p.on_key, hint=p.hint))
-    return out
+    return validate_file(loaded, "ruleset.schema.json")
 
 
 def problems_by_pointer(problems: list[Problem]) -> Mapping[str, list[Problem]]:

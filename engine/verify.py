@@ -9,7 +9,8 @@ cells at once with three-valued logic:
 * for a test on fact *f*, the cells where it is true (false) are the union of the
   slices ``f = v`` for which it is true (false);
 * ``and``/``or`` combine the true and false sets (Kleene);
-* cells that no patient can have (input contradictions, NB510) are left out.
+* cells that no patient can have (they violate an input constraint of the package,
+  ``constraints.yaml``) are left out.
 
 From these sets follow: gaps (NB601), overlaps (NB602), rules that never fire
 (NB603), tests that change nothing where they stand (NB604), declared gaps (NB605)
@@ -30,11 +31,12 @@ from functools import cached_property
 from typing import Any, Iterable, Mapping, Sequence
 
 from .conditions import FALSE, NNF, TRUE, And, Atom, Or, atom_truth, atoms, to_nnf
+from .constraints import BoundConstraint
 from .diagnostics import Diagnostic, Severity
 from .domain import DecisionDomain, NumberPartition, decision_domain
 from .explain import show_facts, show_value
+from .loader import join_pointer
 from .model import Decision, Rule, Scope
-from .patient import is_contradictory
 
 __all__ = ["DecisionSpace", "DecisionReport", "verify_decision", "candidates", "MAX_EXAMPLES"]
 
@@ -123,15 +125,16 @@ class DecisionSpace:
 
     @cached_property
     def infeasible(self) -> int:
-        """Cells no patient can have: pairs of known facts that contradict each other."""
+        """Cells no patient can have: those where an error constraint of the package is
+        violated whatever the facts this decision does not read (they count as unknown)."""
         mask = 0
-        for (i, fi), (j, fj) in itertools.combinations(enumerate(self.facts), 2):
-            pi, pj = self.domain.partitions[fi], self.domain.partitions[fj]
-            for a, b in itertools.product(range(len(pi)), range(len(pj))):
-                pair = {fi: pi.cells[a].representative, fj: pj.cells[b].representative}
-                if is_contradictory(pair):
-                    mask |= self.slice(i, a) & self.slice(j, b)
-        return mask
+        constraints = self.decision.constraints
+        if constraints is None:
+            return 0
+        for b in constraints.bound({self.decision.id: self.params}):
+            if b.is_error and b.facts & set(self.facts):
+                mask |= self.sets(b.violation)[0]
+        return mask & self.all
 
     @cached_property
     def feasible(self) -> int:
@@ -176,7 +179,10 @@ class DecisionSpace:
         increase) and an equality holds on at most one cell per value, so the cells are
         grouped into runs of equal truth with a few evaluations (binary search): the
         cost grows with the log of the cells, not with the cells.
+        A test on a fact the decision does not read is unknown everywhere.
         """
+        if atom.fact not in self.facts:
+            return 0, 0
         k = self.facts.index(atom.fact)
         part = self.domain.partitions[atom.fact]
         n = len(part)
@@ -457,6 +463,23 @@ def verify_decision(decision: Decision, params: Mapping[str, Any] | None = None,
                                          f"removing it changes no patient's result", atom.origin,
                                 hint="remove the test, or correct its threshold or values"), [item.id])
                     break
+    # the chain: what this decision derives must itself satisfy the package's constraints.
+    # Under an alternative reading of this decision's parameters alone (``params``), a break
+    # is a warning: a coherent change moves the readings of every system that shares them.
+    alone = " under this reading alone" if params else ""
+    for rule, mask, out, value, bound, readers in _chain_violations(space):
+        c = bound.constraint
+        assert decision.constraints is not None
+        example = {**space.facts_of(space.first(mask, 1)[0]), out: value}
+        after = f"; {', '.join(readers)} read{'s' if len(readers) == 1 else ''} {out}" if readers else ""
+        note(f.diag("NB610", f"rule '{rule.id}' derives {out} = {value} for {_count(mask.bit_count())} that "
+                             f"input constraint '{c.id}' refuses ({c.severity}), e.g. {_examples(space, mask)}: "
+                             f"{decision.constraints.message(bound, example)}{after}{alone}",
+                    join_pointer(f"{rule.pointer}/then", out),
+                    hint="make this decision agree with the constraint and with the decisions that read its output "
+                         "(a shared threshold), or correct the constraint",
+                    severity=Severity.WARNING if params else None),
+             [rule.id, c.id], mask)
     return DecisionReport(decision, space.size, known.bit_count(), space.infeasible.bit_count(),
                           time.perf_counter() - start, diags, findings)
 
@@ -476,6 +499,36 @@ def _overlapping_pairs(masks: Sequence[int]) -> list[tuple[int, int]]:
         union |= m
     pairs.sort()
     return pairs
+
+
+def _chain_violations(space: DecisionSpace) -> list[tuple[Rule, int, str, str, BoundConstraint, list[str]]]:
+    """Per rule and output: the complete cells where the rule fires and the value it sets,
+    added to the cell's facts, violates an input constraint (of either severity).
+
+    Every downstream decision is verified over the cells the constraints allow; a value
+    derived outside them would reach a downstream decision where no rule is required to
+    fire.  With this check, every complete patient who satisfies the constraints gets,
+    from every decision in turn, facts that satisfy them too: the chain has no hole."""
+    cset = space.decision.constraints
+    if cset is None:
+        return []
+    d = space.decision
+    bound = [b for b in cset.bound({d.id: space.params}) if b.facts & set(d.decides)]
+    out: list[tuple[Rule, int, str, str, BoundConstraint, list[str]]] = []
+    for rule, fires in zip(d.rules, space.rule_true):
+        mask = fires & space.complete
+        for o, value in rule.then.items():
+            for b in bound:
+                if o not in b.facts:
+                    continue
+                bad = 0
+                for n in space.iter_cells(mask):
+                    if b.holds({**space.facts_of(n), o: value}):
+                        bad |= 1 << n
+                if bad:
+                    readers = sorted({x.id for x in cset.decisions.values() if o in x.reads})
+                    out.append((rule, bad, o, value, b, readers))
+    return out
 
 
 def _gating_alternative(decision: Decision, item: Rule | Scope, params: Mapping[str, Any]) -> str | None:

@@ -81,9 +81,12 @@ def test_unlikely_combinations_are_warnings_in_the_result(engine: RuleEngine) ->
     assert [(w["code"], w["pointer"]) for w in result.warnings] == [("NB511", "/inss_stage")]
 
 
-def test_mki_count_of_exactly_200_is_either_class(engine: RuleEngine) -> None:
+def test_mki_count_of_exactly_200_follows_the_reading_in_force(engine: RuleEngine) -> None:
+    # criteria.md §4.2: 200/5,000 is intermediate under the Shimada wording (the default of
+    # mki_high_min_count) and high under the PathologyOutlines one (tests/test_constraints.py).
     engine.evaluate({"mki_count": 200, "mki": "intermediate"})
-    engine.evaluate({"mki_count": 200, "mki": "high"})
+    got = problems(engine, {"mki_count": 200, "mki": "high"})
+    assert got == [("NB510", "/mki", "mki_count 200 per 5,000 cells is MKI class intermediate, found high")]
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from nbrules import RuleEngine
 from nbrules.conditions import atoms, evaluate
 from nbrules.errors import PatientInputError
-from nbrules.patient import CONTRADICTION_CUTS
 from nbrules.verify import DecisionSpace
 from nbrules.vocabulary import FactSpec, input_facts
 
@@ -53,8 +52,13 @@ def _thresholds() -> dict[str, set[float]]:
                 for a in atoms(node):
                     if a.fact in out and a.op in ("lt", "le", "gt", "ge", "eq", "ne"):
                         out[a.fact].add(float(a.value))
-    for name, cuts in CONTRADICTION_CUTS.items():
-        out[name].update(float(t) for t, _ in cuts)
+        # and every number an input constraint compares a fact with (rules/constraints.yaml)
+        constraints = eng.build.constraints
+        for b in constraints.bound() if constraints is not None else ():
+            for a in atoms(b.violation):
+                if a.fact in out and a.op in ("lt", "le", "gt", "ge", "eq", "ne") \
+                        and isinstance(a.value, (int, float)) and not isinstance(a.value, bool):
+                    out[a.fact].add(float(a.value))
     return out
 
 

@@ -27,7 +27,8 @@ def rules(tmp_path: Path) -> Path:
 
 
 def _set_ms_limit(root: Path, days: int) -> None:
-    """Change the MS age limit and the case written for day 547 (a coherent, clean edit)."""
+    """Change the MS age limit, the case written for day 547 and the constraint on the MS age
+    (a clean edit)."""
     p = root / "staging/inrgss.yaml"
     text = p.read_text()
     old = 548 if days == 547 else 547
@@ -43,6 +44,12 @@ def _set_ms_limit(root: Path, days: int) -> None:
                      "    expect: {inrgss_stage: M, fired: [M-age]}\n  - name: age 548 days")
     p.write_text(text.replace("version: 1.0.0", f"version: 1.0.{days - 547}").replace(
         "version: 1.0.1", f"version: 1.0.{days - 547}"))
+    # the input constraint on the MS age moves with it, or verify reports the chain (NB610)
+    c = root / "constraints.yaml"
+    c.write_text(c.read_text().replace("require: {fact: age_days, less_than: {param: eighteen_months_days}}",
+                                       f"require: {{fact: age_days, less_than: {days}}}")
+                 .replace(f"require: {{fact: age_days, less_than: {old}}}",
+                          f"require: {{fact: age_days, less_than: {days}}}"))
 
 
 def test_reload_swaps_in_a_clean_change(rules: Path) -> None:
@@ -60,8 +67,9 @@ def test_a_broken_change_is_refused_and_the_old_set_keeps_serving(rules: Path) -
     with RuleEngine.from_directory(rules) as eng:
         p = rules / "staging/inrgss.yaml"
         p.write_text(p.read_text().replace("  ms_age_limit_days:\n    value: 547", "  ms_age_limit_days:\n    value: 548"))
-        report = eng.reload()  # its own case for day 547 now fails: governance refuses it
-        assert not report.ok and [d.code for d in report.diagnostics][:2] == ["NB801", "NB701"]
+        report = eng.reload()  # its own case for day 547 now fails, and the chain: governance refuses it
+        codes = [d.code for d in report.diagnostics]
+        assert not report.ok and codes[0] == "NB801" and {"NB701", "NB610"} <= set(codes)
         assert eng.evaluate(MS_547).outputs["inrgss_stage"] == "M"
         p.write_text("decision: [broken")
         report = eng.reload()

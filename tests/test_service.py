@@ -50,7 +50,9 @@ def test_health_and_decisions(server: tuple[str, int]) -> None:
     url, _ = server
     status, _, body = call(url, "GET", "/health")
     assert status == 200 and body["status"] == "ok"
-    decision_files = [p for p in (REPO / "rules").rglob("*.yaml") if p.name not in ("package.yaml", "facts.yaml")]
+    from nbrules.package import PACKAGE_FILES
+
+    decision_files = [p for p in (REPO / "rules").rglob("*.yaml") if p.name not in PACKAGE_FILES]
     assert len(body["rulesets"]) == len(decision_files)  # one active version each
     status, _, body = call(url, "GET", "/decisions")
     assert status == 200
@@ -73,6 +75,20 @@ def test_evaluate_one_and_many(server: tuple[str, int]) -> None:
     status, _, many = call(url, "POST", "/evaluate", [MS, {"age_days": 1000, "metastatic_sites": ["bone"]}])
     assert status == 200 and [r["outputs"]["inrgss_stage"] for r in many] == ["MS", "M"]
     assert call(url, "POST", "/evaluate", MS)[2] == one  # deterministic
+
+
+def test_profile_query_parameter(server: tuple[str, int]) -> None:
+    # criteria.md §0.1 note A: read as "day 547 is younger" (profile day-547-younger), an MS
+    # child of 547 days, MYCN not amplified, 11q normal, is INRG group C; by default INRGSS M.
+    url, _ = server
+    patient = {"age_days": 547, "metastatic_sites": ["liver"], "mibg_bone_or_marrow_avid": False,
+               "mycn_status": "not_amplified", "chr11q_status": "normal"}
+    status, _, body = call(url, "POST", "/evaluate?profile=day-547-younger", patient)
+    assert status == 200 and body["profile"] == "day-547-younger" and body["outputs"]["inrg_group"] == "C"
+    status, _, body = call(url, "POST", "/evaluate", patient)
+    assert status == 200 and "profile" not in body and body["outputs"]["inrg_group"] == "P"
+    status, _, body = call(url, "POST", "/evaluate?profile=nope", patient)
+    assert status == 400 and "day-547-younger" in json.dumps(body)
 
 
 def test_bad_input_gets_problem_details_with_pointers(server: tuple[str, int]) -> None:
