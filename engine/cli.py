@@ -367,7 +367,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         if not chosen:
             raise _UsageError(f"no decision '{args.decision}'; installed: "
                               + ", ".join(d.key for d in build.decisions))
-    text = render_html(chosen) if args.format == "html" else render_markdown(chosen)
+    text = (render_html(chosen, vocabulary=build.vocabulary) if args.format == "html"
+            else render_markdown(chosen, vocabulary=build.vocabulary))
     if args.out:
         try:
             Path(args.out).write_text(text, encoding="utf-8")

@@ -113,4 +113,4 @@ def render_reference(ref: Reference) -> str:
     body = MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
     title = html.escape(ref.display)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f"<style>{_PAGE_CSS}</style></head><body>{body}</body></html>")
+            f"<style>{_PAGE_CSS}</style></head><body><p><a href=\"/\">nbrules workbench</a></p>{body}</body></html>")

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .model import All, AnyOf, CondRef, Condition, Decision, Not, ParamRef, ParamTest, Test
 from .reference import Reference, anchor_id
 from .tables import Cell, Cite, decision_table
+from .vocabulary import FactSpec
 
 __all__ = ["render_markdown", "render_html", "condition_text"]
 
@@ -107,11 +108,12 @@ def _cell_md(c: Cell | None) -> str:
     return " and ".join(list(c.texts) + [f"*{chip}*" for chip in c.chips])
 
 
-def render_markdown(decisions: Sequence[Decision], overrides: Mapping[str, Any] | None = None) -> str:
+def render_markdown(decisions: Sequence[Decision], overrides: Mapping[str, Any] | None = None,
+                    vocabulary: Mapping[str, FactSpec] | None = None) -> str:
     """Decisions as Markdown tables, from the table model (:func:`nbrules.tables.decision_table`)."""
     out: list[str] = []
     for d in decisions:
-        t = decision_table(d, overrides)
+        t = decision_table(d, overrides, vocabulary=vocabulary)
         out += [f"# {d.title}", "",
                 f"`{d.id}` version **{d.version}** ({d.status}), effective {d.effective}, hit policy {d.hit_policy}  ",
                 f"file `{d.source.display}`, sha256 `{d.sha256}`", ""]
@@ -168,13 +170,13 @@ _ENV: Any = None
 
 def render_html(decisions: Sequence[Decision], title: str = "nbrules decisions",
                 cite_href: Callable[[Reference, str], str] = _file_href,
-                overrides: Mapping[str, Any] | None = None) -> str:
+                overrides: Mapping[str, Any] | None = None, vocabulary: Mapping[str, FactSpec] | None = None) -> str:
     """Decisions as one HTML page: the workbench's decision pages, static.
 
     ``cite_href(reference, locator)`` makes the link of a cited reference row
     (default: the document's ``file:`` URI and the row's anchor).
     """
-    tables = [decision_table(d, overrides) for d in decisions]
+    tables = [decision_table(d, overrides, vocabulary=vocabulary) for d in decisions]
     return str(templates().get_template("static_tables.html").render(
         tables=tables, title=title, static=True, level=1,
         cite_href=lambda c: cite_href(c.reference, c.locator), cite_href_doc=lambda r: cite_href(r, ""),

@@ -137,12 +137,13 @@ class DecisionTable:
 class _Words:
     """Conditions of one decision in words, with labels and the parameters in force."""
 
-    def __init__(self, d: Decision, params: Mapping[str, Any]) -> None:
+    def __init__(self, d: Decision, params: Mapping[str, Any], vocabulary: Mapping[str, FactSpec]) -> None:
         self.d = d
         self.params = params
+        self.vocabulary = vocabulary
 
     def spec(self, fact: str) -> FactSpec | None:
-        return self.d.facts.get(fact)
+        return self.vocabulary.get(fact) or self.d.facts.get(fact)
 
     def value(self, v: Any, fact: str, op: str) -> str:
         spec = self.spec(fact)
@@ -248,14 +249,16 @@ def _facts_text(d: Decision, facts: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "nothing known"
 
 
-def decision_table(d: Decision, overrides: Mapping[str, Any] | None = None, with_cases: bool = True) -> DecisionTable:
+def decision_table(d: Decision, overrides: Mapping[str, Any] | None = None, with_cases: bool = True,
+                   vocabulary: Mapping[str, FactSpec] | None = None) -> DecisionTable:
     """The table of ``d`` under its parameters, with ``overrides`` applied.
 
     ``with_cases`` runs the decision's example cases (through durable-rules, as
-    ``nbrules test`` does) to show pass or fail.
+    ``nbrules test`` does) to show pass or fail.  ``vocabulary`` (the build's: input
+    facts and the words of outputs) gives outputs their titles and value labels.
     """
     params = d.param_values(overrides)
-    words = _Words(d, params)
+    words = _Words(d, params, vocabulary or {})
     rows: list[RuleRow] = []
     used: list[str] = []
     items: list[Rule | Scope] = [*d.rules, *d.scopes]
@@ -280,7 +283,8 @@ def decision_table(d: Decision, overrides: Mapping[str, Any] | None = None, with
             target = cells.setdefault(facts[0], ([], [])) if len(facts) == 1 else other
             target[0].append(words.text(part, with_fact=len(facts) != 1))
         is_rule = isinstance(item, Rule)
-        outputs = tuple((out, value_label(v, None)) for out, v in item.then.items()) if isinstance(item, Rule) else ()
+        outputs = tuple((fact_title(out, words.spec(out)), value_label(v, words.spec(out)))
+                        for out, v in item.then.items()) if isinstance(item, Rule) else ()
         rows.append(RuleRow(
             id=item.id, kind="rule" if is_rule else "out of scope", line=item.line,
             description=" ".join((getattr(item, "description", "") or "").split()),
@@ -289,7 +293,7 @@ def decision_table(d: Decision, overrides: Mapping[str, Any] | None = None, with
             outputs=outputs, reason=" ".join(item.reason.split()) if isinstance(item, Scope) else "",
             cites=_cites(d, item.cite),
         ))
-    columns = tuple((f, fact_title(f, d.facts.get(f))) for f in list(d.reads) if f in used)
+    columns = tuple((f, fact_title(f, words.spec(f))) for f in list(d.reads) if f in used)
     definitions = []
     for name, cond in d.conditions.items():
         shown = simplify(cond, words.gate_holds)

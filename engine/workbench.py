@@ -37,7 +37,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .cohort import CohortFormatError, read_rows
-from .diagnostics import Diagnostic
+from .diagnostics import Diagnostic, did_you_mean
+from .patient import shown
 from .diff import diff_cohort, diff_decisions
 from .errors import PatientInputError
 from .model import Decision
@@ -85,7 +86,9 @@ def _age_days(params: Mapping[str, str], name: str) -> tuple[Any, str | None]:
             return None, "expected two dates as YYYY-MM-DD (birth and diagnosis)"
         return days, None
     raw = params.get(name, "").strip()
-    unit = params.get(f"{name}.unit", "days")
+    unit = params.get(f"{name}.unit", "days") or "days"
+    if unit not in _UNITS:
+        return None, f"expected the unit of {name} to be days, months or years, found '{shown(unit)}'"
     if not raw:
         return None, None
     if unit == "days":
@@ -121,6 +124,20 @@ def form_facts(params: Mapping[str, str], multi: Mapping[str, Sequence[str]],
     """
     facts: dict[str, Any] = {}
     problems: list[Diagnostic] = []
+    # the form's own fields, and nothing else: an unknown name is refused as the JSON API refuses it
+    suffixes = {"set": (".assessed",), "age": (".unit", ".born", ".on")}
+    for key, values in multi.items():
+        base, dot, suffix = key.partition(".")
+        spec = vocabulary.get(base)
+        ok = spec is not None and (not dot or "." + suffix in suffixes["set" if spec.kind == "set" else
+                                                                         "age" if spec.unit == "days" else ""])
+        if not ok:
+            problems.append(Diagnostic(code="NB503", pointer=f"/{shown(base)}",
+                                       message=f"expected a patient fact, found unknown fact '{shown(key)}'",
+                                       hint=did_you_mean(base, vocabulary) or "the form lists the patient facts"))
+        elif spec is not None and spec.kind != "set" and len([v for v in values if v != ""]) > 1:
+            problems.append(Diagnostic(code="NB506", pointer=f"/{base}",
+                                       message=f"'{shown(key)}' is given {len(values)} times; give it once"))
     for name, spec in vocabulary.items():
         if spec.kind == "set":
             chosen = [v for v in multi.get(name, ()) if v]
@@ -198,7 +215,9 @@ def _result_view(result: Result, engine: RuleEngine, query: Mapping[str, str],
         fd = decisions.get(f.decision)
         fired.append({"f": f, "href": f"/ui/decisions/{f.decision}?version={f.version}#rule-{f.decision}-{f.rule}",
                       "description": " ".join(fd.rule(f.rule).description.split()) if fd is not None else "",
-                      "matched": [(fact_title(k, specs.get(k)), _shown(v, specs.get(k))) for k, v in f.matched.items()]})
+                      "matched": [(fact_title(k, specs.get(k)), _shown(v, specs.get(k))) for k, v in f.matched.items()
+                                  if v is not None],
+                      "set": [(fact_title(k, specs.get(k)), _shown(v, specs.get(k))) for k, v in f.set.items()]})
     return {"outputs": outputs, "fired": fired, "warnings": list(result.warnings), "result": result}
 
 
@@ -207,6 +226,8 @@ def _shown(v: Any, spec: FactSpec | None) -> str:
         return ", ".join(value_label(x, spec) for x in v) if v else "none"
     if v is None:
         return "unknown"
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and spec is not None and spec.unit:
+        return f"{v:g} {spec.unit}".replace(" %", " %")
     return value_label(v, spec)
 
 
@@ -249,8 +270,11 @@ def workbench_routes(engine: RuleEngine) -> list[Route]:
     async def decision(request: Request) -> Response:
         d = _decision(request.path_params["id"], request.query_params.get("version"))
         if d is None:
-            return _page("error.html", title="No such decision",
-                         message=f"no decision {request.path_params['id']!r} is installed", status=404)
+            known = [x.version for x in engine.build.decisions if x.id == request.path_params["id"]]
+            message = (f"no version {request.query_params.get('version')!r} of {request.path_params['id']} is installed "
+                       f"(installed: {', '.join(known)})" if known
+                       else f"no decision {request.path_params['id']!r} is installed")
+            return _page("error.html", title="No such decision", message=message, status=404)
         overrides: dict[str, Any] = {}
         for name, p in d.parameters.items():
             raw = request.query_params.get(f"p.{name}")
@@ -259,7 +283,7 @@ def workbench_routes(engine: RuleEngine) -> list[Route]:
             for value in [p.value] + [v for v, _ in p.alternatives]:
                 if json.dumps(value) == raw or str(value) == raw:
                     overrides[name] = value
-        table = await run_in_threadpool(decision_table, d, overrides)
+        table = await run_in_threadpool(lambda: decision_table(d, overrides, vocabulary=engine.build.vocabulary))
         choices = [{"name": name, "value": json.dumps(d.param_values(overrides)[name]),
                     "options": [(json.dumps(p.value), f"{p.value} (the file's reading)")]
                     + [(json.dumps(v), str(v)) for v, _ in p.alternatives]}

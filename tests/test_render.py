@@ -36,7 +36,7 @@ class _Collect(HTMLParser):
 
 def test_markdown_has_a_row_per_rule_and_a_column_per_fact() -> None:
     d = next(x for x in BUILD.decisions if x.id == "cog-risk")
-    md = render_markdown([d])
+    md = render_markdown([d], vocabulary=BUILD.vocabulary)
     header = next(line for line in md.splitlines() if line.startswith("| rule |"))
     # a column per fact the rules test, headed by its title in the vocabulary; ploidy and the
     # chromosome facts are tested only inside named conditions and still get their column
@@ -48,7 +48,7 @@ def test_markdown_has_a_row_per_rule_and_a_column_per_fact() -> None:
     assert f"version **{d.version}** ({d.status})" in md and d.sha256 in md
     assert "| unknown_biology_policy | indeterminate |" in md  # parameters with notes and readings
     v21 = next(line for line in md.splitlines() if line.startswith("| V2-1 |"))
-    assert "| L1 |" in v21 and "*not_amplified*" in v21 and "cog_risk = low" in v21 and "criteria.md V2-1" in v21
+    assert "| L1 |" in v21 and "*not_amplified*" in v21 and "COG risk = low" in v21 and "criteria.md V2-1" in v21
     assert "- *not_amplified*: MYCN status: not amplified" in md  # named conditions defined once
     assert "## Example cases" in md and "| FAIL" not in md
 

@@ -244,7 +244,7 @@ def test_trace_link_leads_to_the_table_row(server: str, browser: Any) -> None:
     page.wait_for_load_state()
     assert page.url.endswith("#rule-cog-risk-V2-13")
     row = page.locator("tr:target")
-    assert row.count() == 1 and "V2-13" in row.inner_text() and "cog_risk = low" in row.inner_text()
+    assert row.count() == 1 and "V2-13" in row.inner_text() and "COG risk = low" in row.inner_text()
     page.close()
 
 
@@ -322,3 +322,21 @@ def test_screenshots_for_the_readme(server: str, browser: Any, tmp_path: Path) -
     for name in ("workbench-table.png", "workbench-result.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 20_000
     page.close()
+
+
+def test_the_form_refuses_what_the_api_refuses(server: str) -> None:
+    # an unknown unit is not read as years; an unknown fact and a fact given twice are refused (NB503, NB506)
+    status, _, body = _get(server, "/ui/evaluate.json?age_days=1&age_days.unit=bogus")
+    assert status == 422 and "days, months or years" in body
+    status, _, body = _get(server, "/ui/evaluate.json?nosuch=1")
+    assert status == 422 and "NB503" in body and "nosuch" in body
+    status, _, body = _get(server, "/ui/evaluate.json?age_days=183&age_days=200")
+    assert status == 422 and "NB506" in body
+    # months are completed days: 12 months is 365 days, 18 months 547 (criteria.md §0.1)
+    status, _, body = _get(server, "/ui/evaluate.json?age_days=18&age_days.unit=months")
+    assert status == 200 and json.loads(body)["input"]["age_days"] == 547
+
+
+def test_a_missing_version_says_which_are_installed(server: str) -> None:
+    status, _, page = _get(server, "/ui/decisions/cog-risk?version=7")
+    assert status == 404 and "no version &#39;7&#39; of cog-risk is installed (installed: 1.0.0)" in page
