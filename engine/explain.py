@@ -17,7 +17,7 @@ from .model import Decision
 from .results import APPLIES_IF_GIVEN, FiredRule, Result
 from .vocabulary import FactSpec, input_facts
 
-__all__ = ["explain", "show_value", "show_facts", "show_age", "fact_title", "fact_value"]
+__all__ = ["explain", "show_value", "show_facts", "show_age", "fact_title", "fact_value", "pending_given"]
 
 #: Days in an average month (365.25 / 12), for ages stated in months.
 _MONTH_DAYS = 365.25 / 12
@@ -87,6 +87,23 @@ def fact_value(name: str, value: Any, vocabulary: Mapping[str, FactSpec]) -> str
     return spec.label(value)
 
 
+def pending_given(result: Result, decisions: Mapping[str, Decision]) -> dict[str, Any]:
+    """Facts the record gives with a *pending* value (fact -> the value given).
+
+    A rule file's ``pending_values`` name values that mean "not known yet" (INSS:
+    ``resection_extent: not_done``, surgery not yet done); the engine treats such a fact
+    as missing, so an indeterminate output lists it among the facts that would settle it
+    although the user filled it in.  ``decisions`` maps decision id to the decisions that ran.
+    """
+    out: dict[str, Any] = {}
+    for d in decisions.values():
+        for fact, values in d.pending.items():
+            given = result.input.get(fact)
+            if isinstance(given, str) and given in values:
+                out[fact] = given
+    return out
+
+
 def _tested(f: FiredRule, d: Decision | None) -> dict[str, Any]:
     """The facts a fired rule tested: those known, and those whose being unknown it tests."""
     if d is None:
@@ -142,6 +159,7 @@ def explain(result: Result, decisions: Mapping[str, Decision],
         out.append("  (none given)")
     out.append("")
     out.append("Outputs")
+    pending = pending_given(result, decisions)
     # outputs of decisions the record does not open (applies_if_given) are listed together at the end
     closed: dict[str, list[str]] = {}
     for name, na in result.not_applicable.items():
@@ -161,8 +179,14 @@ def explain(result: Result, decisions: Mapping[str, Decision],
             if ind.conflict:
                 line = f"UNRESOLVED: rules {', '.join(ind.conflict)} disagree ({cands})"
             else:
-                line = f"INDETERMINATE: {cands}{extra}; would be settled by {', '.join(title(m) for m in ind.missing)}"
-                roots = [f"{title(k)} needs {', '.join(title(x) for x in v)}" for k, v in ind.via.items()]
+                absent = [title(m) for m in ind.missing if m not in pending]
+                parts = [f"would be settled by {', '.join(absent)}"] if absent else []
+                parts += [f"{title(m)} is {value(m, pending[m])}, a pending value; the answer waits for it"
+                          for m in ind.missing if m in pending]
+                line = f"INDETERMINATE: {cands}{extra}; {'; '.join(parts)}"
+                roots = [f"{title(k)} {'waits for' if all(x in pending for x in v) else 'needs'} "
+                         f"{', '.join(title(x) + (' (pending)' if x in pending else '') for x in v)}"
+                         for k, v in ind.via.items()]
                 if roots:
                     line += f" ({'; '.join(roots)})"
         elif name in result.not_applicable:

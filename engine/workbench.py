@@ -41,6 +41,7 @@ from .diagnostics import Diagnostic, did_you_mean
 from .patient import shown
 from .diff import diff_cohort, diff_decisions
 from .errors import PatientInputError
+from .explain import pending_given
 from .model import Decision
 from .reference import anchor_id
 from .render import templates
@@ -185,6 +186,7 @@ def _result_view(result: Result, engine: RuleEngine, query: Mapping[str, str],
     decisions = {d.id: d for d in engine.decisions}
     specs: dict[str, FactSpec] = dict(engine.build.vocabulary)  # input facts and the words of outputs
     outputs = []
+    pending = pending_given(result, decisions)  # facts given with a "not known yet" value
     for d in engine.decisions:
         for out in d.decides:
             item: dict[str, Any] = {"name": out, "decision": d, "title": fact_title(out, specs.get(out))}
@@ -198,7 +200,8 @@ def _result_view(result: Result, engine: RuleEngine, query: Mapping[str, str],
                         values = ("true", "false")
                     links = [(value_label(v if spec is None or spec.kind != "boolean" else v == "true", spec),
                               _with(query, multi, fact, v)) for v in values]
-                    settle.append({"fact": fact, "title": fact_title(fact, spec), "links": links})
+                    shown = (value_label(pending[fact], spec) if fact in pending else None)
+                    settle.append({"fact": fact, "title": fact_title(fact, spec), "links": links, "pending": shown})
                 item.update(kind="indeterminate", candidates=[value_label(c, specs.get(out)) for c in ind.candidates],
                             settle=settle)
             elif out in result.not_applicable:

@@ -94,3 +94,22 @@ def test_no_empty_pointer_before_a_warning(rules_dir: Callable[..., Path]) -> No
         text = _text(eng, PATIENT)
     warnings = text.split("Warnings\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert warnings and warnings[0].startswith("  NB803 [retired-in-use] ")
+
+
+def test_a_fact_given_with_a_pending_value_is_not_asked_for(engine: RuleEngine) -> None:
+    # INSS is post-surgical (criteria.md §3.1): before surgery (resection_extent not_done, a
+    # pending value of inss.yaml) a midline-crossing tumour without node involvement is 1 or 3
+    # by the resection. The user gave the extent; the text must not ask for it again.
+    facts = json.loads((REPO / "examples" / "inss-before-surgery.json").read_text())
+    text = _text(engine, facts)
+    inss = next(line for line in text.splitlines() if line.lstrip().startswith("INSS stage "))
+    assert "INDETERMINATE: 1 or 3" in inss
+    assert "would be settled by" not in inss
+    assert "Extent of resection is not done (surgery not yet performed), a pending value; the answer waits for it" in inss
+    # downstream, the decision that reads the INSS stage waits for the same pending fact
+    v1 = next(line for line in text.splitlines() if line.lstrip().startswith("COG INSS-era risk"))
+    assert "INSS stage waits for Extent of resection (pending)" in v1
+    # a fact left out entirely is still one that would settle the output
+    facts.pop("resection_extent")
+    inss = next(line for line in _text(engine, facts).splitlines() if line.lstrip().startswith("INSS stage "))
+    assert "would be settled by Extent of resection" in inss and "pending" not in inss

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from nbrules import RuleEngine
+from nbrules import RuleEngine, build_bundled
+from nbrules.compiler import compile_decision
+from nbrules.runner import DecisionRunner
 from nbrules.results import APPLIES_IF_GIVEN
 
 OUTPUTS = ("inrc_primary_response", "inrc_metastatic_response", "inrc_marrow_response", "inrc_overall_response")
@@ -33,7 +35,8 @@ PRIMARY_ROWS = [
     (primary(29.9, 0, 0, 40, "stable_or_improved"), "SD"),
     (primary(60, 0, 0, 40, "increased"), "SD"),             # PR needs uptake stable, improved or resolved
     (primary(-25, 20.1, 5, 60, "stable_or_improved"), "PD"),  # > 20 % and >= 5 mm
-    (primary(-20, 20, 10, 60, "stable_or_improved"), "SD"),   # exactly 20 % is not > 20 %
+    (primary(-20, 20, 5, 60, "stable_or_improved"), "PD"),    # criteria.md INRC-PD: "20 % or more", "at least 5 mm"
+    (primary(-19.9, 19.9, 10, 60, "stable_or_improved"), "SD"),
     (primary(-30, 30, 4.9, 21, "stable_or_improved"), "SD"),  # < 5 mm absolute
     (primary(50, 40, 8, 28, "stable_or_improved"), "PD"),     # measured from the nadir, not baseline
 ]
@@ -60,6 +63,8 @@ METASTATIC_ROWS = [
     (mets(True, False, **{**SOFT, "metastatic_sum_decrease_percent": -21, "metastatic_sum_growth_from_nadir_percent": 21,
                           "metastatic_sum_growth_from_nadir_mm": 5}), "PD"),
     (mets(True, False, **{**SOFT, "metastatic_sum_decrease_percent": -20, "metastatic_sum_growth_from_nadir_percent": 20,
+                          "metastatic_sum_growth_from_nadir_mm": 5}), "PD"),  # criteria.md INRC-PD: "20 % or more"
+    (mets(True, False, **{**SOFT, "metastatic_sum_decrease_percent": -19.9, "metastatic_sum_growth_from_nadir_percent": 19.9,
                           "metastatic_sum_growth_from_nadir_mm": 6}), "SD"),
     (mets(True, False, **{**SOFT, "metastatic_sum_decrease_percent": 0, "metastatic_sum_growth_from_nadir_percent": 25,
                           "metastatic_sum_growth_from_nadir_mm": 4.9}), "SD"),
@@ -80,6 +85,31 @@ METASTATIC_ROWS = [
 @pytest.mark.parametrize("facts, expected", METASTATIC_ROWS)
 def test_metastatic_response(engine: RuleEngine, facts: dict[str, Any], expected: str) -> None:
     assert engine.evaluate(facts).outputs["inrc_metastatic_response"] == expected
+
+
+# Exactly +20 % and +5 mm under each reading of the contested PD boundary (criteria.md §7.1:
+# "20 % or more", RECIST 1.1 "at least 20 %"; the strict "> 20 %" is the alternative).
+BOUNDARY = {
+    "response-primary": ("inrc_primary_response", primary(-20, 20, 5, 60, "stable_or_improved")),
+    "response-metastatic": ("inrc_metastatic_response", mets(True, False, **{
+        **SOFT, "metastatic_sum_decrease_percent": -20, "metastatic_sum_growth_from_nadir_percent": 20,
+        "metastatic_sum_growth_from_nadir_mm": 5})),
+}
+
+
+@pytest.mark.parametrize("decision_id", sorted(BOUNDARY))
+@pytest.mark.parametrize("inclusive, expected", [(True, "PD"), (False, "SD")])
+def test_progression_boundary_is_a_named_parameter(decision_id: str, inclusive: bool, expected: str) -> None:
+    decision = next(d for d in build_bundled().decisions if d.id == decision_id)
+    p = decision.parameters["progression_percent_inclusive"]
+    assert p.value is True and {v for v, _ in p.alternatives} == {False}
+    assert "criteria.md INRC-PD" in p.cite and "recist11" in p.cite
+    output, facts = BOUNDARY[decision_id]
+    runner = DecisionRunner(compile_decision(decision, {"progression_percent_inclusive": inclusive}))
+    try:
+        assert runner.decide(runner.view(facts)).outputs[output].value == expected
+    finally:
+        runner.close()
 
 
 MARROW_ROWS = [

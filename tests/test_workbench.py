@@ -147,6 +147,21 @@ def test_indeterminate_candidates_link_to_the_settling_fact(server: str) -> None
     assert status == 200 and 'data-output="cog_risk">\n<span class="value">low</span>' in settled
 
 
+def test_a_fact_given_with_a_pending_value_waits_instead_of_settling(server: str) -> None:
+    # INSS before surgery (criteria.md §3.1): resection_extent not_done is a pending value of
+    # inss.yaml, so the stage is 1 or 3; the page says the answer waits for it, not that the
+    # (already given) extent of resection would settle it.
+    facts = json.loads((EXAMPLES / "inss-before-surgery.json").read_text())
+    _, _, page = _get(server, "/ui/evaluate?" + _query(facts))
+    inss = page.split('data-output="inss_stage">')[1].split("</dd>")[0]
+    assert "<b>Extent of resection</b> is not done (surgery not yet performed), a pending value" in inss
+    assert "would be settled by" not in inss
+    facts.pop("resection_extent")
+    _, _, page = _get(server, "/ui/evaluate?" + _query(facts))
+    inss = page.split('data-output="inss_stage">')[1].split("</dd>")[0]
+    assert "would be settled by <b>Extent of resection</b>" in inss and "pending" not in inss
+
+
 def test_versions_side_by_side_with_domain_impact(server: str) -> None:
     status, _, page = _get(server, "/ui/versions/inrgss?old=1.0.0&new=1.1.0")
     assert status == 200
