@@ -3,8 +3,8 @@
 Which outputs are written, and as what, is data: the ``results`` section of the FHIR
 mapping (``mappings/fhir-r4.yaml``).  ``as: stage`` gives an Observation following the
 mCODE cancer-stage profile named there (its ``code`` is the staging-system code of the
-mapping's ``stage_types``, its value the codes of the value in the knowledge package's
-vocabulary, ``facts.yaml``); ``as: risk`` gives a ``RiskAssessment`` whose ``basis``
+mapping's ``stage_types``, its value every code the mapping's ``stages`` reads as that
+value, so the Observation is read back as the same stage); ``as: risk`` gives a ``RiskAssessment`` whose ``basis``
 references the resources the decision's rules read.  Each such resource comes with a
 ``Provenance`` listing the source resources and the rules that fired (decision, version,
 rule id, file:line, citations).  Outputs taken from the record as given, and outputs
@@ -34,6 +34,8 @@ SYSTEM_URIS = {"NCIt": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "SN
                "LOINC": "http://loinc.org"}
 #: The code system of output values that have no standard code: ``<base><output>``.
 NBRULES_SYSTEM = "http://nbrules.dev/fhir/CodeSystem/"
+#: Code systems that are standard terminologies (the rest are local to an institution).
+STANDARD_SYSTEMS = frozenset(SYSTEM_URIS.values())
 _NS = uuid.UUID("0d7b3a52-5e3f-4c1a-8f0e-6a2b9c4d1e73")
 
 
@@ -69,6 +71,20 @@ def _concept(engine: Any, output: str, value: str) -> dict[str, Any]:
     return {"coding": codings, "text": label}
 
 
+def stage_value(engine: Any, mapping: FhirMapping, output: str, value: str) -> dict[str, Any]:
+    """The valueCodeableConcept of a stage Observation: every code the mapping reads as
+    ``value`` of ``output`` (its ``stages`` entries), codes of standard systems first, so
+    that the Observation written is read back as the same stage; the vocabulary's codes
+    (``facts.yaml``) only when the mapping has none for the value."""
+    codes = [c for c, v in mapping.stages.get(output, {}).items() if v == value]
+    if not codes:
+        return _concept(engine, output, value)
+    codes.sort(key=lambda c: c[0] not in STANDARD_SYSTEMS)  # stable: the mapping's order otherwise
+    spec = engine.build.vocabulary.get(output)
+    return {"coding": [{"system": s, "code": c} for s, c in codes],
+            "text": spec.label(value) if spec is not None else value}
+
+
 def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: MappedFacts, patient_id: str,
                recorded: str) -> list[WrittenBack]:
     """The determined outputs named in ``mapping.results`` as FHIR resources, in the
@@ -97,7 +113,7 @@ def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: Mapped
             resource = {"resourceType": "Observation", "status": "final",
                         "code": {"coding": [{"system": type_code[0], "code": type_code[1]}] if type_code else [],
                                  "text": title},
-                        "subject": patient, "valueCodeableConcept": _concept(engine, output, value)}
+                        "subject": patient, "valueCodeableConcept": stage_value(engine, mapping, output, value)}
             if spec.get("profile"):
                 resource = {"resourceType": "Observation", "meta": {"profile": [spec["profile"]]},
                             **{k: v for k, v in resource.items() if k != "resourceType"}}
