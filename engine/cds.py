@@ -98,7 +98,7 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
             "detail": "\n".join(lines) + "\n\n" + _sources(mapped),
             "source": {"label": "nbrules"},
         }], "extension": extension}
-    written = {w.output: w for w in write_back(engine, result, mapping, mapped, patient_id, recorded)} \
+    written = {w.output: w for w in write_back(engine, result, mapping, mapped, patient_id, recorded, ids=True)} \
         if recorded is not None and patient_id is not None else {}
     cards = []
     for d in engine.decisions:

@@ -11,7 +11,8 @@ rule id, file:line, citations).  Outputs taken from the record as given, and out
 not determined, are not written back.
 
 Resources are identified by ``urn:uuid`` full URLs derived from the input and the
-knowledge, so the same input gives the same resources; only ``Provenance.recorded`` (an
+knowledge (or, for CDS Hooks, by ids made of the same uuids), so the same input gives
+the same resources; only ``Provenance.recorded`` (an
 instant FHIR requires) is the caller's ``recorded``.
 """
 
@@ -86,10 +87,16 @@ def stage_value(engine: Any, mapping: FhirMapping, output: str, value: str) -> d
 
 
 def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: MappedFacts, patient_id: str,
-               recorded: str) -> list[WrittenBack]:
+               recorded: str, ids: bool = False) -> list[WrittenBack]:
     """The determined outputs named in ``mapping.results`` as FHIR resources, in the
     mapping's order.  ``patient_id`` is the Patient's id; ``recorded`` the FHIR instant
-    of ``Provenance.recorded`` (e.g. ``2026-11-29T15:00:00Z``)."""
+    of ``Provenance.recorded`` (e.g. ``2026-11-29T15:00:00Z``).
+
+    References between the resources written (``Provenance.target``, a risk's ``basis``
+    naming a stage written with it) are their ``urn:uuid`` full URLs, for a transaction
+    Bundle (:func:`transaction_bundle`); with ``ids``, each resource instead carries an
+    ``id`` (the uuid of its full URL) and is referenced as ``ResourceType/id`` (CDS Hooks
+    ``create`` actions, which are not a transaction)."""
     written: list[WrittenBack] = []
     urls: dict[str, str] = {}
     decisions = {o: d for d in engine.decisions for o in d.decides}
@@ -106,6 +113,9 @@ def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: Mapped
                 refs = [urls[fact]] if fact in urls else [_ref(s) for s in mapped.sources.get(fact, [])]
                 basis += [r for r in refs if r not in basis]
         url = _urn(result.input_sha256, result.knowledge.sha256 if result.knowledge else "", output)
+        prov_url = _urn(url, "provenance")
+        kind = "Observation" if spec["as"] == "stage" else "RiskAssessment"
+        ref = f"{kind}/{url.removeprefix('urn:uuid:')}" if ids else url
         title = engine.build.vocabulary[output].title if output in engine.build.vocabulary else output
         resource: dict[str, Any]
         if spec["as"] == "stage":
@@ -132,7 +142,7 @@ def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: Mapped
             if basis:
                 resource["basis"] = [{"reference": r} for r in basis]
         provenance = {
-            "resourceType": "Provenance", "target": [{"reference": url}], "recorded": recorded,
+            "resourceType": "Provenance", "target": [{"reference": ref}], "recorded": recorded,
             "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
                                             "code": "assembler"}]},
                        "who": {"display": f"nbrules ({result.engine}); knowledge "
@@ -141,8 +151,13 @@ def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: Mapped
             + [{"role": "derivation", "what": {"display": f"{f.decision}@{f.version} rule {f.rule} ({f.source}); "
                                                           f"cites {'; '.join(f.cite)}"}} for f in fired],
         }
-        urls[output] = url
-        written.append(WrittenBack(output, d.id, url, resource, _urn(url, "provenance"), provenance))
+        if ids:
+            resource = {"resourceType": kind, "id": url.removeprefix("urn:uuid:"),
+                        **{k: v for k, v in resource.items() if k != "resourceType"}}
+            provenance = {"resourceType": "Provenance", "id": prov_url.removeprefix("urn:uuid:"),
+                          **{k: v for k, v in provenance.items() if k != "resourceType"}}
+        urls[output] = ref
+        written.append(WrittenBack(output, d.id, url, resource, prov_url, provenance))
     return written
 
 
