@@ -124,3 +124,15 @@ def test_every_reference_in_the_transaction_bundle_resolves(engine: RuleEngine) 
     assert all(u.startswith("urn:uuid:") for u in urls) and len(urls) == len(out["entry"])
     refs = [r for e in out["entry"] for r in _references(e["resource"])]
     assert any(r in urls for r in refs) and set(refs) <= urls | inputs
+
+
+def test_inrg_card_writes_the_group_and_the_risk(engine: RuleEngine) -> None:
+    # MS, 183 days old at diagnosis, MYCN not amplified, no 11q aberration: INRG group C, very low risk
+    # (Cohn 2009, criteria.md INRG table).
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    card = next(c for c in cards_for(engine, MAPPING, request, recorded=WHEN)["cards"] if "INRG group" in c["summary"])
+    risks = [a["resource"] for s in card["suggestions"] for a in s["actions"]
+             if a["resource"]["resourceType"] == "RiskAssessment"]
+    outcomes = {r["code"]["text"]: r["prediction"][0]["outcome"]["coding"][0]["code"] for r in risks}
+    assert outcomes == {"INRG group": "C", "INRG risk": "very_low"}
+    Bundle.model_validate({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in risks]})
