@@ -5,8 +5,8 @@ the rules that fired with the facts they matched, and their citations as the car
 source.  Indeterminate outputs say what they could be and which facts would settle
 them; a further card lists every fact the record lacked and every resource or code
 that could not be used.  Card ids are derived from the input and the rules, so the
-same request gets byte-identical cards, except for ``Provenance.recorded`` in the
-suggestions (the time of the answer).  A record without a diagnosis in the mapping
+same request gets byte-identical cards (``Provenance.recorded`` in the suggestions is
+the prefetch's own time when it states one, else the time of the answer).  A record without a diagnosis in the mapping
 gets no cards.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 from .errors import PatientInputError
 from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
-from .fhir_out import WrittenBack, write_back
+from .fhir_out import WrittenBack, input_time, write_back
 from .model import Decision
 from .reference import anchor_id, split_citation
 from .results import APPLIES_IF_GIVEN, Result
@@ -81,8 +81,9 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
     (``{reference_base}/reference/criteria.md#S9``).  ``recorded`` (a FHIR instant, the
     time of the answer): with it and ``context.patientId``, a card whose output the
     mapping writes back (``results``) carries a suggestion creating it as FHIR, with its
-    Provenance (:mod:`nbrules.fhir_out`); the suggestions are the only part of the
-    answer that depends on the time.
+    Provenance (:mod:`nbrules.fhir_out`).  ``Provenance.recorded`` is the latest time the
+    prefetch states (Bundle ``timestamp``, ``meta.lastUpdated``), so the same request
+    gets byte-identical cards; ``recorded`` only when the prefetch states no time.
     """
     context: Mapping[str, Any] = request["context"] if isinstance(request.get("context"), dict) else {}
     patient_id = context.get("patientId") if isinstance(context.get("patientId"), str) else None
@@ -104,8 +105,9 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
             "detail": "\n".join(lines) + "\n\n" + _sources(mapped),
             "source": {"label": "nbrules"},
         }], "extension": extension}
-    written = {w.output: w for w in write_back(engine, result, mapping, mapped, patient_id, recorded, ids=True)} \
-        if recorded is not None and patient_id is not None else {}
+    when = (input_time(request.get("prefetch")) or recorded) if recorded is not None else None
+    written = {w.output: w for w in write_back(engine, result, mapping, mapped, patient_id, when, ids=True)} \
+        if when is not None and patient_id is not None else {}
     cards = []
     for d in engine.decisions:
         outs = list(d.decides)

@@ -12,12 +12,14 @@ not determined, are not written back.
 
 Resources are identified by ``urn:uuid`` full URLs derived from the input and the
 knowledge (or, for CDS Hooks, by ids made of the same uuids), so the same input gives
-the same resources; only ``Provenance.recorded`` (an
-instant FHIR requires) is the caller's ``recorded``.
+the same resources; ``Provenance.recorded`` (an instant FHIR requires) is the latest
+time the input states (:func:`input_time`), the caller's ``recorded`` only when it
+states none.
 """
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -28,7 +30,7 @@ from .fhir import FhirMapping, MappedFacts, map_resources
 from .patient import parse_patient_json
 from .results import Result
 
-__all__ = ["WrittenBack", "write_back", "transaction_bundle", "evaluate_fhir", "evaluate_fhir_json"]
+__all__ = ["WrittenBack", "input_time", "write_back", "transaction_bundle", "evaluate_fhir", "evaluate_fhir_json"]
 
 #: Terminology names used in facts.yaml, as FHIR code system URIs.
 SYSTEM_URIS = {"NCIt": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "SNOMED CT": "http://snomed.info/sct",
@@ -50,6 +52,33 @@ class WrittenBack:
     resource: dict[str, Any]
     provenance_url: str
     provenance: dict[str, Any]
+
+
+def input_time(data: Any) -> str | None:
+    """The latest instant the input states of itself: a Bundle's ``timestamp`` or a
+    resource's ``meta.lastUpdated``, anywhere in ``data`` (a Bundle, a resource, or a CDS
+    Hooks prefetch).  Used as ``Provenance.recorded`` (required by FHIR) so that the same
+    input gives the same resources; ``None`` when the input states no time (or none
+    with a time zone, as a FHIR instant has)."""
+    found: list[tuple[datetime.datetime, str]] = []
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            meta = node.get("meta")
+            for raw in (node.get("timestamp") if node.get("resourceType") == "Bundle" else None,
+                        meta.get("lastUpdated") if isinstance(meta, dict) and "resourceType" in node else None):
+                if isinstance(raw, str):
+                    try:
+                        when = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+                    except ValueError:
+                        continue
+                    if when.tzinfo is not None:
+                        found.append((when, raw))
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    return max(found)[1] if found else None
 
 
 def _urn(*parts: str) -> str:
@@ -196,8 +225,8 @@ def evaluate_fhir_json(engine: Any, text: str | bytes, mapping: FhirMapping, rec
     """``nbrules evaluate --fhir``: a FHIR Bundle (or resource) as JSON text in;
     ``{"result", "read", "fhir"}`` out: the nbrules result, what was read from the
     resources (``diagnosis``, ``age``, ``notUsed``, ``conflicts`` and where each fact came
-    from), and the transaction Bundle creating the results.  ``recorded`` is used when the
-    Bundle has no ``timestamp``.  Raises :class:`PatientInputError` (NB501/NB509/NB551
+    from), and the transaction Bundle creating the results.  ``Provenance.recorded`` is
+    the input's own time (:func:`input_time`); ``recorded`` only when it states none.  Raises :class:`PatientInputError` (NB501/NB509/NB551
     for the JSON, NB570 when it is not a FHIR resource, or the patient diagnostics).
     """
     data, diags = parse_patient_json(text, max_bytes)
@@ -208,7 +237,7 @@ def evaluate_fhir_json(engine: Any, text: str | bytes, mapping: FhirMapping, rec
         raise PatientInputError("the FHIR input is not a FHIR resource", [Diagnostic(
             code="NB570", pointer="" if not isinstance(data, dict) else "/resourceType",
             message=f"expected a FHIR resource or Bundle, found {found}")])
-    when = str(data["timestamp"]) if isinstance(data.get("timestamp"), str) else recorded
+    when = input_time(data) or recorded
     bundle = data if data["resourceType"] == "Bundle" else {"resourceType": "Bundle", "entry": [{"resource": data}]}
     result, mapped, out = evaluate_fhir(engine, bundle, mapping, when)
     read = {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,

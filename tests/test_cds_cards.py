@@ -43,3 +43,15 @@ def test_missing_card_names_facts_by_their_titles(engine: RuleEngine) -> None:
     # the title, with the fact's id after it for whoever maps the EHR's codes
     assert "Extent of resection (`resection_extent`)" in missing["detail"]
     assert "resection_extent" in missing["extension"]["nbrules"]["missing"]
+
+
+def test_cards_are_byte_identical_when_the_prefetch_states_its_time(engine: RuleEngine) -> None:
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    request["prefetch"]["observations"]["meta"] = {"lastUpdated": "2026-11-28T09:30:00+01:00"}
+    request["prefetch"]["patient"]["meta"] = {"lastUpdated": "2026-11-28T08:00:00Z"}  # 09:00+01:00, earlier
+    first = cards_for(engine, MAPPING, request, recorded="2026-11-29T15:00:00Z")
+    second = cards_for(engine, MAPPING, request, recorded="2026-11-29T15:00:07Z")  # a later answer
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    recorded = {a["resource"]["recorded"] for c in first["cards"] for s in c.get("suggestions", [])
+                for a in s["actions"] if a["resource"]["resourceType"] == "Provenance"}
+    assert recorded == {"2026-11-28T09:30:00+01:00"}  # the latest time the prefetch states
