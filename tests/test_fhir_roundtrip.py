@@ -62,3 +62,23 @@ def test_evaluate_fhir_output_fed_back_gives_the_same_stage(engine: RuleEngine) 
                  and e["resource"]["code"]["coding"][0]["code"] == "C133427"]
     again = _feed(engine, [*_record(), {**written, "id": "stage-1"}])
     assert again["result"]["outputs"]["inrgss_stage"] == "MS" and "inrgss_stage" in again["result"]["from_input"]
+
+
+def test_derived_inss_stage_written_back_is_read_back(engine: RuleEngine) -> None:
+    # The MS infant with a complete resection of a unilateral primary and no contralateral
+    # nodes: a localised primary with dissemination limited to skin, liver and marrow
+    # before 1 year is INSS 4S (Brodeur 1993, criteria.md §3.1).
+    from nbrules.fhir import map_resources
+    from nbrules.fhir_out import write_back
+
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    mapped = map_resources(request["prefetch"], MAPPING, "p1")
+    facts = {**mapped.facts, "resection_extent": "complete", "contralateral_nodes": "negative",
+             "crosses_midline": False, "midline_bilateral_extension": False}
+    result = engine.evaluate(facts)
+    assert result.outputs["inss_stage"] == "4S"
+    [inss] = [w.resource for w in write_back(engine, result, MAPPING, mapped, "p1", WHEN) if w.output == "inss_stage"]
+    assert inss["code"]["coding"][0] == {"system": SCT, "code": "409720004"}
+    again = _feed(engine, [*_record(), {**inss, "id": "inss-1"}])
+    assert again["result"]["outputs"]["inss_stage"] == "4S"
+    assert again["read"]["sources"]["inss_stage"] == ["Observation/inss-1"]
