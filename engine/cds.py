@@ -63,9 +63,12 @@ def _label(engine: Any, name: str) -> str:
 
 
 def _value_label(engine: Any, name: str, value: Any) -> str:
-    """The words for a value of an output (its label in the vocabulary), e.g. ``very low``."""
+    """The words for a value of an output (its label in the vocabulary), e.g. ``very low``;
+    a label that only puts a name before the value (``PRETEXT II``) gives the value, which
+    the card shows after the output's title (``PRETEXT group II``)."""
     spec = engine.build.vocabulary.get(name)
-    return spec.label(value) if spec is not None else str(value)
+    words = spec.label(value) if spec is not None else str(value)
+    return str(value) if words.endswith(f" {value}") else words
 
 
 def _card_id(seed: str) -> str:
