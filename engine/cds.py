@@ -5,20 +5,20 @@ the rules that fired with the facts they matched, and their citations as the car
 source.  Indeterminate outputs say what they could be and which facts would settle
 them; a further card lists every fact the record lacked and every resource or code
 that could not be used.  Card ids are derived from the input and the rules, so the
-same request gets byte-identical cards, except for ``Provenance.recorded`` in the
-suggestions (the time of the answer).  A record without a diagnosis in the mapping
+same request gets byte-identical cards (``Provenance.recorded`` in the suggestions is
+the prefetch's own time when it states one, else the time of the answer).  A record without a diagnosis in the mapping
 gets no cards.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import PatientInputError
 from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
-from .fhir_out import WrittenBack, write_back
+from .fhir_out import WrittenBack, input_time, write_back
 from .model import Decision
 from .reference import anchor_id, split_citation
 from .results import APPLIES_IF_GIVEN, Result
@@ -62,6 +62,15 @@ def _label(engine: Any, name: str) -> str:
     return spec.title if spec is not None and spec.title and spec.title != name else name.replace("_", " ")
 
 
+def _value_label(engine: Any, name: str, value: Any) -> str:
+    """The words for a value of an output (its label in the vocabulary), e.g. ``very low``;
+    a label that only puts a name before the value (``PRETEXT II``) gives the value, which
+    the card shows after the output's title (``PRETEXT group II``)."""
+    spec = engine.build.vocabulary.get(name)
+    words = spec.label(value) if spec is not None else str(value)
+    return str(value) if words.endswith(f" {value}") else words
+
+
 def _card_id(seed: str) -> str:
     return str(uuid.uuid5(_NS, seed))
 
@@ -75,8 +84,9 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
     (``{reference_base}/reference/criteria.md#S9``).  ``recorded`` (a FHIR instant, the
     time of the answer): with it and ``context.patientId``, a card whose output the
     mapping writes back (``results``) carries a suggestion creating it as FHIR, with its
-    Provenance (:mod:`nbrules.fhir_out`); the suggestions are the only part of the
-    answer that depends on the time.
+    Provenance (:mod:`nbrules.fhir_out`).  ``Provenance.recorded`` is the latest time the
+    prefetch states (Bundle ``timestamp``, ``meta.lastUpdated``), so the same request
+    gets byte-identical cards; ``recorded`` only when the prefetch states no time.
     """
     context: Mapping[str, Any] = request["context"] if isinstance(request.get("context"), dict) else {}
     patient_id = context.get("patientId") if isinstance(context.get("patientId"), str) else None
@@ -98,8 +108,9 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
             "detail": "\n".join(lines) + "\n\n" + _sources(mapped),
             "source": {"label": "nbrules"},
         }], "extension": extension}
-    written = {w.output: w for w in write_back(engine, result, mapping, mapped, patient_id, recorded)} \
-        if recorded is not None and patient_id is not None else {}
+    when = (input_time(request.get("prefetch")) or recorded) if recorded is not None else None
+    written = {w.output: w for w in write_back(engine, result, mapping, mapped, patient_id, when, ids=True)} \
+        if when is not None and patient_id is not None else {}
     cards = []
     for d in engine.decisions:
         outs = list(d.decides)
@@ -107,7 +118,8 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
             continue
         if all(o in result.not_applicable and result.not_applicable[o].scope == APPLIES_IF_GIVEN for o in outs):
             continue  # the record is not of the kind this decision assesses (e.g. no response assessment)
-        card = _decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}, reference_base)
+        card = _decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}, reference_base,
+                              lambda o, v: _value_label(engine, o, v))
         card["detail"] = _record_line(mapped) + "\n\n" + card["detail"]
         if mapped.age is not None:
             card.setdefault("extension", {}).setdefault("nbrules", {})["age"] = mapped.age
@@ -116,7 +128,7 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
             card["suggestions"] = suggestions
             card["selectionBehavior"] = "any"
         cards.append(card)
-    missing = _missing_card(result, mapped, title)
+    missing = _missing_card(result, mapped, title, lambda f: _label(engine, f))
     if missing is not None:
         cards.append(missing)
     return {"cards": cards, "extension": extension}
@@ -131,7 +143,7 @@ def _record(mapped: MappedFacts) -> dict[str, Any]:
 
 def _suggestion(engine: Any, w: WrittenBack, result: Result) -> dict[str, Any]:
     """A CDS Hooks suggestion creating one result and its Provenance."""
-    what = f"{_label(engine, w.output)} {result.outputs[w.output]}"
+    what = f"{_label(engine, w.output)} {_value_label(engine, w.output, result.outputs[w.output])}"
     return {"label": f"Record {what} in the chart", "uuid": _card_id(w.full_url),
             "actions": [{"type": "create", "description": f"{what} as a FHIR {w.resource['resourceType']}",
                          "resource": w.resource},
@@ -189,7 +201,11 @@ def _cite_links(d: Decision, cites: list[str], base: str) -> list[dict[str, str]
 
 
 def _decision_card(result: Result, d: Decision, outs: list[str], mapping: FhirMapping,
-                   labels: Mapping[str, str], reference_base: str | None = None) -> dict[str, Any]:
+                   labels: Mapping[str, str], reference_base: str | None = None,
+                   show: Callable[[str, Any], str] = lambda o, v: str(v)) -> dict[str, Any]:
+    """One decision's card; ``show(output, value)`` gives the words for a value.  A stage
+    value's code is named in the summary only when it is of a standard terminology (NCIt,
+    SNOMED CT); every code of the mapping is in ``extension.nbrules.codes``."""
     parts: list[str] = []
     detail: list[str] = []
     undetermined = False
@@ -202,19 +218,20 @@ def _decision_card(result: Result, d: Decision, outs: list[str], mapping: FhirMa
             notes = ["from the record"] if out in result.from_input else []
             if code is not None:
                 codes[out] = {"system": code[0], "code": code[1], "display": value}
-                notes.append(f"{_SYSTEM_NAMES.get(code[0], code[0])} {code[1]}")
-            parts.append(f"{label} {value}" + (f" ({', '.join(notes)})" if notes else ""))
+                if code[0] in _SYSTEM_NAMES:
+                    notes.append(f"{_SYSTEM_NAMES[code[0]]} {code[1]}")
+            parts.append(f"{label} {show(out, value)}" + (f" ({', '.join(notes)})" if notes else ""))
             if out in result.from_input:
-                detail.append(f"**{label}** {value} is taken from the record as given; the rules of {d.key} did not "
+                detail.append(f"**{label}** {show(out, value)} is taken from the record as given; the rules of {d.key} did not "
                               f"re-derive it.")
         elif out in result.indeterminate:
             undetermined = True
             ind = result.indeterminate[out]
-            parts.append(f"{label} {' or '.join(ind.candidates)}")
+            parts.append(f"{label} {' or '.join(show(out, c) for c in ind.candidates)}")
             needed = list(ind.missing)
             for via, roots in ind.via.items():
                 needed += [f"{r} (for {via})" for r in roots]
-            detail.append(f"**{label}** could be {' or '.join(ind.candidates)}"
+            detail.append(f"**{label}** could be {' or '.join(show(out, c) for c in ind.candidates)}"
                           + (" or not applicable" if ind.may_be_out_of_scope else "")
                           + f"; it would be settled by: {', '.join(needed)}.")
         elif out in result.not_applicable:
@@ -262,7 +279,9 @@ def _sources(mapped: MappedFacts) -> str:
     return "\n\n".join(lines)
 
 
-def _missing_card(result: Result, mapped: MappedFacts, title: str) -> dict[str, Any] | None:
+def _missing_card(result: Result, mapped: MappedFacts, title: str,
+                  name: Callable[[str], str] = str) -> dict[str, Any] | None:
+    """The card of what the record lacks; ``name(fact)`` gives a fact's title."""
     needed: list[str] = []
     for ind in result.indeterminate.values():
         for fact in ind.missing:
@@ -280,7 +299,7 @@ def _missing_card(result: Result, mapped: MappedFacts, title: str) -> dict[str, 
         said = ("Facts not found in the data delivered (a fetch failed or is incomplete, so the record may hold them)"
                 if mapped.failed or mapped.incomplete else "Facts the record does not give")
         detail.append(f"{said}, which would settle the classification: "
-                      + ", ".join(needed) + ". They are left unknown, never assumed.")
+                      + ", ".join(f"{name(f)} (`{f}`)" if name(f) != f else f for f in needed) + ". They are left unknown, never assumed.")
     extra = _sources(mapped)
     if extra:
         detail.append(extra)
@@ -291,4 +310,5 @@ def _missing_card(result: Result, mapped: MappedFacts, title: str) -> dict[str, 
         "indicator": "warning",
         "detail": "\n\n".join(detail),
         "source": {"label": "nbrules FHIR mapping (mappings/fhir-r4.yaml)"},
+        **({"extension": {"nbrules": {"missing": needed}}} if needed else {}),
     }

@@ -3,20 +3,23 @@
 Which outputs are written, and as what, is data: the ``results`` section of the FHIR
 mapping (``mappings/fhir-r4.yaml``).  ``as: stage`` gives an Observation following the
 mCODE cancer-stage profile named there (its ``code`` is the staging-system code of the
-mapping's ``stage_types``, its value the codes of the value in the knowledge package's
-vocabulary, ``facts.yaml``); ``as: risk`` gives a ``RiskAssessment`` whose ``basis``
+mapping's ``stage_types``, its value every code the mapping's ``stages`` reads as that
+value, so the Observation is read back as the same stage); ``as: risk`` gives a ``RiskAssessment`` whose ``basis``
 references the resources the decision's rules read.  Each such resource comes with a
 ``Provenance`` listing the source resources and the rules that fired (decision, version,
 rule id, file:line, citations).  Outputs taken from the record as given, and outputs
 not determined, are not written back.
 
 Resources are identified by ``urn:uuid`` full URLs derived from the input and the
-knowledge, so the same input gives the same resources; only ``Provenance.recorded`` (an
-instant FHIR requires) is the caller's ``recorded``.
+knowledge (or, for CDS Hooks, by ids made of the same uuids), so the same input gives
+the same resources; ``Provenance.recorded`` (an instant FHIR requires) is the latest
+time the input states (:func:`input_time`), the caller's ``recorded`` only when it
+states none.
 """
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -27,13 +30,15 @@ from .fhir import FhirMapping, MappedFacts, map_resources
 from .patient import parse_patient_json
 from .results import Result
 
-__all__ = ["WrittenBack", "write_back", "transaction_bundle", "evaluate_fhir", "evaluate_fhir_json"]
+__all__ = ["WrittenBack", "input_time", "write_back", "transaction_bundle", "evaluate_fhir", "evaluate_fhir_json"]
 
 #: Terminology names used in facts.yaml, as FHIR code system URIs.
 SYSTEM_URIS = {"NCIt": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "SNOMED CT": "http://snomed.info/sct",
                "LOINC": "http://loinc.org"}
 #: The code system of output values that have no standard code: ``<base><output>``.
 NBRULES_SYSTEM = "http://nbrules.dev/fhir/CodeSystem/"
+#: Code systems that are standard terminologies (the rest are local to an institution).
+STANDARD_SYSTEMS = frozenset(SYSTEM_URIS.values())
 _NS = uuid.UUID("0d7b3a52-5e3f-4c1a-8f0e-6a2b9c4d1e73")
 
 
@@ -47,6 +52,33 @@ class WrittenBack:
     resource: dict[str, Any]
     provenance_url: str
     provenance: dict[str, Any]
+
+
+def input_time(data: Any) -> str | None:
+    """The latest instant the input states of itself: a Bundle's ``timestamp`` or a
+    resource's ``meta.lastUpdated``, anywhere in ``data`` (a Bundle, a resource, or a CDS
+    Hooks prefetch).  Used as ``Provenance.recorded`` (required by FHIR) so that the same
+    input gives the same resources; ``None`` when the input states no time (or none
+    with a time zone, as a FHIR instant has)."""
+    found: list[tuple[datetime.datetime, str]] = []
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            meta = node.get("meta")
+            for raw in (node.get("timestamp") if node.get("resourceType") == "Bundle" else None,
+                        meta.get("lastUpdated") if isinstance(meta, dict) and "resourceType" in node else None):
+                if isinstance(raw, str):
+                    try:
+                        when = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+                    except ValueError:
+                        continue
+                    if when.tzinfo is not None:
+                        found.append((when, raw))
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    return max(found)[1] if found else None
 
 
 def _urn(*parts: str) -> str:
@@ -69,11 +101,31 @@ def _concept(engine: Any, output: str, value: str) -> dict[str, Any]:
     return {"coding": codings, "text": label}
 
 
+def stage_value(engine: Any, mapping: FhirMapping, output: str, value: str) -> dict[str, Any]:
+    """The valueCodeableConcept of a stage Observation: every code the mapping reads as
+    ``value`` of ``output`` (its ``stages`` entries), codes of standard systems first, so
+    that the Observation written is read back as the same stage; the vocabulary's codes
+    (``facts.yaml``) only when the mapping has none for the value."""
+    codes = [c for c, v in mapping.stages.get(output, {}).items() if v == value]
+    if not codes:
+        return _concept(engine, output, value)
+    codes.sort(key=lambda c: c[0] not in STANDARD_SYSTEMS)  # stable: the mapping's order otherwise
+    spec = engine.build.vocabulary.get(output)
+    return {"coding": [{"system": s, "code": c} for s, c in codes],
+            "text": spec.label(value) if spec is not None else value}
+
+
 def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: MappedFacts, patient_id: str,
-               recorded: str) -> list[WrittenBack]:
+               recorded: str, ids: bool = False) -> list[WrittenBack]:
     """The determined outputs named in ``mapping.results`` as FHIR resources, in the
     mapping's order.  ``patient_id`` is the Patient's id; ``recorded`` the FHIR instant
-    of ``Provenance.recorded`` (e.g. ``2026-11-29T15:00:00Z``)."""
+    of ``Provenance.recorded`` (e.g. ``2026-11-29T15:00:00Z``).
+
+    References between the resources written (``Provenance.target``, a risk's ``basis``
+    naming a stage written with it) are their ``urn:uuid`` full URLs, for a transaction
+    Bundle (:func:`transaction_bundle`); with ``ids``, each resource instead carries an
+    ``id`` (the uuid of its full URL) and is referenced as ``ResourceType/id`` (CDS Hooks
+    ``create`` actions, which are not a transaction)."""
     written: list[WrittenBack] = []
     urls: dict[str, str] = {}
     decisions = {o: d for d in engine.decisions for o in d.decides}
@@ -90,6 +142,9 @@ def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: Mapped
                 refs = [urls[fact]] if fact in urls else [_ref(s) for s in mapped.sources.get(fact, [])]
                 basis += [r for r in refs if r not in basis]
         url = _urn(result.input_sha256, result.knowledge.sha256 if result.knowledge else "", output)
+        prov_url = _urn(url, "provenance")
+        kind = "Observation" if spec["as"] == "stage" else "RiskAssessment"
+        ref = f"{kind}/{url.removeprefix('urn:uuid:')}" if ids else url
         title = engine.build.vocabulary[output].title if output in engine.build.vocabulary else output
         resource: dict[str, Any]
         if spec["as"] == "stage":
@@ -97,7 +152,7 @@ def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: Mapped
             resource = {"resourceType": "Observation", "status": "final",
                         "code": {"coding": [{"system": type_code[0], "code": type_code[1]}] if type_code else [],
                                  "text": title},
-                        "subject": patient, "valueCodeableConcept": _concept(engine, output, value)}
+                        "subject": patient, "valueCodeableConcept": stage_value(engine, mapping, output, value)}
             if spec.get("profile"):
                 resource = {"resourceType": "Observation", "meta": {"profile": [spec["profile"]]},
                             **{k: v for k, v in resource.items() if k != "resourceType"}}
@@ -116,7 +171,7 @@ def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: Mapped
             if basis:
                 resource["basis"] = [{"reference": r} for r in basis]
         provenance = {
-            "resourceType": "Provenance", "target": [{"reference": url}], "recorded": recorded,
+            "resourceType": "Provenance", "target": [{"reference": ref}], "recorded": recorded,
             "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
                                             "code": "assembler"}]},
                        "who": {"display": f"nbrules ({result.engine}); knowledge "
@@ -125,8 +180,13 @@ def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: Mapped
             + [{"role": "derivation", "what": {"display": f"{f.decision}@{f.version} rule {f.rule} ({f.source}); "
                                                           f"cites {'; '.join(f.cite)}"}} for f in fired],
         }
-        urls[output] = url
-        written.append(WrittenBack(output, d.id, url, resource, _urn(url, "provenance"), provenance))
+        if ids:
+            resource = {"resourceType": kind, "id": url.removeprefix("urn:uuid:"),
+                        **{k: v for k, v in resource.items() if k != "resourceType"}}
+            provenance = {"resourceType": "Provenance", "id": prov_url.removeprefix("urn:uuid:"),
+                          **{k: v for k, v in provenance.items() if k != "resourceType"}}
+        urls[output] = ref
+        written.append(WrittenBack(output, d.id, url, resource, prov_url, provenance))
     return written
 
 
@@ -165,8 +225,8 @@ def evaluate_fhir_json(engine: Any, text: str | bytes, mapping: FhirMapping, rec
     """``nbrules evaluate --fhir``: a FHIR Bundle (or resource) as JSON text in;
     ``{"result", "read", "fhir"}`` out: the nbrules result, what was read from the
     resources (``diagnosis``, ``age``, ``notUsed``, ``conflicts`` and where each fact came
-    from), and the transaction Bundle creating the results.  ``recorded`` is used when the
-    Bundle has no ``timestamp``.  Raises :class:`PatientInputError` (NB501/NB509/NB551
+    from), and the transaction Bundle creating the results.  ``Provenance.recorded`` is
+    the input's own time (:func:`input_time`); ``recorded`` only when it states none.  Raises :class:`PatientInputError` (NB501/NB509/NB551
     for the JSON, NB570 when it is not a FHIR resource, or the patient diagnostics).
     """
     data, diags = parse_patient_json(text, max_bytes)
@@ -177,7 +237,7 @@ def evaluate_fhir_json(engine: Any, text: str | bytes, mapping: FhirMapping, rec
         raise PatientInputError("the FHIR input is not a FHIR resource", [Diagnostic(
             code="NB570", pointer="" if not isinstance(data, dict) else "/resourceType",
             message=f"expected a FHIR resource or Bundle, found {found}")])
-    when = str(data["timestamp"]) if isinstance(data.get("timestamp"), str) else recorded
+    when = input_time(data) or recorded
     bundle = data if data["resourceType"] == "Bundle" else {"resourceType": "Bundle", "entry": [{"resource": data}]}
     result, mapped, out = evaluate_fhir(engine, bundle, mapping, when)
     read = {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,

@@ -93,3 +93,46 @@ def test_cli_evaluate_fhir_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[
     path.write_text(json.dumps({"age_days": 100}))  # a patient record, not FHIR
     assert main(["evaluate", "--fhir", str(path)]) == 2
     assert "NB570" in capsys.readouterr().err
+
+
+def _references(node: Any) -> list[str]:
+    """Every ``reference`` in a FHIR resource, however deep."""
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "reference" and isinstance(v, str)] + \
+            [r for v in node.values() for r in _references(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _references(v)]
+    return []
+
+
+def test_every_reference_in_the_suggestions_resolves(engine: RuleEngine) -> None:
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    inputs = {f"{r['resourceType']}/{r['id']}" for r in as_bundle(request)["entry"] for r in [r["resource"]]}
+    created = [a["resource"] for c in cards_for(engine, MAPPING, request, recorded=WHEN)["cards"]
+               for s in c.get("suggestions", []) for a in s["actions"] if a["type"] == "create"]
+    ids = {f"{r['resourceType']}/{r['id']}" for r in created}
+    assert len(ids) == len(created) >= 6  # stage, INRG, COG and their Provenance, each with its own id
+    refs = [r for res in created for r in _references(res)]
+    assert any(r in ids for r in refs) and set(refs) <= ids | inputs
+
+
+def test_every_reference_in_the_transaction_bundle_resolves(engine: RuleEngine) -> None:
+    bundle = as_bundle(json.loads((FHIR / "ms-infant.json").read_text()))
+    inputs = {f"{r['resourceType']}/{r['id']}" for r in bundle["entry"] for r in [r["resource"]]}
+    out = evaluate_fhir(engine, bundle, MAPPING, WHEN)[2]
+    urls = {e["fullUrl"] for e in out["entry"]}
+    assert all(u.startswith("urn:uuid:") for u in urls) and len(urls) == len(out["entry"])
+    refs = [r for e in out["entry"] for r in _references(e["resource"])]
+    assert any(r in urls for r in refs) and set(refs) <= urls | inputs
+
+
+def test_inrg_card_writes_the_group_and_the_risk(engine: RuleEngine) -> None:
+    # MS, 183 days old at diagnosis, MYCN not amplified, no 11q aberration: INRG group C, very low risk
+    # (Cohn 2009, criteria.md INRG table).
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    card = next(c for c in cards_for(engine, MAPPING, request, recorded=WHEN)["cards"] if "INRG group" in c["summary"])
+    risks = [a["resource"] for s in card["suggestions"] for a in s["actions"]
+             if a["resource"]["resourceType"] == "RiskAssessment"]
+    outcomes = {r["code"]["text"]: r["prediction"][0]["outcome"]["coding"][0]["code"] for r in risks}
+    assert outcomes == {"INRG group": "C", "INRG risk": "very_low"}
+    Bundle.model_validate({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in risks]})
