@@ -515,6 +515,11 @@ def _batch(args: argparse.Namespace) -> int:
     # A file is written as OUT.partial and renamed to OUT only when every row is written:
     # a run that is killed or fails leaves OUT.partial, never a truncated OUT.
     partial = f"{args.out}.partial" if args.out not in (None, "-") else None
+    if partial is not None and (os.path.islink(args.out) or (os.path.lexists(args.out) and
+                                                             not os.path.isfile(args.out))):
+        # the rename would replace a device, FIFO or symlink with a regular file
+        raise _UsageError(f"nbrules evaluate: --out {args.out}: it exists and is not a regular file; "
+                          "give the path of a regular file (or - for standard output)")
     done = False
     try:
         if partial is not None:

@@ -1,0 +1,61 @@
+"""The command line under a new user's trial: an --out that is not a regular file, a CSV
+with an unclosed quote, standard output that cannot be written, numeric options out of
+range, verify on a file with errors."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nbrules.cli import main
+
+from .conftest import REPO
+
+INFANT = REPO / "examples" / "ms-infant.json"
+COHORT = 'id,age_days\nb1,183\nb2,102\n'
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- 1. --out that exists and is not a regular file ----------------------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+def test_batch_refuses_an_out_that_is_not_a_regular_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         kind: str) -> None:
+    cohort = tmp_path / "c.csv"
+    cohort.write_text(COHORT)
+    out = tmp_path / "out.jsonl"
+    target = tmp_path / "target.jsonl"
+    if kind == "fifo":
+        os.mkfifo(out)
+    else:
+        target.write_text("keep me\n")
+        out.symlink_to(target)
+    code, stdout, err = run(capsys, "evaluate", "--batch", str(cohort), "--out", str(out), "-q")
+    assert code == 4
+    assert len(err.strip().splitlines()) == 1 and "not a regular file" in err
+    assert out.is_symlink() if kind == "symlink" else not out.is_file()  # left as it was
+    if kind == "symlink":
+        assert target.read_text() == "keep me\n"
+    assert not Path(f"{out}.partial").exists()
+
+
+def test_batch_still_replaces_a_regular_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cohort = tmp_path / "c.csv"
+    cohort.write_text(COHORT)
+    out = tmp_path / "out.jsonl"
+    out.write_text("old\n")
+    code, _, _ = run(capsys, "evaluate", "--batch", str(cohort), "--out", str(out), "-q")
+    assert code == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["b1", "b2"]
