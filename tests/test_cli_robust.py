@@ -59,3 +59,20 @@ def test_batch_still_replaces_a_regular_out(tmp_path: Path, capsys: pytest.Captu
     code, _, _ = run(capsys, "evaluate", "--batch", str(cohort), "--out", str(out), "-q")
     assert code == 0
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["b1", "b2"]
+
+
+# -- 2. a CSV record is one line: an unclosed quote costs that line only --------------------
+
+def test_an_unclosed_csv_quote_costs_its_line_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "c.csv"
+    src.write_text('id,age_days\nb1,"183\nb2,102\n\nb3,400\n' + "".join(f"x{i},{i}\n" for i in range(2000)))
+    code, out, err = run(capsys, "evaluate", "--batch", str(src))
+    assert code == 0
+    recs = [json.loads(line) for line in out.splitlines()]
+    # every data line gives one record, numbered by its line (header line 1; line 4 is blank, skipped)
+    assert [r["row"] for r in recs] == [2, 3, 5] + list(range(6, 2006))
+    assert recs[0]["status"] == "invalid" and recs[0]["problems"][0]["code"] == "NB501"
+    assert "quote" in recs[0]["problems"][0]["message"]
+    assert [r["id"] for r in recs[1:3]] == ["b2", "b3"] and recs[-1]["id"] == "x1999"
+    assert all(r["status"] != "invalid" for r in recs[1:])
+    assert "2003 rows" in err and "1 invalid" in err
