@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import IO, Callable, NoReturn, Sequence, TextIO
+from typing import IO, Any, Callable, NoReturn, Sequence, TextIO, cast
 
 from ._version import __version__
 from .cases import run_cases
@@ -37,6 +37,41 @@ class _UsageError(Exception):
 
 class _ListenError(Exception):
     """``serve`` cannot listen on the address it was given (exit 5)."""
+
+
+class _OutputError(Exception):
+    """The output (standard output, or a file being written) cannot be written (exit 4)."""
+
+
+class _Guarded:
+    """A text stream whose write errors become :class:`_OutputError` naming the output
+    (a closed pipe stays a ``BrokenPipeError``, ended quietly by :func:`main`)."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self._stream = stream
+        self._name = name
+
+    def _failed(self, exc: OSError) -> _OutputError:
+        return _OutputError(f"nbrules: cannot write {self._name}: {exc.strerror or exc}")
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -524,7 +559,7 @@ def _batch(args: argparse.Namespace) -> int:
     try:
         if partial is not None:
             try:
-                out = open(partial, "w", encoding="utf-8")
+                out = cast(TextIO, _Guarded(open(partial, "w", encoding="utf-8"), f"'{partial}'"))
             except OSError as exc:
                 raise _UsageError(f"cannot write '{partial}': {exc.strerror or exc}") from exc
         progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
@@ -536,7 +571,11 @@ def _batch(args: argparse.Namespace) -> int:
     finally:
         engine.close()
         if out is not sys.stdout:
-            out.close()
+            try:
+                out.close()
+            except OSError as exc:  # the last buffered rows could not be written: OUT.partial stays
+                if done:
+                    raise _OutputError(f"nbrules: cannot write '{partial}': {exc.strerror or exc}") from exc
             if done and partial is not None:
                 os.replace(partial, args.out)
     if not args.quiet:
@@ -809,12 +848,22 @@ def _parser() -> _Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used as the console script)."""
     parser = _parser()
+    stdout = sys.stdout
+    sys.stdout = cast(TextIO, _Guarded(stdout, "standard output"))
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit, so that a write error is reported
+        return code
+    except _OutputError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, but not as a success
+        _quiet_stdout(stdout)
+        return EXIT_USAGE
     except _UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -830,14 +879,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return EXIT_OK
     except Exception as exc:  # a defect: say so plainly; the traceback only on request
         if os.environ.get("NBRULES_DEBUG"):
             raise
         print(f"nbrules: internal error: {type(exc).__name__}: {exc}\n"
               f"This is a defect in nbrules; rerun with NBRULES_DEBUG=1 for the traceback.", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        sys.stdout = stdout
+
+
+def _quiet_stdout(stdout: TextIO) -> None:
+    """Point standard output's descriptor at the null device, so that the interpreter's
+    flush at exit does not fail again on the closed pipe (Python's documented remedy)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (e.g. captured): nothing to flush at exit
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

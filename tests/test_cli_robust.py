@@ -76,3 +76,48 @@ def test_an_unclosed_csv_quote_costs_its_line_only(tmp_path: Path, capsys: pytes
     assert [r["id"] for r in recs[1:3]] == ["b2", "b3"] and recs[-1]["id"] == "x1999"
     assert all(r["status"] != "invalid" for r in recs[1:])
     assert "2003 rows" in err and "1 invalid" in err
+
+
+# -- 3. standard output that cannot be written -----------------------------------------------
+
+class _Full(io.StringIO):
+    """Standard output on a full disk (as /dev/full is): every write fails with ENOSPC."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", str(INFANT)],
+    ["evaluate", "--batch", "COHORT", "-q"],
+    ["render", "inrgss", "--format", "md"],
+    ["codes"],
+    ["validate"],
+])
+def test_a_full_standard_output_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    cohort = tmp_path / "c.csv"
+    cohort.write_text(COHORT)
+    monkeypatch.setattr(sys, "stdout", _Full())
+    code = main([str(cohort) if a == "COHORT" else a for a in argv])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert err.splitlines() == ["nbrules: cannot write standard output: No space left on device"]
+
+
+def test_a_closed_pipe_ends_quietly_with_a_failure_code(tmp_path: Path) -> None:
+    cohort = tmp_path / "c.jsonl"
+    cohort.write_text("".join(json.dumps({"id": f"p{i}", "age_days": 100 + i}) + "\n" for i in range(3000)))
+    proc = subprocess.Popen([sys.executable, "-m", "nbrules.cli", "evaluate", "--batch", str(cohort), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, as `| head -1` does
+    err = proc.stderr.read()
+    code = proc.wait(timeout=120)
+    assert json.loads(first)["row"] == 1
+    assert code == 4  # rows were not delivered: not a success
+    assert err == b""  # quietly: no traceback, no "Exception ignored"
