@@ -293,10 +293,6 @@ def _check_evaluate_options(args: argparse.Namespace) -> None:
             raise _UsageError("nbrules evaluate: --format text explains one patient; --batch writes JSON lines")
         if args.fhir:
             raise _UsageError("nbrules evaluate: --fhir reads one FHIR Bundle, not a --batch")
-        if args.workers is not None and args.workers < 1:
-            raise _UsageError(f"nbrules evaluate: --workers must be 1 or more, found {args.workers}")
-    if args.cache_size < 0:
-        raise _UsageError(f"nbrules evaluate: --cache-size must be 0 or more, found {args.cache_size}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -693,6 +689,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: the upper bounds of numeric options (a value past them is a usage error, not an overflow later)
+_MAX_COUNT = 2 ** 31  # bytes, rows, cache entries
+_MAX_WORKERS = (os.cpu_count() or 16) * 4
+_MAX_SECONDS = 86_400.0  # a day: polling intervals and timeouts
+
+
 def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -713,6 +715,8 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    if value > _MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (more than 0, at most {_MAX_SECONDS:g} seconds)")
     return value
 
 
@@ -755,7 +759,7 @@ def _parser() -> _Parser:
     e.add_argument("--decisions", metavar="ID,ID",
                    help="run only these decisions (and those whose outputs they read); batch status is computed "
                         "over their outputs")
-    e.add_argument("--max-input", type=int, default=DEFAULT_MAX_INPUT, metavar="BYTES",
+    e.add_argument("--max-input", type=_int_at_least(1, _MAX_COUNT), default=DEFAULT_MAX_INPUT, metavar="BYTES",
                    help="largest patient file, and largest batch row (default 1 MiB, as the HTTP body)")
     e.add_argument("--as-of", type=_date, metavar="DATE", help=_AS_OF_HELP)
     e.add_argument("--fhir", action="store_true",
@@ -764,12 +768,12 @@ def _parser() -> _Parser:
     e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin, JSONL "
                                                  "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
-    e.add_argument("--workers", type=int, metavar="N", help="batch: worker processes (default 1)")
+    e.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), metavar="N", help="batch: worker processes (default 1)")
     e.add_argument("--input-format", choices=("jsonl", "csv", "fhir-ndjson"),
                    help="batch: input format (default: from the name; jsonl for -; fhir-ndjson for a directory, "
                         "a FHIR Bulk Data export)")
     e.add_argument("--id-column", help="batch: name of the id column (default: id)")
-    e.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N",
+    e.add_argument("--cache-size", type=_int_at_least(0, _MAX_COUNT), default=DEFAULT_CACHE_SIZE, metavar="N",
                    help="outcomes remembered per decision and cell (0: none; results are identical)")
     e.add_argument("-q", "--quiet", action="store_true", default=None, help="batch: no progress bar and no summary")
     _profile_arg(e)
@@ -815,13 +819,15 @@ def _parser() -> _Parser:
     sv.add_argument("--watch", type=_seconds, metavar="SECONDS", help="reload changed rule files, polling this often")
     sv.add_argument("--fhir-mapping", metavar="FILE",
                     help="CDS Hooks: map FHIR codes to facts with this file (default: the bundled mappings/fhir-r4.yaml)")
-    sv.add_argument("--max-body", type=_int_at_least(1), default=1_048_576, metavar="BYTES", help="largest request body")
-    sv.add_argument("--max-patients", type=_int_at_least(1), default=1000, metavar="N", help="largest list of patients")
+    sv.add_argument("--max-body", type=_int_at_least(1, _MAX_COUNT), default=1_048_576, metavar="BYTES",
+                    help="largest request body")
+    sv.add_argument("--max-patients", type=_int_at_least(1, _MAX_COUNT), default=1000, metavar="N",
+                    help="largest list of patients")
     sv.add_argument("--header-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                     help="close a connection whose request headers take longer (default 10)")
     sv.add_argument("--body-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                     help="answer 408 when a request body takes longer (default 30)")
-    sv.add_argument("--cache-size", type=_int_at_least(0), default=DEFAULT_CACHE_SIZE, metavar="N",
+    sv.add_argument("--cache-size", type=_int_at_least(0, _MAX_COUNT), default=DEFAULT_CACHE_SIZE, metavar="N",
                     help="outcomes remembered per decision")
     sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     _profile_arg(sv)

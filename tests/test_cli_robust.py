@@ -121,3 +121,37 @@ def test_a_closed_pipe_ends_quietly_with_a_failure_code(tmp_path: Path) -> None:
     assert json.loads(first)["row"] == 1
     assert code == 4  # rows were not delivered: not a success
     assert err == b""  # quietly: no traceback, no "Exception ignored"
+
+
+# -- 4. numeric options have a range ---------------------------------------------------------
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["evaluate", str(INFANT), "--max-input", HUGE], "--max-input: 99999999999999999999 is out of range (1 to"),
+    (["evaluate", str(INFANT), "--max-input", "0"], "--max-input: 0 is out of range (1 to"),
+    (["evaluate", str(INFANT), "--max-input", "-1"], "--max-input: -1 is out of range (1 to"),
+    (["evaluate", str(INFANT), "--cache-size", HUGE], "--cache-size: 99999999999999999999 is out of range (0 to"),
+    (["evaluate", "--batch", "COHORT", "--workers", HUGE], "--workers: 99999999999999999999 is out of range (1 to"),
+    (["serve", "--watch", HUGE], "--watch: 99999999999999999999 is out of range"),
+    (["serve", "--watch", "86401"], "--watch: 86401 is out of range"),
+    (["serve", "--body-timeout", "1e30"], "--body-timeout: 1e30 is out of range"),
+    (["serve", "--max-body", HUGE], "--max-body: 99999999999999999999 is out of range (1 to"),
+    (["serve", "--max-patients", HUGE], "--max-patients: 99999999999999999999 is out of range (1 to"),
+    (["serve", "--cache-size", HUGE], "--cache-size: 99999999999999999999 is out of range (0 to"),
+])
+def test_a_numeric_option_out_of_range_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        argv: list[str], expected: str) -> None:
+    cohort = tmp_path / "c.csv"
+    cohort.write_text(COHORT)
+    code, out, err = run(capsys, *[str(cohort) if a == "COHORT" else a for a in argv])
+    assert code == 4 and out == ""
+    assert len(err.strip().splitlines()) == 1 and expected in err
+
+
+def test_the_largest_worker_count_is_a_few_per_core(capsys: pytest.CaptureFixture[str]) -> None:
+    most = (os.cpu_count() or 16) * 4
+    code, _, err = run(capsys, "evaluate", "--batch", str(REPO / "examples" / "cohort.jsonl"), "--workers",
+                       str(most + 1))
+    assert code == 4 and f"out of range (1 to {most})" in err
