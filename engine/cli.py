@@ -377,8 +377,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(r.summary().replace(":", label + ":", 1))
             failed = failed or not r.ok
         total = sum(r.known_cells for _, r in reports)
+        verdict = "errors found" if failed else "no gaps, overlaps or dead rules"
+        if not reports and (skipped or not build.ok):  # never read as clean: nothing was verified
+            verdict = "nothing verified, the rule files have errors"
+        elif skipped:
+            verdict += f"; {len(skipped)} decision{'s' if len(skipped) != 1 else ''} not verified, their files have errors"
+        elif any(d.is_error for d in _of(build.diagnostics, display)):
+            verdict += ", but the rule files have errors"
         print(f"{len(reports)} verification{'s' if len(reports) != 1 else ''}, {total} complete cells in "
-              f"{time.perf_counter() - start:.2f} s: {'errors found' if failed else 'no gaps, overlaps or dead rules'}")
+              f"{time.perf_counter() - start:.2f} s: {verdict}")
     if skipped:
         return EXIT_RULES  # a decision could not be verified; the others were all the same
     return EXIT_FINDINGS if failed or any(d.is_error for d in _of(build.diagnostics, display)) else EXIT_OK

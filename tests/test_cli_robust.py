@@ -155,3 +155,17 @@ def test_the_largest_worker_count_is_a_few_per_core(capsys: pytest.CaptureFixtur
     code, _, err = run(capsys, "evaluate", "--batch", str(REPO / "examples" / "cohort.jsonl"), "--workers",
                        str(most + 1))
     assert code == 4 and f"out of range (1 to {most})" in err
+
+
+# -- 5. verify on a file with errors never reads as clean ------------------------------------
+
+def test_verify_of_a_file_with_errors_says_nothing_was_verified(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "inrgss.yaml"
+    bad.write_text((REPO / "rules" / "staging" / "inrgss.yaml").read_text().replace(
+        "\nversion: 1.0.0\n", "\nversion: [\n", 1))
+    code, out, _ = run(capsys, "verify", str(bad))
+    assert code != 0
+    last = out.strip().splitlines()[-1]
+    assert last.endswith("nothing verified, the rule files have errors")
+    assert "no gaps" not in out
