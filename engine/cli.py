@@ -282,7 +282,7 @@ def _check_evaluate_options(args: argparse.Namespace) -> None:
     if args.batch is None:
         given = [flag for name, flag in _BATCH_ONLY if getattr(args, name) is not None]
         if given:
-            raise _UsageError(f"nbrules evaluate: {', '.join(given)} apply only with --batch")
+            raise _UsageError(f"nbrules evaluate: {', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --batch")
         if args.file is None:
             raise _UsageError("nbrules evaluate: give a patient file (or - for stdin), or --batch FILE")
     else:
@@ -448,7 +448,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.cohort is None:
         given = [flag for flag, v in (("--input-format", args.input_format), ("--id-column", args.id_column)) if v]
         if given:
-            raise _UsageError(f"nbrules diff: {', '.join(given)} apply only with --cohort")
+            raise _UsageError(f"nbrules diff: {', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --cohort")
     old_dir, new_dir = Path(args.old), Path(args.new)
     pairs = []
     if old_dir.is_dir() != new_dir.is_dir():

@@ -169,3 +169,36 @@ def test_verify_of_a_file_with_errors_says_nothing_was_verified(tmp_path: Path,
     last = out.strip().splitlines()[-1]
     assert last.endswith("nothing verified, the rule files have errors")
     assert "no gaps" not in out
+
+
+# -- 6. the README's sentence on --rules and --profile is true ------------------------------
+
+def _takes(command: str, option: str, capsys: pytest.CaptureFixture[str]) -> bool:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return option in capsys.readouterr().out
+
+
+def test_the_readme_says_which_commands_take_rules_and_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "Every command that reads rules (all but `init`, `docs` and `codes`) takes `--rules DIR`" in readme
+    assert "(`test`, `verify`, `render`, `evaluate`, `diff`, `serve`) take `--profile NAME`" in readme
+    readers = ["validate", "test", "verify", "render", "evaluate", "diff", "serve", "schema"]
+    assert all(_takes(c, "--rules", capsys) for c in readers)
+    assert not any(_takes(c, "--rules", capsys) for c in ("init", "docs", "codes"))
+    assert all(_takes(c, "--profile", capsys) for c in ("test", "verify", "render", "evaluate", "diff", "serve"))
+    assert not any(_takes(c, "--profile", capsys) for c in ("init", "docs", "codes"))
+
+
+# -- 7. "applies" for one option, "apply" for several ---------------------------------------
+
+@pytest.mark.parametrize("argv, says", [
+    (["evaluate", str(INFANT), "--out", "x.jsonl"], "nbrules evaluate: --out applies only with --batch"),
+    (["evaluate", str(INFANT), "--out", "x.jsonl", "--workers", "2"],
+     "nbrules evaluate: --out, --workers apply only with --batch"),
+    (["diff", "inrgss@1.0.0", "inrgss@1.0.0", "--id-column", "pid"], "nbrules diff: --id-column applies only with --cohort"),
+])
+def test_an_option_that_does_not_apply_is_said_in_good_grammar(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                               says: str) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 4 and err.strip() == says
