@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import IO, Callable, NoReturn, Sequence, TextIO
+from typing import IO, Any, Callable, NoReturn, Sequence, TextIO, cast
 
 from ._version import __version__
 from .cases import run_cases
@@ -37,6 +37,41 @@ class _UsageError(Exception):
 
 class _ListenError(Exception):
     """``serve`` cannot listen on the address it was given (exit 5)."""
+
+
+class _OutputError(Exception):
+    """The output (standard output, or a file being written) cannot be written (exit 4)."""
+
+
+class _Guarded:
+    """A text stream whose write errors become :class:`_OutputError` naming the output
+    (a closed pipe stays a ``BrokenPipeError``, ended quietly by :func:`main`)."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self._stream = stream
+        self._name = name
+
+    def _failed(self, exc: OSError) -> _OutputError:
+        return _OutputError(f"nbrules: cannot write {self._name}: {exc.strerror or exc}")
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -247,7 +282,7 @@ def _check_evaluate_options(args: argparse.Namespace) -> None:
     if args.batch is None:
         given = [flag for name, flag in _BATCH_ONLY if getattr(args, name) is not None]
         if given:
-            raise _UsageError(f"nbrules evaluate: {', '.join(given)} apply only with --batch")
+            raise _UsageError(f"nbrules evaluate: {', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --batch")
         if args.file is None:
             raise _UsageError("nbrules evaluate: give a patient file (or - for stdin), or --batch FILE")
     else:
@@ -258,10 +293,6 @@ def _check_evaluate_options(args: argparse.Namespace) -> None:
             raise _UsageError("nbrules evaluate: --format text explains one patient; --batch writes JSON lines")
         if args.fhir:
             raise _UsageError("nbrules evaluate: --fhir reads one FHIR Bundle, not a --batch")
-        if args.workers is not None and args.workers < 1:
-            raise _UsageError(f"nbrules evaluate: --workers must be 1 or more, found {args.workers}")
-    if args.cache_size < 0:
-        raise _UsageError(f"nbrules evaluate: --cache-size must be 0 or more, found {args.cache_size}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -346,8 +377,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(r.summary().replace(":", label + ":", 1))
             failed = failed or not r.ok
         total = sum(r.known_cells for _, r in reports)
+        verdict = "errors found" if failed else "no gaps, overlaps or dead rules"
+        if not reports and (skipped or not build.ok):  # never read as clean: nothing was verified
+            verdict = "nothing verified, the rule files have errors"
+        elif skipped:
+            verdict += f"; {len(skipped)} decision{'s' if len(skipped) != 1 else ''} not verified, their files have errors"
+        elif any(d.is_error for d in _of(build.diagnostics, display)):
+            verdict += ", but the rule files have errors"
         print(f"{len(reports)} verification{'s' if len(reports) != 1 else ''}, {total} complete cells in "
-              f"{time.perf_counter() - start:.2f} s: {'errors found' if failed else 'no gaps, overlaps or dead rules'}")
+              f"{time.perf_counter() - start:.2f} s: {verdict}")
     if skipped:
         return EXIT_RULES  # a decision could not be verified; the others were all the same
     return EXIT_FINDINGS if failed or any(d.is_error for d in _of(build.diagnostics, display)) else EXIT_OK
@@ -411,7 +449,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.cohort is None:
         given = [flag for flag, v in (("--input-format", args.input_format), ("--id-column", args.id_column)) if v]
         if given:
-            raise _UsageError(f"nbrules diff: {', '.join(given)} apply only with --cohort")
+            raise _UsageError(f"nbrules diff: {', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --cohort")
     old_dir, new_dir = Path(args.old), Path(args.new)
     pairs = []
     if old_dir.is_dir() != new_dir.is_dir():
@@ -516,11 +554,16 @@ def _batch(args: argparse.Namespace) -> int:
     # A file is written as OUT.partial and renamed to OUT only when every row is written:
     # a run that is killed or fails leaves OUT.partial, never a truncated OUT.
     partial = f"{args.out}.partial" if args.out not in (None, "-") else None
+    if partial is not None and (os.path.islink(args.out) or (os.path.lexists(args.out) and
+                                                             not os.path.isfile(args.out))):
+        # the rename would replace a device, FIFO or symlink with a regular file
+        raise _UsageError(f"nbrules evaluate: --out {args.out}: it exists and is not a regular file; "
+                          "give the path of a regular file (or - for standard output)")
     done = False
     try:
         if partial is not None:
             try:
-                out = open(partial, "w", encoding="utf-8")
+                out = cast(TextIO, _Guarded(open(partial, "w", encoding="utf-8"), f"'{partial}'"))
             except OSError as exc:
                 raise _UsageError(f"cannot write '{partial}': {exc.strerror or exc}") from exc
         progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
@@ -532,7 +575,11 @@ def _batch(args: argparse.Namespace) -> int:
     finally:
         engine.close()
         if out is not sys.stdout:
-            out.close()
+            try:
+                out.close()
+            except OSError as exc:  # the last buffered rows could not be written: OUT.partial stays
+                if done:
+                    raise _OutputError(f"nbrules: cannot write '{partial}': {exc.strerror or exc}") from exc
             if done and partial is not None:
                 os.replace(partial, args.out)
     if not args.quiet:
@@ -650,6 +697,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: the upper bounds of numeric options (a value past them is a usage error, not an overflow later)
+_MAX_COUNT = 2 ** 31  # bytes, rows, cache entries
+_MAX_WORKERS = (os.cpu_count() or 16) * 4
+_MAX_SECONDS = 86_400.0  # a day: polling intervals and timeouts
+
+
 def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -670,6 +723,8 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    if value > _MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (more than 0, at most {_MAX_SECONDS:g} seconds)")
     return value
 
 
@@ -712,7 +767,7 @@ def _parser() -> _Parser:
     e.add_argument("--decisions", metavar="ID,ID",
                    help="run only these decisions (and those whose outputs they read); batch status is computed "
                         "over their outputs")
-    e.add_argument("--max-input", type=int, default=DEFAULT_MAX_INPUT, metavar="BYTES",
+    e.add_argument("--max-input", type=_int_at_least(1, _MAX_COUNT), default=DEFAULT_MAX_INPUT, metavar="BYTES",
                    help="largest patient file, and largest batch row (default 1 MiB, as the HTTP body)")
     e.add_argument("--as-of", type=_date, metavar="DATE", help=_AS_OF_HELP)
     e.add_argument("--fhir", action="store_true",
@@ -721,12 +776,12 @@ def _parser() -> _Parser:
     e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin, JSONL "
                                                  "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
-    e.add_argument("--workers", type=int, metavar="N", help="batch: worker processes (default 1)")
+    e.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), metavar="N", help="batch: worker processes (default 1)")
     e.add_argument("--input-format", choices=("jsonl", "csv", "fhir-ndjson"),
                    help="batch: input format (default: from the name; jsonl for -; fhir-ndjson for a directory, "
                         "a FHIR Bulk Data export)")
     e.add_argument("--id-column", help="batch: name of the id column (default: id)")
-    e.add_argument("--cache-size", type=int, default=DEFAULT_CACHE_SIZE, metavar="N",
+    e.add_argument("--cache-size", type=_int_at_least(0, _MAX_COUNT), default=DEFAULT_CACHE_SIZE, metavar="N",
                    help="outcomes remembered per decision and cell (0: none; results are identical)")
     e.add_argument("-q", "--quiet", action="store_true", default=None, help="batch: no progress bar and no summary")
     _profile_arg(e)
@@ -772,13 +827,15 @@ def _parser() -> _Parser:
     sv.add_argument("--watch", type=_seconds, metavar="SECONDS", help="reload changed rule files, polling this often")
     sv.add_argument("--fhir-mapping", metavar="FILE",
                     help="CDS Hooks: map FHIR codes to facts with this file (default: the bundled mappings/fhir-r4.yaml)")
-    sv.add_argument("--max-body", type=_int_at_least(1), default=1_048_576, metavar="BYTES", help="largest request body")
-    sv.add_argument("--max-patients", type=_int_at_least(1), default=1000, metavar="N", help="largest list of patients")
+    sv.add_argument("--max-body", type=_int_at_least(1, _MAX_COUNT), default=1_048_576, metavar="BYTES",
+                    help="largest request body")
+    sv.add_argument("--max-patients", type=_int_at_least(1, _MAX_COUNT), default=1000, metavar="N",
+                    help="largest list of patients")
     sv.add_argument("--header-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                     help="close a connection whose request headers take longer (default 10)")
     sv.add_argument("--body-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                     help="answer 408 when a request body takes longer (default 30)")
-    sv.add_argument("--cache-size", type=_int_at_least(0), default=DEFAULT_CACHE_SIZE, metavar="N",
+    sv.add_argument("--cache-size", type=_int_at_least(0, _MAX_COUNT), default=DEFAULT_CACHE_SIZE, metavar="N",
                     help="outcomes remembered per decision")
     sv.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     _profile_arg(sv)
@@ -805,12 +862,22 @@ def _parser() -> _Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used as the console script)."""
     parser = _parser()
+    stdout = sys.stdout
+    sys.stdout = cast(TextIO, _Guarded(stdout, "standard output"))
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit, so that a write error is reported
+        return code
+    except _OutputError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, but not as a success
+        _quiet_stdout(stdout)
+        return EXIT_USAGE
     except _UsageError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -826,14 +893,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return EXIT_OK
     except Exception as exc:  # a defect: say so plainly; the traceback only on request
         if os.environ.get("NBRULES_DEBUG"):
             raise
         print(f"nbrules: internal error: {type(exc).__name__}: {exc}\n"
               f"This is a defect in nbrules; rerun with NBRULES_DEBUG=1 for the traceback.", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        sys.stdout = stdout
+
+
+def _quiet_stdout(stdout: TextIO) -> None:
+    """Point standard output's descriptor at the null device, so that the interpreter's
+    flush at exit does not fail again on the closed pipe (Python's documented remedy)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (e.g. captured): nothing to flush at exit
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,9 @@ a line that is not UTF-8, a row over the size limit (read in bounded pieces and
 skipped), a CSV field over the ``csv`` module's 128 KiB limit, JSON nested too
 deeply, an integer of more than 4,300 digits, text with lone surrogates.
 
+A CSV record is one line, parsed on its own (an unclosed quote costs that line only).
+Rows are numbered by line (a CSV's header is line 1); blank lines are skipped.
+
 CSV cells are typed by the patient schema: empty means unknown; booleans are
 ``true``/``false``; numbers are plain decimals; lists are ``a;b;c`` or a JSON array,
 with ``[]`` for an empty list (assessed, none found).
@@ -39,7 +42,8 @@ class CohortFormatError(ValueError):
 
 @dataclass(frozen=True)
 class Row:
-    """One patient of a cohort: 1-based row ``number`` (line for JSONL, data row for CSV),
+    """One patient of a cohort: 1-based row ``number`` (the line number, for JSONL and CSV alike:
+    a CSV's header is line 1),
     its ``id``, and either its ``facts`` or the ``problems`` that stopped it."""
 
     number: int
@@ -80,7 +84,7 @@ def read_rows(stream: IO[str] | IO[bytes], fmt: str, id_column: str = "id",
     elif fmt == "csv":
         text: Any = stream if isinstance(stream, io.TextIOBase) else io.TextIOWrapper(
             cast(IO[bytes], stream), encoding="utf-8-sig", errors="surrogateescape", newline="")
-        rows = _csv(text, id_column, input_facts() if facts is None else facts)
+        rows = _csv(text, id_column, input_facts() if facts is None else facts, max_row)
     else:
         raise CohortFormatError(f"unknown cohort format '{fmt}' (jsonl or csv)")
     first: dict[str, int] = {}
@@ -145,25 +149,40 @@ def _jsonl(stream: IO[Any], id_column: str, max_row: int = DEFAULT_MAX_INPUT) ->
         yield Row(number, row_id, data)
 
 
-def _csv(stream: IO[str], id_column: str, specs: Mapping[str, FactSpec]) -> Iterator[Row]:
-    reader = csv.reader(stream)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    header = [h.strip() for h in header]
-    if id_column not in header:
-        raise CohortFormatError(f"the CSV header has no '{id_column}' column (found: {', '.join(header)})")
-    id_index = header.index(id_column)
+def _csv(stream: IO[str], id_column: str, specs: Mapping[str, FactSpec],
+         max_row: int = DEFAULT_MAX_INPUT) -> Iterator[Row]:
+    """A CSV record is one physical line (patient facts never need a newline in a field),
+    parsed on its own: an unclosed quote costs that line only.  Rows are numbered by
+    line, the header being line 1; blank lines are skipped (their numbers are not reused)."""
+    lines = _lines(stream, max_row)
+    header: list[str] | None = None
     number = 0
-    while True:
+    for line in lines:
         number += 1
+        if header is None:
+            if line is None or not str(line).strip():
+                raise CohortFormatError("the CSV header (line 1) is missing, blank or over the size limit")
+            try:
+                header = [h.strip() for h in next(csv.reader([str(line)], strict=True))]
+            except csv.Error as exc:
+                raise CohortFormatError(f"the CSV header (line 1) cannot be read: {exc}") from None
+            if id_column not in header:
+                raise CohortFormatError(f"the CSV header has no '{id_column}' column (found: {', '.join(header)})")
+            id_index = header.index(id_column)
+            continue
+        if line is None:
+            yield Row(number, None, None, (too_large(f"expected a row of at most {max_row} bytes, found a longer one"),))
+            continue
+        text_line = str(line)
+        if not text_line.strip():
+            continue
         try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # e.g. a field over 128 KiB: this row only
-            yield Row(number, None, None, (too_large(f"expected a CSV row the csv module can read: {exc}"),))
+            cells = next(csv.reader([text_line], strict=True))
+        except csv.Error as exc:  # an unclosed quote, a field over 128 KiB: this line only
+            unreadable = too_large(f"expected a CSV row the csv module can read: {exc}") if "field limit" in str(exc) \
+                else Diagnostic(code="NB501", pointer="", message=f"expected a CSV row on one line with every quote "
+                                f"closed, found: {exc}", hint="a CSV row is one line; close the quote on this line")
+            yield Row(number, None, None, (unreadable,))
             continue
         if not any(c.strip() for c in cells):
             continue

@@ -31,7 +31,8 @@ EXIT_CODES: dict[int, tuple[str, tuple[str, ...]]] = {
     EXIT_PATIENT: ("invalid patient input, one line per problem (JSON pointer, expected, found)", ("evaluate",)),
     EXIT_RULES: ("the rule files have errors, or a requested version cannot run",
                  ("evaluate", "evaluate --batch", "test", "verify", "render", "diff", "serve")),
-    EXIT_USAGE: ("usage error: an unknown or inapplicable option, a bad value, an unreadable file",
+    EXIT_USAGE: ("usage error: an unknown or inapplicable option, a bad value, an unreadable file or an output "
+                 "that cannot be written (a full disk; a closed pipe, quietly)",
                  ("*",)),
     EXIT_LISTEN: ("the service cannot listen on the address (port in use, or not permitted)", ("serve",)),
     EXIT_INTERNAL: ("internal error: a defect in nbrules (rerun with NBRULES_DEBUG=1 for the traceback)", ("*",)),

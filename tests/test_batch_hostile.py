@@ -50,7 +50,7 @@ def test_every_bad_csv_row_is_an_error_record(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     assert main(["evaluate", "--batch", str(src), "--out", str(out), "-q"]) == 0
     recs = _records(out)
-    assert [r["row"] for r in recs] == [1, 2, 3, 4, 5, 6]
+    assert [r["row"] for r in recs] == [2, 3, 4, 5, 6, 7]  # line numbers: the header is line 1
     assert [r["status"] for r in recs] == ["indeterminate", "invalid", "invalid", "invalid", "invalid", "indeterminate"]
     assert [r["problems"][0]["code"] for r in recs[1:5]] == ["NB509", "NB509", "NB551", "NB509"]
     assert recs[2]["problems"][0]["pointer"] == "/age_days"

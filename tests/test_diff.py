@@ -104,7 +104,7 @@ c5,300,"[""liver""]",maybe,,
 
 def test_csv_rows_are_typed_by_the_patient_schema() -> None:
     rows = rows_from_text(CSV, "csv")
-    assert rows[0] == Row(1, "c1", {"age_days": 547, "metastatic_sites": ["liver"], "mibg_bone_or_marrow_avid": False,
+    assert rows[0] == Row(2, "c1", {"age_days": 547, "metastatic_sites": ["liver"], "mibg_bone_or_marrow_avid": False,
                                     "primary_idrfs": []})
     assert rows[1].facts == {"age_days": 547, "metastatic_sites": ["liver", "bone_marrow"],
                              "mibg_bone_or_marrow_avid": False, "bone_marrow_tumor_percent": 5}

@@ -221,7 +221,7 @@ def test_start_line_names_the_address_the_rules_and_the_versions_in_force() -> N
     (["--port", "99999"], "nbrules serve: argument --port: 99999 is out of range (0 to 65535)"),
     (["--port", "http"], "nbrules serve: argument --port: 'http' is not a whole number"),
     (["--watch", "0"], "nbrules serve: argument --watch: 0 is not a positive number of seconds"),
-    (["--max-patients", "0"], "nbrules serve: argument --max-patients: 0 is below 1"),
+    (["--max-patients", "0"], "nbrules serve: argument --max-patients: 0 is out of range (1 to 2147483648)"),
     (["--host", "no-such-host.invalid"], "nbrules serve: --host no-such-host.invalid: cannot resolve it"),
 ])
 def test_a_bad_option_is_one_line_and_exit_4(option: list[str], message: str,
