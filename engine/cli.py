@@ -98,7 +98,7 @@ def _profile(args: argparse.Namespace, build: RuleSetBuild) -> dict[str, object]
     try:
         return build.profile(name)
     except KeyError:
-        raise _UsageError(f"no profile '{name}' in {build.label}; profiles: "
+        raise _UsageError(f"NB545 [unknown-profile] no profile '{name}' in {build.label}; profiles: "
                           + (", ".join(build.profiles) or "none")) from None
 
 

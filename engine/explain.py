@@ -147,7 +147,8 @@ def explain(result: Result, decisions: Mapping[str, Decision],
 
     out: list[str] = []
     rules = ", ".join(f"{r.decision} {r.version}" for r in result.rulesets)
-    out.append(f"{result.engine} | rules: {rules}")
+    profile = f" | profile: {result.profile}" if result.profile else ""  # the readings the answer depends on
+    out.append(f"{result.engine} | rules: {rules}{profile}")
     out.append(f"input sha256 {result.input_sha256[:16]}")
     out.append("")
     out.append("Patient facts")

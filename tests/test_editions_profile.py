@@ -3,6 +3,8 @@ a package of another tumour with an input constraint of its own."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nbrules import RuleEngine
@@ -35,3 +37,16 @@ def test_the_other_tumour_package_has_a_constraint_of_its_own() -> None:
         assert result.outputs["pretext_group"] is None and "pretext_group" in result.not_applicable
         assert [(w["code"], w["pointer"]) for w in result.warnings] == [("NB511", "/liver_sections_involved")]
         assert not engine.evaluate({"liver_sections_involved": ["left_lateral"]}).warnings
+
+
+def test_the_text_report_names_the_profile(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from nbrules.cli import main
+
+    patient = tmp_path / "p.json"
+    patient.write_text('{"age_days": 547, "metastatic_sites": ["liver"], "mibg_bone_or_marrow_avid": false}')
+    assert main(["evaluate", str(patient), "--format", "text", "--profile", "day-547-younger"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("| profile: day-547-younger")
+    assert main(["evaluate", str(patient), "--format", "text"]) == 0
+    assert "profile" not in capsys.readouterr().out.splitlines()[0]
+    assert main(["evaluate", str(patient), "--profile", "nosuch"]) == 4
+    assert "NB545 [unknown-profile] no profile 'nosuch'" in capsys.readouterr().err
