@@ -258,9 +258,9 @@ class Result:
             ',"knowledge":' + _knowledge_json(self.knowledge) if self.knowledge is not None else "",
             ',"input":', _encode(self.input),
             ',"input_sha256":', _encode(self.input_sha256),
-            ",\"as_of\":", _encode(self.as_of),
-            ",\"engine\":", _encode(self.engine),
-            *((",\"profile\":", _encode(self.profile)) if self.profile is not None else ()), "}"))
+            ',"as_of":', _encode(self.as_of),
+            ',"engine":', _encode(self.engine),
+            *((',"profile":', _encode(self.profile)) if self.profile is not None else ()), "}"))
 
     @property
     def complete(self) -> bool:

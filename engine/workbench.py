@@ -194,7 +194,7 @@ def _result_view(result: Result, engine: RuleEngine, query: Mapping[str, str],
                 ind = result.indeterminate[out]
                 settle = []
                 for fact in list(ind.missing) + [r for roots in ind.via.values() for r in roots]:
-                    spec = specs.get(fact) or engine.decisions[0].facts.get(fact)
+                    spec = specs.get(fact)
                     values = spec.values if spec is not None and spec.kind in ("enum", "set") else ()
                     if spec is not None and spec.kind == "boolean":
                         values = ("true", "false")
