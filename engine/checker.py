@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Mapping, Sequence
 
-from .conditions import condition_refs, params_in, tests_in
+from .conditions import ConditionVisitor, condition_refs, params_in, tests_in
 from .constraints import PLACEHOLDER, ConstraintSet
 from .diagnostics import Diagnostic, did_you_mean
 from .loader import LoadedFile, join_pointer
@@ -29,12 +29,14 @@ from .model import (
     ParamRef,
     Constraint,
     DecisionRef,
+    ParamOp,
     ParamTest,
     Parameter,
     Profile,
     Rule,
     Scope,
     SharedParameters,
+    TEST_OPERATORS,
     Test,
 )
 from .patient import PatientValidator
@@ -417,13 +419,7 @@ class _FileChecker:
     def _nesting(self, c: Condition) -> int:
         """How deep ``c`` nests all/any/not, a named condition counting as its own depth + 1.
         (Recursion is bounded by the loader's nesting limit; named depths are known already.)"""
-        if isinstance(c, (All, AnyOf)):
-            return 1 + max((self._nesting(x) for x in c.items), default=0)
-        if isinstance(c, Not):
-            return 1 + self._nesting(c.item)
-        if isinstance(c, CondRef):
-            return 1 + self._depth.get(c.name, 0)
-        return 0
+        return _Nesting(self._depth).visit(c)
 
     def _too_deep_refs(self, c: Condition) -> bool:
         return any(self._depth.get(r.name, 0) > MAX_CONDITION_DEPTH for r in condition_refs(c))
@@ -455,7 +451,7 @@ class _FileChecker:
 
     def _param_test(self, c: Mapping[str, Any], ptr: str) -> ParamTest:
         name = c["param"]
-        op = "is" if "is" in c else "in"
+        op: ParamOp = "is" if "is" in c else "in"
         value = _freeze(c[op])
         p = self._param(name)
         if p is None:
@@ -477,7 +473,7 @@ class _FileChecker:
 
     def _test(self, c: Mapping[str, Any], ptr: str) -> Test:
         fact = c["fact"]
-        op = next(k for k in c if k != "fact")
+        op = next(k for k in TEST_OPERATORS if k in c)  # the schema allows exactly one
         raw = c[op]
         value: Any = _freeze(raw)
         if isinstance(raw, dict):
@@ -693,6 +689,31 @@ class _FileChecker:
             if name not in used_named:
                 self.diags.append(self.f.diag("NB333", f"named condition '{name}' is never used",
                                               join_pointer("/conditions", name), key=True))
+
+
+class _Nesting(ConditionVisitor[int]):
+    """All/any/not depth of a condition; ``depth`` gives that of each named condition."""
+
+    def __init__(self, depth: Mapping[str, int]) -> None:
+        self.depth = depth
+
+    def test(self, c: Test) -> int:
+        return 0
+
+    def param_test(self, c: ParamTest) -> int:
+        return 0
+
+    def all(self, c: All) -> int:
+        return 1 + max(self.items(c), default=0)
+
+    def any(self, c: AnyOf) -> int:
+        return 1 + max(self.items(c), default=0)
+
+    def not_(self, c: Not) -> int:
+        return 1 + self.visit(c.item)
+
+    def ref(self, c: CondRef) -> int:
+        return 1 + self.depth.get(c.name, 0)
 
 
 def _freeze(value: Any) -> Any:

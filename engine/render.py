@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .conditions import ConditionVisitor
 from .model import All, AnyOf, CondRef, Condition, Decision, Not, ParamRef, ParamTest, Test
 from .reference import Reference, anchor_id
 from .tables import Cell, Cite, decision_table
@@ -59,38 +60,42 @@ def _test_text(t: Test, with_fact: bool, params: Mapping[str, Any]) -> str:
 
 def condition_text(c: Condition, named: Mapping[str, Condition], params: Mapping[str, Any], with_fact: bool = True) -> str:
     """A condition in words, e.g. ``age_days < 547 (ms_age_limit_days) and mycn_status = amplified``."""
-    if isinstance(c, Test):
-        return _test_text(c, with_fact, params)
-    if isinstance(c, ParamTest):
+    return _Text(named, params, with_fact).visit(c)
+
+
+class _Text(ConditionVisitor[str]):
+    """:func:`condition_text`: named conditions written out, an ``any`` in parentheses."""
+
+    def __init__(self, named: Mapping[str, Condition], params: Mapping[str, Any], with_fact: bool) -> None:
+        self.named = named
+        self.params = params
+        self.with_fact = with_fact
+
+    def test(self, c: Test) -> str:
+        return _test_text(c, self.with_fact, self.params)
+
+    def param_test(self, c: ParamTest) -> str:
         return f"parameter {c.param} {'=' if c.op == 'is' else 'one of'} {_value(c.value)}"
-    if isinstance(c, CondRef):
-        return condition_text(named[c.name], named, params, with_fact) if c.name in named else c.name
-    if isinstance(c, Not):
-        return f"not ({condition_text(c.item, named, params, with_fact)})"
-    joiner = " and " if isinstance(c, All) else " or "
-    parts = []
-    for x in c.items:
-        text = condition_text(x, named, params, with_fact)
-        if isinstance(c, AnyOf) and _is_conjunction(x, named):
-            text = f"({text})"
-        parts.append(text)
-    text = joiner.join(parts)
-    return f"({text})" if isinstance(c, AnyOf) and len(parts) > 1 else text
+
+    def ref(self, c: CondRef) -> str:
+        return self.visit(self.named[c.name]) if c.name in self.named else c.name
+
+    def not_(self, c: Not) -> str:
+        return f"not ({self.visit(c.item)})"
+
+    def all(self, c: All) -> str:
+        return " and ".join(self.items(c))
+
+    def any(self, c: AnyOf) -> str:
+        parts = [f"({text})" if _is_conjunction(x, self.named) else text for text, x in zip(self.items(c), c.items)]
+        text = " or ".join(parts)
+        return f"({text})" if len(parts) > 1 else text
 
 
 def _is_conjunction(c: Condition, named: Mapping[str, Condition]) -> bool:
     while isinstance(c, CondRef) and c.name in named:
         c = named[c.name]
     return isinstance(c, All) and len(c.items) > 1
-
-
-def _conjuncts(c: Condition, named: Mapping[str, Condition]) -> list[Condition]:
-    if isinstance(c, All):
-        return [x for item in c.items for x in _conjuncts(item, named)]
-    if isinstance(c, CondRef) and c.name in named:
-        return _conjuncts(named[c.name], named)
-    return [c]
-
 
 
 def _md_cell(text: str) -> str:
