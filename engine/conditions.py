@@ -43,6 +43,7 @@ __all__ = [
     "params_in",
     "condition_refs",
     "resolve_value",
+    "normal_form",
 ]
 
 T = TypeVar("T")
@@ -347,6 +348,84 @@ def _chain(parts: Iterator[Iterator[T]]) -> Iterator[T]:
 def atoms(node: NNF) -> Iterator[Atom]:
     """Every atom of ``node``, in order."""
     return fold_nnf(node, lambda a: iter((a,)), _chain, _chain, lambda _: iter(()))
+
+
+# --- a normal form for comparing conditions (diff) ---------------------------------------
+
+#: A condition in normal form: ``("and"|"or", items)``, ``("fact", fact, op, value)``,
+#: ``("param", name, "in"|"nin", values)``, ``("true",)`` or ``("false",)``; nested tuples,
+#: so two normal forms compare with ``==``.
+Normal = tuple[Any, ...]
+
+_SET_VALUED: frozenset[AtomOp] = frozenset({"in", "nin", "any", "none", "all", "notall", "subset", "notsubset"})
+#: A list of one value: ``in [x]`` is ``is x``, ``contains_all [x]`` is ``contains_any [x]``.
+_ONE_VALUE: dict[AtomOp, AtomOp] = {"in": "eq", "nin": "ne", "all": "any", "notall": "none"}
+
+
+def _sorted(values: Any) -> tuple[Any, ...]:
+    return tuple(sorted(set(values), key=repr))
+
+
+class _Normal(ConditionVisitor[Normal]):
+    """:func:`normal_form`: negation pushed to the tests, ``all``/``any`` flattened, their items
+    sorted and without repeats, named conditions expanded, parameter tests kept (not folded)."""
+
+    def __init__(self, named: Mapping[str, Condition], params: Mapping[str, Any], negate: bool = False) -> None:
+        self.named = named
+        self.params = params
+        self.negate = negate
+
+    def test(self, c: Test) -> Normal:
+        if c.op in ("empty", "known"):
+            return ("fact", c.fact, atom_op(c.op, bool(c.value) == self.negate), None)
+        op = atom_op(c.op, self.negate)
+        value = c.value
+        if isinstance(value, ParamRef):  # the parameter and the value it reads
+            return ("fact", c.fact, op, ("param", value.name, resolve_value(value, self.params)))
+        if op in _SET_VALUED and isinstance(value, (tuple, list)):
+            value = _sorted(value)
+            if len(value) == 1 and op in _ONE_VALUE:
+                op, value = _ONE_VALUE[op], (value[0] if op in ("in", "nin") else value)
+        return ("fact", c.fact, op, value)
+
+    def param_test(self, c: ParamTest) -> Normal:
+        values = _sorted(c.value if c.op == "in" else (c.value,))
+        return ("param", c.param, "nin" if self.negate else "in", values)
+
+    def _junction(self, kind: str, c: All | AnyOf) -> Normal:
+        items: set[Normal] = set()
+        for x in self.items(c):
+            items.update(x[1] if x[0] == kind else (x,))
+        absorbing, neutral = (("false",), ("true",)) if kind == "and" else (("true",), ("false",))
+        if absorbing in items:
+            return absorbing
+        items.discard(neutral)
+        if not items:
+            return neutral
+        return next(iter(items)) if len(items) == 1 else (kind, tuple(sorted(items, key=repr)))
+
+    def all(self, c: All) -> Normal:
+        return self._junction("or" if self.negate else "and", c)
+
+    def any(self, c: AnyOf) -> Normal:
+        return self._junction("and" if self.negate else "or", c)
+
+    def not_(self, c: Not) -> Normal:
+        return _Normal(self.named, self.params, not self.negate).visit(c.item)
+
+    def ref(self, c: CondRef) -> Normal:
+        return self.visit(self.named[c.name]) if c.name in self.named else ("condition", c.name, self.negate)
+
+
+def normal_form(cond: Condition, named: Mapping[str, Condition], params: Mapping[str, Any]) -> Normal:
+    """``cond`` in a normal form in which equivalent ways of writing it are equal: the order of
+    ``all``/``any`` items, repeated items, nesting of ``all`` in ``all`` (``any`` in ``any``),
+    ``not`` written outside or pushed in (``not is`` = ``is`` negated, ``not all`` = ``any`` of
+    the negations), named conditions or their definitions written out, a list of one value
+    (``in [x]`` = ``is x``) or the order of a list's values.  Parameter tests are kept, so a
+    change under parameters not in force still shows; a parameter used as a value is compared
+    by name and by the value ``params`` gives it."""
+    return _Normal(named, params).visit(cond)
 
 
 # --- walkers over the written (non-normalised) conditions -------------------

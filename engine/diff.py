@@ -24,7 +24,8 @@ from .diagnostics import Diagnostic, format_diagnostic
 from .domain import joint_domain
 from .errors import PatientInputError
 from .explain import show_facts, show_value
-from .model import Decision
+from .conditions import normal_form
+from .model import Condition, Decision
 from .render import condition_text
 from .results import Result
 from .verify import DecisionSpace
@@ -122,13 +123,25 @@ def _text_changes(old: Decision, new: Decision) -> list[str]:
             elif a.note != b.note or a.alternatives != b.alternatives:
                 out.append(f"parameter {name}: note or alternatives changed")
     for name in sorted(set(old.conditions) | set(new.conditions)):
-        a_text = condition_text(old.conditions[name], old.conditions, old.param_values()) if name in old.conditions else None
-        b_text = condition_text(new.conditions[name], new.conditions, new.param_values()) if name in new.conditions else None
-        if a_text != b_text:
-            out += _changed(f"named condition {name}", a_text, b_text)
+        if not _same_condition(old, new, old.conditions.get(name), new.conditions.get(name)):
+            out += _changed(f"named condition {name}", _text(old, old.conditions.get(name)),
+                            _text(new, new.conditions.get(name)))
     out += _items(old, new, "rule", list(old.rules), list(new.rules))
     out += _items(old, new, "scope exclusion", list(old.scopes), list(new.scopes))
     return out
+
+
+def _text(d: Decision, c: Condition | None) -> str | None:
+    """A condition of ``d`` in words, as the diff shows it."""
+    return condition_text(c, d.conditions, d.param_values()) if c is not None else None
+
+
+def _same_condition(old: Decision, new: Decision, a: Condition | None, b: Condition | None) -> bool:
+    """Whether two written conditions say the same: their normal forms are equal (a reordered
+    ``all``, a ``not`` pushed inside, a named condition written out … is no change)."""
+    if a is None or b is None:
+        return a is b
+    return normal_form(a, old.conditions, old.param_values()) == normal_form(b, new.conditions, new.param_values())
 
 
 def _changed(label: str, a: str | None, b: str | None) -> list[str]:
@@ -145,13 +158,11 @@ def _items(old: Decision, new: Decision, kind: str, a_items: list[Any], b_items:
     b_by = {x.id: x for x in b_items}
     for rid in [x.id for x in a_items] + [x.id for x in b_items if x.id not in a_by]:
         a, b = a_by.get(rid), b_by.get(rid)
-        a_when = condition_text(a.when, old.conditions, old.param_values()) if a else None
-        b_when = condition_text(b.when, new.conditions, new.param_values()) if b else None
         if a is None or b is None:
-            out += _changed(f"{kind} {rid}", a_when, b_when)
+            out += _changed(f"{kind} {rid}", _text(old, a.when if a else None), _text(new, b.when if b else None))
             continue
-        if a_when != b_when:
-            out += _changed(f"{kind} {rid}: condition", a_when, b_when)
+        if not _same_condition(old, new, a.when, b.when):
+            out += _changed(f"{kind} {rid}: condition", _text(old, a.when), _text(new, b.when))
         a_then = getattr(a, "then", None) or getattr(a, "reason", None)
         b_then = getattr(b, "then", None) or getattr(b, "reason", None)
         if a_then != b_then:

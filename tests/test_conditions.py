@@ -118,3 +118,23 @@ def test_a_visitor_must_handle_every_node_type() -> None:
 
     cond = All((t("a", "is", 1), Not(AnyOf((t("b", "is", 2), CondRef("x", "")), ""), "")), "")
     assert Count().visit(cond) == 2
+
+
+def test_normal_form_equates_equivalent_writings_only() -> None:
+    from nbrules.conditions import normal_form
+
+    a, b = t("mycn_status", "is", "amplified"), t("age_days", "less_than", 547)
+    gate = ParamTest("policy", "is", "strict", "")
+    base = normal_form(All((a, b), ""), {}, {"policy": "lenient"})
+    assert normal_form(All((b, a, b), ""), {}, {}) == base  # order and repeats
+    assert normal_form(Not(AnyOf((Not(a, ""), Not(b, "")), ""), ""), {}, {}) == base  # De Morgan
+    assert normal_form(All((CondRef("young", ""), t("mycn_status", "in", ("amplified",))), ""),
+                       {"young": b}, {}) == base  # named condition written out, a list of one value
+    assert normal_form(All((a, t("age_days", "at_most", 547)), ""), {}, {}) != base
+    # a parameter test is kept even where the parameters in force make it false
+    gated = normal_form(All((gate, a), ""), {}, {"policy": "lenient"})
+    assert gated != normal_form(All((gate, b), ""), {}, {"policy": "lenient"})
+    # a parameter used as a value is compared by name and value
+    ref = t("age_days", "less_than", ParamRef("limit"))
+    assert normal_form(ref, {}, {"limit": 547}) != normal_form(ref, {}, {"limit": 548})
+    assert normal_form(ref, {}, {"limit": 547}) != normal_form(b, {}, {})
