@@ -8,6 +8,7 @@ that point nowhere, outputs decided twice and cycles between decisions.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -45,7 +46,7 @@ from .validator import describe_value
 from .vocabulary import FactSpec
 
 __all__ = ["CheckResult", "check_files", "check_constraints", "check_parameters", "check_profiles", "dependency_order",
-           "in_force", "output_vocabulary", "undeclared_fact_hint"]
+           "in_force", "output_vocabulary", "undeclared_fact_hint", "with_constraints"]
 
 _SCALAR_OPS = ("is", "in")
 _NUMBER_OPS = ("less_than", "at_most", "greater_than", "at_least")
@@ -119,7 +120,7 @@ def _cross_file(decisions: Sequence[Decision]) -> list[Diagnostic]:
     for d in decisions:
         if d.key in seen:
             other = seen[d.key]
-            diags.append(d.file.diag("NB311", f"decision {d.key} is also defined in {other.source.display}",
+            diags.append(d.positions.diag("NB311", f"decision {d.key} is also defined in {other.source.display}",
                                      "/version", hint="bump the version of one of the files"))
         else:
             seen[d.key] = d
@@ -128,7 +129,7 @@ def _cross_file(decisions: Sequence[Decision]) -> list[Diagnostic]:
         for out in d.decides:
             prev = owner.get(out)
             if prev is not None and prev.id != d.id:
-                diags.append(d.file.diag(
+                diags.append(d.positions.diag(
                     "NB307", f"output '{out}' is decided by both '{prev.id}' ({prev.source.display}) and '{d.id}'",
                     join_pointer("/decides", out), key=True,
                     hint="one output belongs to one decision; rename one of them"))
@@ -139,7 +140,7 @@ def _cross_file(decisions: Sequence[Decision]) -> list[Diagnostic]:
         first = next(d for d in decisions if d.id == cycle[0])
         path = " -> ".join(cycle + [cycle[0]])
         idx = next((i for i, r in enumerate(first.reads) if owner.get(r) and owner[r].id == cycle[1 % len(cycle)]), 0)
-        diags.append(first.file.diag("NB308", f"decisions depend on each other in a cycle: {path}",
+        diags.append(first.positions.diag("NB308", f"decisions depend on each other in a cycle: {path}",
                                      f"/reads/{idx}", hint="a decision may only read outputs of decisions it does not feed"))
     return diags
 
@@ -207,6 +208,7 @@ class _FileChecker:
                  case_validator: PatientValidator, ignored: set[str],
                  shared: Mapping[str, Parameter] | None = None) -> None:
         self.f = f
+        self.pos = f.positions
         self.shared = dict(shared or {})
         self.ignored = ignored
         self.data: dict[str, Any] = f.data
@@ -239,7 +241,7 @@ class _FileChecker:
             name: str | None = None) -> None:
         if name is not None and name in self.ignored:
             return  # refers to a part dropped after a schema error, already reported
-        self.diags.append(self.f.diag(code, message, pointer, key=key, hint=hint))
+        self.diags.append(self.pos.diag(code, message, pointer, key=key, hint=hint))
 
     # -- the file --------------------------------------------------------------------
 
@@ -270,16 +272,15 @@ class _FileChecker:
         pending = self._pending()
         applies_if = self._applies_if()
         facts = {r: self.vocab[r] for r in self.reads if r in self.vocab}
+        cases = tuple(self._case(i, c, rules) for i, c in enumerate(d["cases"]))
         decision = Decision(
             id=d["decision"], title=d["title"], description=d.get("description", ""), version=d["version"],
             status=d["status"], effective=d["effective"], sources=self.sources, references=self.references,
             hit_policy=d.get("hit_policy", "unique"), parameters=self.params, conditions=conditions,
             reads=self.reads, facts=facts, pending=pending, decides=self.decides, scopes=scopes, rules=rules,
-            cases=(), source=self.f.source, file=self.f, applies_if=applies_if,
+            cases=cases, source=self.f.source, positions=self.pos, applies_if=applies_if,
             applies_reason=d.get("applies_if_given", {}).get("reason", ""),
         )
-        cases = tuple(self._case(i, c, decision) for i, c in enumerate(d["cases"]))
-        object.__setattr__(decision, "cases", cases)
         self._unused(decision)
         return decision
 
@@ -577,7 +578,7 @@ class _FileChecker:
                 self.err("NB302", f"'{value}' is not a value of {out} (one of {', '.join(self.decides[out])})", optr,
                          hint=did_you_mean(value, self.decides[out]))
             then[out] = value
-        span = self.f.span(ptr)
+        span = self.pos.span(ptr)
         return Rule(r["id"], cite, when, then, ptr, span.line if span else 1, r.get("description", ""))
 
     def _scope(self, i: int, s: Mapping[str, Any], named: Mapping[str, Condition]) -> Scope:
@@ -585,7 +586,7 @@ class _FileChecker:
         cite = self._cites(s.get("cite", []), f"{ptr}/cite")
         when = self._condition(s["when"], f"{ptr}/when", self.data.get("conditions", {}))
         self._check_nesting(when, f"{ptr}/when")
-        span = self.f.span(ptr)
+        span = self.pos.span(ptr)
         return Scope(s["id"], when, s["reason"], cite, ptr, span.line if span else 1)
 
     def _check_ids(self, rules: Sequence[Rule], scopes: Sequence[Scope]) -> None:
@@ -597,7 +598,7 @@ class _FileChecker:
             else:
                 seen[item.id] = item.line
 
-    def _case(self, i: int, c: Mapping[str, Any], decision: Decision) -> Case:
+    def _case(self, i: int, c: Mapping[str, Any], rules: Sequence[Rule]) -> Case:
         ptr = f"/cases/{i}"
         given = dict(c["given"])
         for fact in given:
@@ -608,7 +609,7 @@ class _FileChecker:
             if d.code == "NB503":
                 continue  # reported above as a fact the decision does not read
             target = f"{ptr}/given{d.pointer}"
-            self.diags.append(self.f.diag("NB312", f"case '{c['name']}': {d.message}", target, hint=d.hint,
+            self.diags.append(self.pos.diag("NB312", f"case '{c['name']}': {d.message}", target, hint=d.hint,
                                           severity=d.severity))
         params: dict[str, Any] = {}
         for name, value in c.get("parameters", {}).items():
@@ -623,7 +624,7 @@ class _FileChecker:
             params[name] = _freeze(value)
         expect: dict[str, str | None | ExpectIndeterminate] = {}
         fired: tuple[str, ...] | None = None
-        rule_ids = {r.id for r in decision.rules}
+        rule_ids = {r.id for r in rules}
         for key, value in c["expect"].items():
             eptr = join_pointer(f"{ptr}/expect", key)
             if key == "fired":
@@ -653,7 +654,7 @@ class _FileChecker:
                     self.err("NB302", f"'{value}' is not a value of {key} (one of {', '.join(allowed)})", eptr,
                              hint=did_you_mean(value, allowed))
                 expect[key] = value
-        span = self.f.span(ptr)
+        span = self.pos.span(ptr)
         return Case(c["name"], given, expect, fired, params, ptr, span.line if span else 1, c.get("note", ""))
 
     # -- things declared but not used ----------------------------------------------------
@@ -675,19 +676,19 @@ class _FileChecker:
                         stack.append(d.conditions[ref.name])
         for name in d.parameters:
             if name not in used_params and name not in self.shared:
-                self.diags.append(self.f.diag("NB330", f"parameter '{name}' is declared but never used",
+                self.diags.append(self.pos.diag("NB330", f"parameter '{name}' is declared but never used",
                                               join_pointer("/parameters", name), key=True,
                                               hint="use it with {param: " + name + "} or remove it"))
         for key in d.sources:
             if key not in self.cited:
-                self.diags.append(self.f.diag("NB331", f"source '{key}' is never cited",
+                self.diags.append(self.pos.diag("NB331", f"source '{key}' is never cited",
                                               join_pointer("/sources", key), key=True))
         for i, fact in enumerate(d.reads):
             if fact not in used_facts and fact in self.vocab:
-                self.diags.append(self.f.diag("NB332", f"fact '{fact}' is in reads but no rule tests it", f"/reads/{i}"))
+                self.diags.append(self.pos.diag("NB332", f"fact '{fact}' is in reads but no rule tests it", f"/reads/{i}"))
         for name in d.conditions:
             if name not in used_named:
-                self.diags.append(self.f.diag("NB333", f"named condition '{name}' is never used",
+                self.diags.append(self.pos.diag("NB333", f"named condition '{name}' is never used",
                                               join_pointer("/conditions", name), key=True))
 
 
@@ -783,12 +784,12 @@ class _ConstraintChecker(_FileChecker):
                     self.err("NB354", f"'{{{name}}}' in the message names neither a fact nor a decision's output",
                              f"{ptr}/message", hint="write {fact_name} or {decision-id.output}")
             cite = self._cites(c["cite"], f"{ptr}/cite")
-            span = self.f.span(ptr)
+            span = self.pos.span(ptr)
             out.append(Constraint(c["id"], c["fact"], c["severity"], when, require, c["message"], c.get("hint", ""),
                                   cite, ptr, span.line if span else 1))
         for key in self.sources:
             if key not in self.cited:
-                self.diags.append(self.f.diag("NB331", f"source '{key}' is never cited",
+                self.diags.append(self.pos.diag("NB331", f"source '{key}' is never cited",
                                               join_pointer("/sources", key), key=True))
         return out
 
@@ -808,9 +809,9 @@ def in_force(decisions: Sequence[Decision]) -> dict[str, Decision]:
 def check_constraints(f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
                       decisions: Sequence[Decision],
                       shared: SharedParameters | None = None) -> tuple[ConstraintSet | None, list[Diagnostic]]:
-    """Check a (loaded, schema-valid) ``constraints.yaml``; attach the set to every decision
-    and check the decisions' example cases against it (NB312).  The set is None when the
-    file has errors."""
+    """Check a (loaded, schema-valid) ``constraints.yaml`` and the decisions' example cases
+    against it (NB312).  The set is None when the file has errors; :func:`with_constraints`
+    gives the decisions that carry it."""
     by_id = in_force(decisions)
     cc = _ConstraintChecker(f, vocab, inputs, by_id, shared.parameters if shared is not None else {})
     named = cc._named_conditions()
@@ -821,15 +822,20 @@ def check_constraints(f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapp
     cset = ConstraintSet(items, by_id, named, cc.sources, f.source.display,
                          {n: p.value for n, p in cc.params.items()})
     for d in decisions:
-        object.__setattr__(d, "constraints", cset)
         for case in d.cases:
             for v in cset.check(case.given, {d.id: d.param_values(case.parameters)}):
                 if not v.is_error:
                     continue  # a case may show how unlikely input is answered
-                diags.append(d.file.diag("NB312", f"case '{case.name}': {v.message}",
+                diags.append(d.positions.diag("NB312", f"case '{case.name}': {v.message}",
                                          f"{case.pointer}/given{v.pointer}" if (v.pointer or "").lstrip("/") in case.given
                                          else f"{case.pointer}/given", hint=v.hint, severity=v.severity))
     return cset, diags
+
+
+def with_constraints(decisions: Sequence[Decision], constraints: ConstraintSet) -> tuple[Decision, ...]:
+    """The decisions, each carrying the package's input constraints (new objects; the
+    constraint set itself refers to the decisions as checked, for their rules)."""
+    return tuple(dataclasses.replace(d, constraints=constraints) for d in decisions)
 
 
 # -- shared parameters and profiles (parameters.yaml) ---------------------------------------
@@ -853,7 +859,7 @@ class _ParametersChecker(_FileChecker):
             profiles[name] = Profile(name, prof["title"], prof["note"], cite, readings, ptr)
         for key in self.sources:
             if key not in self.cited:
-                self.diags.append(self.f.diag("NB331", f"source '{key}' is never cited",
+                self.diags.append(self.pos.diag("NB331", f"source '{key}' is never cited",
                                               join_pointer("/sources", key), key=True))
         return SharedParameters(dict(self.params), profiles, self.sources, self.f.source.display)
 

@@ -190,7 +190,7 @@ def diff_decisions(old: Decision, new: Decision, examples: int = 3) -> DecisionD
     """Text changes and cell-by-cell impact between two versions of a decision."""
     result = DecisionDiff(old, new, _text_changes(old, new))
     if old.key == new.key and old.sha256 != new.sha256:
-        result.warnings.append(new.file.diag(
+        result.warnings.append(new.positions.diag(
             "NB812", f"{new.key} differs from {old.key} in {old.source.display} (sha256 {old.sha256[:12]} -> "
                      f"{new.sha256[:12]}) but has the same version", "/version",
             hint="raise the version of the edited file: results name a decision by its version"))

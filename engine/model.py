@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Union, get_args
 
-from .loader import LoadedFile
+from .loader import SourceMap
 from .reference import Reference, split_citation
 from .sources import RuleSource
 from .vocabulary import FactSpec
@@ -244,7 +244,8 @@ class Decision:
     rules: tuple[Rule, ...]
     cases: tuple[Case, ...]
     source: RuleSource
-    file: LoadedFile = field(repr=False)
+    #: Where each node is in the file (the checked model keeps positions, not the loaded data).
+    positions: SourceMap = field(repr=False)
     #: patient facts of which a record must give one for the decision to apply (``applies_if_given``)
     applies_if: tuple[str, ...] = ()
     #: why the outputs are not applicable when the record gives none of them
@@ -252,13 +253,19 @@ class Decision:
     #: Sources that are reference documents of the package, by source key.
     references: Mapping[str, Reference] = field(default_factory=dict, repr=False)
 
+    #: The package's input constraints (given by :func:`nbrules.checker.with_constraints`).
+    constraints: "ConstraintSet | None" = field(default=None, repr=False)
+
     def cite_link(self, cite: str) -> str | None:
         """Where a citation points: ``docs/criteria.md#S9``; ``None`` for a publication."""
         key, locator = split_citation(cite)
         ref = self.references.get(key)
         return ref.link(locator) if ref is not None else None
-    #: The package's input constraints (set once the constraints file is checked).
-    constraints: "ConstraintSet | None" = field(default=None, repr=False)
+
+    @property
+    def file(self) -> SourceMap:
+        """The same as :attr:`positions` (the name used before the model kept positions only)."""
+        return self.positions
 
     @property
     def key(self) -> str:
@@ -291,5 +298,4 @@ class Decision:
 
     def location(self, pointer: str) -> str:
         """``display-path:line`` of a node."""
-        span = self.file.span(pointer)
-        return f"{self.source.display}:{span.line if span else 1}"
+        return f"{self.source.display}:{self.positions.line(pointer)}"

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .checker import check_constraints, check_files, check_parameters, check_profiles, dependency_order
+from .checker import (check_constraints, check_files, check_parameters, check_profiles, dependency_order,
+                      with_constraints)
 from .constraints import ConstraintSet
 from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import LoadedFile, join_pointer, load_source
@@ -154,6 +155,8 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
     if constraints_file is not None:
         constraints, cdiags = check_constraints(constraints_file, checked.vocabulary, inputs, decisions, shared)
         diags.extend(cdiags)
+        if constraints is not None:
+            decisions = with_constraints(decisions, constraints)
     return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), vocabulary, pkg.files + tuple(loaded), label,
                         pkg.package, constraints, shared)
 
