@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .conditions import ConditionVisitor
 from .model import All, AnyOf, CondRef, Condition, Decision, Not, ParamRef, ParamTest, Test
 from .reference import Reference, anchor_id
-from .tables import Cell, Cite, decision_table
+from .tables import CASE_HEADINGS, PARAMETER_HEADINGS, Cell, Cite, decision_table
 from .vocabulary import FactSpec
 
 __all__ = ["render_markdown", "render_html", "condition_text"]
@@ -102,6 +102,10 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ") or " "
 
 
+def _md_head(headings: Sequence[str]) -> list[str]:
+    return ["| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+
+
 def _cites_md(cites: Sequence[Cite]) -> str:
     """Citations, those of reference rows as Markdown links (``docs/criteria.md#S9``)."""
     return ", ".join(f"[{c.text}]({c.reference.link(c.locator)})" if c.reference else c.text for c in cites)
@@ -124,29 +128,26 @@ def render_markdown(decisions: Sequence[Decision], overrides: Mapping[str, Any] 
                 f"file `{d.source.display}`, sha256 `{d.sha256}`", ""]
         if d.description:
             out += [" ".join(d.description.split()), ""]
-        head = ["rule"] + [title for _, title in t.columns] + (["other conditions"] if t.has_other else []) \
-            + (["applies when"] if t.has_gates else []) + ["result", "cites"]
-        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += _md_head([heading for heading, _ in t.headings])
         for r in t.rows:
             cells = [r.id + (" *(declared gap)*" if r.kind != "rule" else "")]
             cells += [_cell_md(r.cells.get(f)) for f, _ in t.columns]
             cells += [_cell_md(r.other)] if t.has_other else []
             cells += ["; ".join(r.gates) + ("" if r.in_force else " (not in force)")] if t.has_gates else []
-            result = "; ".join(f"{k} = {v}" for k, v in r.outputs) if r.kind == "rule" else f"no value: {r.reason}"
-            cells += [result, _cites_md(r.cites)]
+            cells += ["; ".join(r.results), _cites_md(r.cites)]
             out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
         out.append("")
         if t.definitions:
             out += ["## Named conditions", ""] + [f"- *{df.name}*: {df.text}" for df in t.definitions] + [""]
         if t.parameters:
-            out += ["## Parameters", "", "| parameter | value | why | other readings | cites |", "|---|---|---|---|---|"]
+            out += ["## Parameters", ""] + _md_head(PARAMETER_HEADINGS)
             for p in t.parameters:
                 alts = "; ".join(f"{v}: {n}" for v, n in p.alternatives)
                 out.append("| " + " | ".join(_md_cell(x) for x in [p.name, p.value, p.note, alts, _cites_md(p.cites)])
                            + " |")
             out.append("")
         if t.cases:
-            out += ["## Example cases", "", "| case | given | expected | result |", "|---|---|---|---|"]
+            out += ["## Example cases", ""] + _md_head(CASE_HEADINGS)
             for c in t.cases:
                 res = "pass" if c.passed else "FAIL: " + "; ".join(c.failures)
                 out.append("| " + " | ".join(_md_cell(x) for x in [c.name, c.given, c.expect, res]) + " |")
@@ -167,6 +168,7 @@ def templates() -> Any:
 
         _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
                                   autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+        _ENV.globals.update(parameter_headings=PARAMETER_HEADINGS, case_headings=CASE_HEADINGS)
     return _ENV
 
 

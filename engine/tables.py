@@ -24,7 +24,7 @@ from .reference import Reference, split_citation
 from .vocabulary import FactSpec
 
 __all__ = ["Cite", "Cell", "RuleRow", "Definition", "ParameterRow", "CaseRow", "DecisionTable", "decision_table",
-           "fact_title", "value_label"]
+           "fact_title", "value_label", "PARAMETER_HEADINGS", "CASE_HEADINGS"]
 
 _OPS = {
     "is": "{}",
@@ -87,6 +87,13 @@ class RuleRow:
     reason: str
     cites: tuple[Cite, ...]
 
+    @property
+    def results(self) -> tuple[str, ...]:
+        """The result column, one line per output (``stage = M``), or why there is none."""
+        if self.kind == "rule":
+            return tuple(f"{out} = {v}" for out, v in self.outputs)
+        return (f"no value: {self.reason}",)
+
 
 @dataclass(frozen=True)
 class Definition:
@@ -132,6 +139,19 @@ class DecisionTable:
     sources: tuple[tuple[str, str, Reference | None], ...]
     has_other: bool
     has_gates: bool
+
+    @property
+    def headings(self) -> tuple[tuple[str, str | None], ...]:
+        """Column headings of the rule table, each with the fact of its column (else None):
+        rule, one per fact, then the optional columns, result and cites."""
+        return ((("rule", None),) + tuple((title, fact) for fact, title in self.columns)
+                + ((("other conditions", None),) if self.has_other else ())
+                + ((("applies when", None),) if self.has_gates else ()) + (("result", None), ("cites", None)))
+
+
+#: Column headings of the parameter table and of the example-case table.
+PARAMETER_HEADINGS = ("parameter", "value", "why", "other readings", "cites")
+CASE_HEADINGS = ("case", "given", "expected", "result")
 
 
 class _Words:
