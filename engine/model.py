@@ -253,7 +253,7 @@ class Decision:
     #: Sources that are reference documents of the package, by source key.
     references: Mapping[str, Reference] = field(default_factory=dict, repr=False)
 
-    #: The package's input constraints (given by :func:`nbrules.checker.with_constraints`).
+    #: The package's input constraints (given by :func:`nbrules.package_checks.with_constraints`).
     constraints: "ConstraintSet | None" = field(default=None, repr=False)
 
     def cite_link(self, cite: str) -> str | None:

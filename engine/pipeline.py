@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .checker import (check_constraints, check_files, check_parameters, check_profiles, dependency_order,
-                      with_constraints)
+from .checker import check_files
+from .crossfile import dependency_order
+from .package_checks import check_constraints, check_parameters, check_profiles, with_constraints
 from .constraints import ConstraintSet
 from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import LoadedFile, join_pointer, load_source

@@ -29,7 +29,7 @@ def test_checked_decisions_keep_positions_not_the_loaded_file() -> None:
 
 def test_decisions_are_built_once_and_never_patched() -> None:
     """Frozen objects, no field set after construction: the cases and the package's input
-    constraints are given to the constructor (checker.with_constraints makes new objects)."""
+    constraints are given to the constructor (package_checks.with_constraints makes new objects)."""
     build = build_directory(REPO / "rules")
     constraints = build.constraints
     assert constraints is not None
