@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Iterator, Literal, Mapping, TypeVar, Union, assert_never
+from typing import Any, Callable, Generic, Iterator, Literal, Mapping, TypeVar, Union, assert_never, get_args
 
 from .model import All, AnyOf, CondRef, Condition, Not, ParamRef, ParamTest, Test, TestOp
 
@@ -144,17 +144,21 @@ def fold_nnf(node: NNF, atom: Callable[[Atom], T], conj: Callable[[Iterator[T]],
              disj: Callable[[Iterator[T]], T], const: Callable[[bool], T]) -> T:
     """The one fold over NNF trees: ``atom`` of each atom, ``conj``/``disj`` of the (lazily
     computed) results of an ``and``/``or``'s items, ``const`` of ``TRUE``/``FALSE``."""
-    match node:
-        case Atom():
-            return atom(node)
-        case And():
-            return conj(fold_nnf(x, atom, conj, disj, const) for x in node.items)
-        case Or():
-            return disj(fold_nnf(x, atom, conj, disj, const) for x in node.items)
-        case _Const():
-            return const(node.value)
-        case _:
-            assert_never(node)
+
+    def fold(n: NNF) -> T:
+        match n:
+            case Atom():
+                return atom(n)
+            case And():
+                return conj(map(fold, n.items))
+            case Or():
+                return disj(map(fold, n.items))
+            case _Const():
+                return const(n.value)
+            case _:
+                assert_never(n)
+
+    return fold(node)
 
 
 def atom_op(op: TestOp, negated: bool) -> AtomOp:
@@ -260,48 +264,64 @@ def to_nnf(
     return _ToNNF(named, params, negate).visit(cond)
 
 
+def _set(x: Any) -> frozenset[Any]:
+    return x if type(x) is frozenset else frozenset(x)
+
+
+def _value_test(op: AtomOp) -> Callable[[Any, Any], bool]:
+    """``test(v, x)``: what an atom with operator ``op`` and value ``x`` says of a present
+    value ``v`` (a list for the list operators)."""
+    match op:
+        case "eq":
+            return lambda v, x: bool(v == x)
+        case "ne":
+            return lambda v, x: bool(v != x)
+        case "in":
+            return lambda v, x: v in x
+        case "nin":
+            return lambda v, x: v not in x
+        case "lt":
+            return lambda v, x: bool(v < x)
+        case "le":
+            return lambda v, x: bool(v <= x)
+        case "gt":
+            return lambda v, x: bool(v > x)
+        case "ge":
+            return lambda v, x: bool(v >= x)
+        case "empty":
+            return lambda v, x: not v
+        case "nonempty":
+            return lambda v, x: bool(v)
+        case "any":
+            return lambda v, x: not _set(x).isdisjoint(v)
+        case "none":
+            return lambda v, x: _set(x).isdisjoint(v)
+        case "all":
+            return lambda v, x: _set(x).issubset(v)
+        case "notall":
+            return lambda v, x: not _set(x).issubset(v)
+        case "subset":
+            return lambda v, x: _set(x).issuperset(v)
+        case "notsubset":
+            return lambda v, x: not _set(x).issuperset(v)
+        case "known" | "unknown":
+            raise ValueError(f"'{op}' tests whether a fact is given, not its value")
+        case _:
+            assert_never(op)
+
+
+#: Every operator's test of a present value (``known``/``unknown`` test presence instead).
+_VALUE_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    op: _value_test(op) for op in get_args(AtomOp) if op not in ("known", "unknown")}
+
+
 def value_test(op: AtomOp, x: Any) -> Callable[[Any], bool]:
     """The test an atom with operator ``op`` and value ``x`` makes of a fact's (present)
     value; ``known``/``unknown`` test presence, not a value (a ``ValueError``)."""
-    match op:
-        case "eq":
-            return lambda v: bool(v == x)
-        case "ne":
-            return lambda v: bool(v != x)
-        case "in":
-            return lambda v: v in x
-        case "nin":
-            return lambda v: v not in x
-        case "lt":
-            return lambda v: bool(v < x)
-        case "le":
-            return lambda v: bool(v <= x)
-        case "gt":
-            return lambda v: bool(v > x)
-        case "ge":
-            return lambda v: bool(v >= x)
-        case "empty":
-            return lambda v: not v
-        case "nonempty":
-            return lambda v: bool(v)
-        case "known" | "unknown":
-            raise ValueError(f"'{op}' tests whether a fact is given, not its value")
-    wanted = frozenset(x) if x is not None else frozenset()
-    match op:
-        case "any":
-            return lambda v: not wanted.isdisjoint(v)
-        case "none":
-            return lambda v: wanted.isdisjoint(v)
-        case "all":
-            return lambda v: wanted.issubset(v)
-        case "notall":
-            return lambda v: not wanted.issubset(v)
-        case "subset":
-            return lambda v: wanted.issuperset(v)
-        case "notsubset":
-            return lambda v: not wanted.issuperset(v)
-        case _:
-            assert_never(op)
+    test = _value_test(op)
+    if op in ("any", "none", "all", "notall", "subset", "notsubset"):
+        x = frozenset(x)
+    return lambda v: test(v, x)
 
 
 def atom_truth(atom: Atom, facts: Mapping[str, Any]) -> bool | None:
@@ -313,7 +333,7 @@ def atom_truth(atom: Atom, facts: Mapping[str, Any]) -> bool | None:
         return atom.fact not in facts
     if atom.fact not in facts:
         return None
-    return value_test(op, atom.value)(facts[atom.fact])
+    return _VALUE_TESTS[op](facts[atom.fact], atom.value)
 
 
 def _kleene(stop: bool) -> Callable[[Iterator[bool | None]], bool | None]:
