@@ -54,14 +54,11 @@ def join_pointer(base: str, token: str | int) -> str:
     return f"{base}/{escape_pointer(str(token))}"
 
 
-@dataclass(frozen=True)
-class SourceMap:
-    """Where the nodes of one file are: what later stages keep of a loaded file to locate
-    their diagnostics (the checked model holds this, not the loaded data).
-
-    ``values``/``keys`` map a JSON pointer to the span of its value/key; ``lines`` are the
-    file's lines (the source line shown under a diagnostic); ``kept`` translates pointers
-    of a copy with list items left out (see :attr:`LoadedFile.kept`)."""
+class _Positions:
+    """Locating nodes of one file by JSON pointer (shared by :class:`SourceMap` and
+    :class:`LoadedFile`): ``values``/``keys`` map a pointer to the span of its value/key;
+    ``lines`` are the file's lines (the source line shown under a diagnostic); ``kept``
+    translates pointers of a copy with list items left out (see :attr:`LoadedFile.kept`)."""
 
     source: RuleSource
     values: Mapping[str, Span]
@@ -138,8 +135,20 @@ class SourceMap:
         )
 
 
+@dataclass(frozen=True, eq=False)
+class SourceMap(_Positions):
+    """Where the nodes of one file are: what later stages keep of a loaded file to locate
+    their diagnostics (the checked model holds this, not the loaded data)."""
+
+    source: RuleSource
+    values: Mapping[str, Span]
+    keys: Mapping[str, Span]
+    lines: Sequence[str]
+    kept: Mapping[str, tuple[int, ...]]
+
+
 @dataclass
-class LoadedFile:
+class LoadedFile(_Positions):
     """The data of one rule file with its position index and load diagnostics."""
 
     source: RuleSource
@@ -161,28 +170,6 @@ class LoadedFile:
     def positions(self) -> SourceMap:
         """The positions of this file's nodes, without its data (shares the tables)."""
         return SourceMap(self.source, self.values, self.keys, self.lines, self.kept)
-
-    def in_file(self, pointer: str) -> str:
-        """See :meth:`SourceMap.in_file`."""
-        return self.positions.in_file(pointer)
-
-    def span(self, pointer: str, key: bool = False) -> Span | None:
-        """See :meth:`SourceMap.span`."""
-        return self.positions.span(pointer, key)
-
-    def diag(
-        self,
-        code: str,
-        message: str,
-        pointer: str = "",
-        *,
-        key: bool = False,
-        hint: str | None = None,
-        span: Span | None = None,
-        severity: Severity | None = None,
-    ) -> Diagnostic:
-        """See :meth:`SourceMap.diag`."""
-        return self.positions.diag(code, message, pointer, key=key, hint=hint, span=span, severity=severity)
 
 
 # YAML 1.2 core schema, restricted to decimal numbers.
