@@ -39,6 +39,7 @@ from .model import (
     SharedParameters,
     TEST_OPERATORS,
     Test,
+    TestOp,
 )
 from .patient import PatientValidator
 from .reference import Reference, anchor_id, find_reference, split_citation
@@ -47,9 +48,9 @@ from .vocabulary import FactSpec
 
 __all__ = ["CheckResult", "check_files", "dependency_order", "in_force", "output_vocabulary", "undeclared_fact_hint"]
 
-_SCALAR_OPS = ("is", "in")
-_NUMBER_OPS = ("less_than", "at_most", "greater_than", "at_least")
-_SET_OPS = ("contains_any", "contains_all", "subset_of", "empty")
+_SCALAR_OPS: tuple[TestOp, ...] = ("is", "in")
+_NUMBER_OPS: tuple[TestOp, ...] = ("less_than", "at_most", "greater_than", "at_least")
+_SET_OPS: tuple[TestOp, ...] = ("contains_any", "contains_all", "subset_of", "empty")
 #: Deepest all/any/not nesting of a condition once its named conditions are expanded
 #: (NB123): later stages recurse over conditions, so this keeps them far from Python's
 #: recursion limit.
@@ -421,7 +422,7 @@ class _FileChecker:
                           f"constraints (constraints.yaml)", ptr,
                  hint="a rule reads another decision's output as a fact: add the output to reads and test it")
 
-    def _op_fits(self, spec: FactSpec, op: str, ptr: str) -> bool:
+    def _op_fits(self, spec: FactSpec, op: TestOp, ptr: str) -> bool:
         kind = spec.kind
         if op in _SCALAR_OPS and kind == "set":
             self.err("NB303", f"'{op}' compares one value, but {spec.name} is a list", f"{ptr}/{op}", key=True,
@@ -437,7 +438,7 @@ class _FileChecker:
             return False
         return True
 
-    def _value_fits(self, spec: FactSpec, op: str, value: Any, ptr: str, prefix: str) -> None:
+    def _value_fits(self, spec: FactSpec, op: TestOp, value: Any, ptr: str, prefix: str) -> None:
         if op in ("empty", "known"):
             return
         if op in ("in", "contains_any", "contains_all", "subset_of"):

@@ -122,3 +122,22 @@ def test_markdown_and_html_print_the_same_table_model() -> None:
         assert r.results and ("; ".join(r.results) in md) and all(line in page for line in r.results)
     # criteria S9: distant disease at 18 months or older is stage M
     assert next(r for r in t.rows if r.id == "M-age").results == ("INRGSS stage = M",)
+
+
+def test_every_test_operator_has_words_in_both_wordings() -> None:
+    """The diff's wording (render.condition_text) and the table's (tables) cover every operator."""
+    from nbrules.model import TEST_OPERATORS, Test
+    from nbrules.render import condition_text
+    from nbrules.tables import _Words
+
+    d = next(x for x in BUILD.decisions if x.id == "inrgss")
+    words = _Words(d, d.param_values(), BUILD.vocabulary)
+    values = {"in": ("liver",), "contains_any": ("liver",), "contains_all": ("liver",), "subset_of": ("liver",),
+              "empty": True, "known": False}
+    seen = set()
+    for op in TEST_OPERATORS:
+        t = Test("metastatic_sites", op, values.get(op, 3), "/x")
+        diff_text, table_text = condition_text(t, {}, {}), words.test(t, True)
+        assert diff_text.startswith("metastatic_sites ") and len(diff_text) > len("metastatic_sites ")
+        assert table_text and table_text not in seen
+        seen.add(table_text)
