@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable, Mapping, Sequence
+from typing import IO, Any, Iterable, Literal, Mapping, Sequence
 
 from .diagnostics import Diagnostic, format_diagnostic
 from .domain import joint_domain
@@ -33,6 +33,8 @@ from .verify import DecisionSpace
 __all__ = ["Transition", "Impact", "DecisionDiff", "diff_decisions", "CohortDiff", "diff_cohort", "output_label"]
 
 NO_VALUE = "no value"
+#: The cells an impact counts: complete ones, or those with unknown facts.
+Region = Literal["complete", "with unknown facts"]
 UNDETERMINED = "undetermined"
 
 
@@ -48,7 +50,7 @@ class Transition:
 @dataclass(frozen=True)
 class Impact:
     output: str
-    region: str  # "complete" | "with unknown facts"
+    region: Region
     total: int
     unchanged: int
     transitions: tuple[Transition, ...]
@@ -200,8 +202,9 @@ def diff_decisions(old: Decision, new: Decision, examples: int = 3) -> DecisionD
     for output in [o for o in old.decides if o in new.decides]:
         a = _labels(old_space, old, output)
         b = _labels(new_space, new, output)
-        for region, mask in (("complete", old_space.complete), ("with unknown facts",
-                                                                 old_space.feasible & ~old_space.complete)):
+        regions: tuple[tuple[Region, int], ...] = (("complete", old_space.complete),
+                                                    ("with unknown facts", old_space.feasible & ~old_space.complete))
+        for region, mask in regions:
             transitions = []
             changed = 0
             for la, ma in a.items():

@@ -15,7 +15,7 @@ workbench of ``nbrules serve`` (the same HTML template, served).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 from .cases import run_cases
 from .conditions import ConditionVisitor, facts_in
@@ -76,7 +76,7 @@ class Cell:
 @dataclass(frozen=True)
 class RuleRow:
     id: str
-    kind: str  # "rule" | "out of scope"
+    kind: Literal["rule", "out of scope"]
     line: int
     description: str
     cells: Mapping[str, Cell]
