@@ -20,6 +20,7 @@ from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
 from .fhir_out import WrittenBack, input_time, write_back
 from .model import Decision
+from .protocols import Evaluator
 from .reference import anchor_id, split_citation
 from .results import APPLIES_IF_GIVEN, Result
 
@@ -32,12 +33,12 @@ _NS = uuid.UUID("6b1e6a3c-2d0f-4c7e-9a51-3f0d1c2b4a77")
 _SYSTEM_NAMES = {"http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl": "NCIt", "http://snomed.info/sct": "SNOMED CT"}
 
 
-def service_id(engine: Any) -> str:
+def service_id(engine: Evaluator) -> str:
     """The CDS Hooks service id: the name of the knowledge package in force."""
     return str(engine.build.package.name) or SERVICE_ID
 
 
-def discovery(engine: Any = None) -> dict[str, Any]:
+def discovery(engine: Evaluator | None = None) -> dict[str, Any]:
     """The CDS Hooks discovery document; title and description are those of the
     knowledge package in force (package.yaml)."""
     package = engine.build.package if engine is not None else None
@@ -56,13 +57,13 @@ def discovery(engine: Any = None) -> dict[str, Any]:
     }]}
 
 
-def _label(engine: Any, name: str) -> str:
+def _label(engine: Evaluator, name: str) -> str:
     """The short title of an output, from the vocabulary of the package in force."""
     spec = engine.build.vocabulary.get(name)
     return spec.title if spec is not None and spec.title and spec.title != name else name.replace("_", " ")
 
 
-def _value_label(engine: Any, name: str, value: Any) -> str:
+def _value_label(engine: Evaluator, name: str, value: Any) -> str:
     """The words for a value of an output (its label in the vocabulary), e.g. ``very low``;
     a label that only puts a name before the value (``PRETEXT II``) gives the value, which
     the card shows after the output's title (``PRETEXT group II``)."""
@@ -75,7 +76,7 @@ def _card_id(seed: str) -> str:
     return str(uuid.uuid5(_NS, seed))
 
 
-def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
+def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any],
               reference_base: str | None = None, recorded: str | None = None) -> dict[str, Any]:
     """The CDS Hooks response for a ``patient-view`` request with prefetch.
 
@@ -141,7 +142,7 @@ def _record(mapped: MappedFacts) -> dict[str, Any]:
             "conflicts": mapped.conflicts, "failedFetches": mapped.failed, "incomplete": mapped.incomplete}
 
 
-def _suggestion(engine: Any, w: WrittenBack, result: Result) -> dict[str, Any]:
+def _suggestion(engine: Evaluator, w: WrittenBack, result: Result) -> dict[str, Any]:
     """A CDS Hooks suggestion creating one result and its Provenance."""
     what = f"{_label(engine, w.output)} {_value_label(engine, w.output, result.outputs[w.output])}"
     return {"label": f"Record {what} in the chart", "uuid": _card_id(w.full_url),
