@@ -16,11 +16,12 @@ import pytest
 from nbrules import RuleEngine
 from nbrules.cache import CachePool, SizedCache, approx_size
 from nbrules.loader import load_source
-from nbrules.pipeline import _LOADED
+from nbrules.pipeline import _LOADED, loaded_size
 from nbrules.sources import file_source
 from nbrules.validator import validate_file
 
 from .conftest import REPO
+from .test_reload import _rss_mb
 
 
 def test_a_cache_is_bounded_by_bytes_not_by_count() -> None:
@@ -106,6 +107,13 @@ def test_the_estimate_of_a_loaded_file_is_close_to_what_loading_allocates() -> N
     assert 0.5 * allocated <= approx_size(value) <= 3 * allocated
 
 
+def test_the_load_memo_estimates_every_bundled_file_close_to_the_full_walk() -> None:
+    for path in sorted((REPO / "rules").rglob("*.yaml")):
+        f = load_source(file_source(path, path.name, str(path)))
+        value = (f, tuple(validate_file(f, "ruleset.schema.json")))
+        assert 0.7 <= loaded_size(value) / approx_size(value) <= 1.5, path.name
+
+
 def test_the_last_holder_to_release_a_pool_clears_it() -> None:
     pool = CachePool()
     c = pool.cache("x", 1000, size=len)
@@ -165,14 +173,9 @@ def test_reloading_new_versions_of_a_big_file_keeps_the_load_memo_within_its_bou
             assert eng.reload().changed
             assert _LOADED.bytes <= _LOADED.max_bytes
         versions = sum(1 for k in list(_LOADED._entries) if k[1] == str(inrgss))
-        one = approx_size(_LOADED.get(next(k for k in list(_LOADED._entries) if k[1] == str(inrgss))))
+        one = loaded_size(_LOADED.get(next(k for k in list(_LOADED._entries) if k[1] == str(inrgss))))
         assert one > 2_000_000  # the padded file, loaded, is a few megabytes
         assert versions <= _LOADED.max_bytes // one < 9  # not all nine versions are kept
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 1e6
 
 
 @pytest.mark.slow
