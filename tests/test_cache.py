@@ -192,4 +192,6 @@ def test_reloading_a_big_file_a_hundred_times_leaves_memory_flat(tmp_path: Path)
             assert eng.reload().changed
         gc.collect()
         grown = _rss_mb() - before
+    print(f"100 reloads of an 850 KB rule file: resident memory grew by {grown:.1f} MB; load memo "
+          f"{_LOADED.bytes / 1e6:.1f} MB estimated in {len(_LOADED)} entries (bound {_LOADED.max_bytes / 1e6:.1f} MB)")
     assert grown < 10, f"resident memory grew by {grown:.1f} MB over 100 reloads of an 850 KB file"
