@@ -17,6 +17,7 @@ import asyncio
 import copy
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -64,13 +65,17 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # Node 20 needs the flag for the WebSocket global @medplum/core refers to (22 has it).
     flags = ["--experimental-websocket"] if subprocess.run(
         [node, "-e", "process.exit(typeof WebSocket === 'undefined' ? 1 : 0)"]).returncode else []
-    proc = subprocess.Popen([node, *flags, "server.mjs", str(seed), TOKEN], cwd=SERVER_DIR,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = seed.with_name("server.log")
+    with open(log, "w") as err:
+        proc = subprocess.Popen([node, *flags, "server.mjs", str(seed), TOKEN], cwd=SERVER_DIR,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
     assert proc.stdout is not None
-    line = proc.stdout.readline()
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    line = proc.stdout.readline() if ready else ""
     if not line.startswith("listening "):
         proc.kill()
-        pytest.fail(f"the test FHIR server did not start: {line}{proc.stderr.read() if proc.stderr else ''}")
+        proc.wait(timeout=30)
+        pytest.fail(f"the test FHIR server did not start within 60 s: {line}{log.read_text()}")
     yield f"http://127.0.0.1:{int(line.split()[1])}"
     proc.terminate()
     proc.wait(timeout=30)
