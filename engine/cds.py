@@ -13,7 +13,7 @@ gets no cards.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import PatientInputError
 from .explain import show_value
@@ -23,6 +23,9 @@ from .model import Decision
 from .protocols import Evaluator
 from .reference import anchor_id, split_citation
 from .results import APPLIES_IF_GIVEN, Result
+
+if TYPE_CHECKING:
+    from .fhir_fetch import FetchReport
 
 __all__ = ["SERVICE_ID", "service_id", "discovery", "cards_for"]
 
@@ -77,7 +80,8 @@ def _card_id(seed: str) -> str:
 
 
 def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any],
-              reference_base: str | None = None, recorded: str | None = None) -> dict[str, Any]:
+              reference_base: str | None = None, recorded: str | None = None,
+              fetched: FetchReport | None = None) -> dict[str, Any]:
     """The CDS Hooks response for a ``patient-view`` request with prefetch.
 
     ``reference_base`` is the service's own URL (``http://host:8000``): with it, each
@@ -88,12 +92,20 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
     Provenance (:mod:`nbrules.fhir_out`).  ``Provenance.recorded`` is the latest time the
     prefetch states (Bundle ``timestamp``, ``meta.lastUpdated``), so the same request
     gets byte-identical cards; ``recorded`` only when the prefetch states no time.
+    ``fetched``: what :func:`nbrules.fhir_fetch.fetch_missing` fetched into the request's
+    prefetch; its failures and incomplete searches are reported like those of the
+    prefetch, and ``extension.nbrules.fetched`` lists each fetch.
     """
     context: Mapping[str, Any] = request["context"] if isinstance(request.get("context"), dict) else {}
     patient_id = context.get("patientId") if isinstance(context.get("patientId"), str) else None
     mapped = map_resources(request.get("prefetch") or {}, mapping, patient_id)
+    if fetched is not None:
+        mapped.failed += fetched.failed
+        mapped.incomplete += fetched.incomplete
     title = engine.build.package.title or "Classification"
     extension = {"nbrules": _record(mapped)}
+    if fetched is not None:
+        extension["nbrules"]["fetched"] = fetched.fetched
     if mapped.diagnosis is None:
         if not (mapped.failed or mapped.incomplete):
             return {"cards": [], "extension": extension}  # no diagnosis in the mapping: nothing to say
@@ -174,8 +186,8 @@ def _summary(text: str, limit: int = 140) -> str:
 
 def _fetch_card(mapped: MappedFacts, title: str) -> dict[str, Any]:
     """The record could not be read whole and no diagnosis was found in what was read."""
-    lines = [f"- prefetch {f} (a failed fetch)" for f in mapped.failed]
-    lines += [f"- prefetch {i}" for i in mapped.incomplete]
+    lines = [f"- {f} (a failed fetch)" for f in mapped.failed]
+    lines += [f"- {i}" for i in mapped.incomplete]
     return {
         "uuid": _card_id("fetch:" + "|".join(mapped.failed + mapped.incomplete)),
         "summary": _summary(f"{title}: the record could not be read whole; no diagnosis found in what was read"),
