@@ -16,8 +16,10 @@ a missing field never matches.
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Generic, Iterator, Literal, Mapping, TypeVar, Union, assert_never, get_args
 
 from .model import All, AnyOf, CondRef, Condition, Not, ParamRef, ParamTest, Test, TestOp
@@ -269,41 +271,43 @@ def _set(x: Any) -> frozenset[Any]:
 
 
 def _value_test(op: AtomOp) -> Callable[[Any, Any], bool]:
-    """``test(v, x)``: what an atom with operator ``op`` and value ``x`` says of a present
-    value ``v`` (a list for the list operators)."""
+    """``test(x, v)``: what an atom with operator ``op`` and value ``x`` says of a present
+    value ``v`` (a list for the list operators).  The atom's value comes first so that
+    ``partial(test, x)`` is the test of one value (C functions of :mod:`operator` where
+    they fit: ``lt`` is ``v < x``, so ``x > v``)."""
     match op:
         case "eq":
-            return lambda v, x: bool(v == x)
+            return operator.eq
         case "ne":
-            return lambda v, x: bool(v != x)
+            return operator.ne
         case "in":
-            return lambda v, x: v in x
+            return operator.contains
         case "nin":
-            return lambda v, x: v not in x
+            return lambda x, v: v not in x
         case "lt":
-            return lambda v, x: bool(v < x)
+            return operator.gt
         case "le":
-            return lambda v, x: bool(v <= x)
+            return operator.ge
         case "gt":
-            return lambda v, x: bool(v > x)
+            return operator.lt
         case "ge":
-            return lambda v, x: bool(v >= x)
+            return operator.le
         case "empty":
-            return lambda v, x: not v
+            return lambda x, v: not v
         case "nonempty":
-            return lambda v, x: bool(v)
+            return lambda x, v: bool(v)
         case "any":
-            return lambda v, x: not _set(x).isdisjoint(v)
+            return lambda x, v: not _set(x).isdisjoint(v)
         case "none":
-            return lambda v, x: _set(x).isdisjoint(v)
+            return lambda x, v: _set(x).isdisjoint(v)
         case "all":
-            return lambda v, x: _set(x).issubset(v)
+            return lambda x, v: _set(x).issubset(v)
         case "notall":
-            return lambda v, x: not _set(x).issubset(v)
+            return lambda x, v: not _set(x).issubset(v)
         case "subset":
-            return lambda v, x: _set(x).issuperset(v)
+            return lambda x, v: _set(x).issuperset(v)
         case "notsubset":
-            return lambda v, x: not _set(x).issuperset(v)
+            return lambda x, v: not _set(x).issuperset(v)
         case "known" | "unknown":
             raise ValueError(f"'{op}' tests whether a fact is given, not its value")
         case _:
@@ -313,15 +317,13 @@ def _value_test(op: AtomOp) -> Callable[[Any, Any], bool]:
 #: Every operator's test of a present value (``known``/``unknown`` test presence instead).
 _VALUE_TESTS: dict[str, Callable[[Any, Any], bool]] = {
     op: _value_test(op) for op in get_args(AtomOp) if op not in ("known", "unknown")}
+_LIST_OPS = frozenset({"any", "none", "all", "notall", "subset", "notsubset"})
 
 
 def value_test(op: AtomOp, x: Any) -> Callable[[Any], bool]:
     """The test an atom with operator ``op`` and value ``x`` makes of a fact's (present)
     value; ``known``/``unknown`` test presence, not a value (a ``ValueError``)."""
-    test = _value_test(op)
-    if op in ("any", "none", "all", "notall", "subset", "notsubset"):
-        x = frozenset(x)
-    return lambda v: test(v, x)
+    return partial(_value_test(op), frozenset(x) if op in _LIST_OPS else x)
 
 
 def atom_truth(atom: Atom, facts: Mapping[str, Any]) -> bool | None:
@@ -333,7 +335,7 @@ def atom_truth(atom: Atom, facts: Mapping[str, Any]) -> bool | None:
         return atom.fact not in facts
     if atom.fact not in facts:
         return None
-    return _VALUE_TESTS[op](facts[atom.fact], atom.value)
+    return bool(_VALUE_TESTS[op](atom.value, facts[atom.fact]))
 
 
 def _kleene(stop: bool) -> Callable[[Iterator[bool | None]], bool | None]:
