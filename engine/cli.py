@@ -13,11 +13,11 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence, TextIO, cast
+from typing import Callable, NoReturn, Sequence, TextIO, cast
 
 from ._version import __version__
-from .commands import (RulesHaveErrors, diff_rules, evaluate_batch, open_engine, patient_schema_of, render_rules,
-                       run_rule_cases, validate_rules, verify_rules)
+from .commands import (GuardedStream, RulesHaveErrors, diff_rules, evaluate_batch, open_engine, patient_schema_of,
+                       render_rules, run_rule_cases, validate_rules, verify_rules)
 from .diagnostics import Diagnostic, Severity, count_summary, format_diagnostic, sort_diagnostics
 from .errors import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_LISTEN, EXIT_OK, EXIT_PATIENT, EXIT_RULES, EXIT_USAGE,
                      NbrulesError, PatientInputError)
@@ -35,41 +35,6 @@ class _UsageError(Exception):
 
 class _ListenError(Exception):
     """``serve`` cannot listen on the address it was given (exit 5)."""
-
-
-class _OutputError(Exception):
-    """The output (standard output, or a file being written) cannot be written (exit 4)."""
-
-
-class _Guarded:
-    """A text stream whose write errors become :class:`_OutputError` naming the output
-    (a closed pipe stays a ``BrokenPipeError``, ended quietly by :func:`main`)."""
-
-    def __init__(self, stream: TextIO, name: str) -> None:
-        self._stream = stream
-        self._name = name
-
-    def _failed(self, exc: OSError) -> _OutputError:
-        return _OutputError(f"nbrules: cannot write {self._name}: {exc.strerror or exc}")
-
-    def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise self._failed(exc) from exc
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise self._failed(exc) from exc
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -589,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used as the console script)."""
     parser = _parser()
     stdout = sys.stdout
-    sys.stdout = cast(TextIO, _Guarded(stdout, "standard output"))
+    sys.stdout = cast(TextIO, GuardedStream(stdout, "standard output"))
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -598,9 +563,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args))
         sys.stdout.flush()  # here, not at exit, so that a write error is reported
         return code
-    except _OutputError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_USAGE
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, but not as a success
         _quiet_stdout(stdout)
         return EXIT_USAGE

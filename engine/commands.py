@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # imported when used: the CLI's start-up stays light
     from .runtime import RuleEngine
     from .verify import DecisionReport
 
-__all__ = ["CasesReport", "DecisionCases", "DiffReport", "RulesHaveErrors", "ValidationReport", "VerificationReport",
+__all__ = ["CasesReport", "DecisionCases", "DiffReport", "GuardedStream", "RulesHaveErrors", "ValidationReport", "VerificationReport",
            "diff_rules", "evaluate_batch", "open_engine", "patient_schema_of", "render_rules", "run_rule_cases",
            "validate_rules", "verify_rules"]
 
@@ -482,8 +482,10 @@ def open_engine(rules: str | Path | None = None, use: Sequence[str] = (), cache_
     return RuleEngine.from_directory(rules, use=use, cache_size=cache, decisions=chosen, as_of=as_of, profile=profile)
 
 
-class _Writes:
-    """A text file whose write errors become UsageError naming it (exit 4 in the CLI)."""
+class GuardedStream:
+    """A text stream whose write errors become :class:`~nbrules.errors.UsageError`
+    naming the output (``nbrules: cannot write NAME: why``, exit 4 in the CLI); a closed
+    pipe stays a ``BrokenPipeError``.  Other attributes are the stream's."""
 
     def __init__(self, stream: IO[str], name: str) -> None:
         self._stream = stream
@@ -495,12 +497,16 @@ class _Writes:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
+        except BrokenPipeError:
+            raise
         except OSError as exc:
             raise self._failed(exc) from exc
 
     def flush(self) -> None:
         try:
             self._stream.flush()
+        except BrokenPipeError:
+            raise
         except OSError as exc:
             raise self._failed(exc) from exc
 
@@ -509,6 +515,9 @@ class _Writes:
             self._stream.close()
         except OSError as exc:
             raise self._failed(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def evaluate_batch(source: str, out: str | IO[str], input_format: str | None = None, *,
@@ -555,7 +564,7 @@ def evaluate_batch(source: str, out: str | IO[str], input_format: str | None = N
     try:
         if partial is not None:
             try:
-                stream = _Writes(open(partial, "w", encoding="utf-8"), f"'{partial}'")
+                stream = GuardedStream(open(partial, "w", encoding="utf-8"), f"'{partial}'")
             except OSError as exc:
                 raise UsageError(f"cannot write '{partial}': {exc.strerror or exc}") from exc
         summary = run_batch(source, stream, fmt, spec, workers=workers, id_column=id_column, progress=progress,

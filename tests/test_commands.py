@@ -37,18 +37,6 @@ def broken(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def two_versions(tmp_path: Path) -> Path:
-    """The bundled rules plus a draft INRGSS 1.1.0 whose MS age limit is 548 days."""
-    root = tmp_path / "rules"
-    shutil.copytree(REPO / "rules", root)
-    text = (root / "staging/inrgss.yaml").read_text()
-    new = text.replace("version: 1.0.0\nstatus: active", "version: 1.1.0\nstatus: draft") \
-        .replace("  ms_age_limit_days:\n    value: 547", "  ms_age_limit_days:\n    value: 548")
-    (root / "staging/inrgss-1.1.0.yaml").write_text(new)
-    return root
-
-
 # -- validate --------------------------------------------------------------------------------
 
 
