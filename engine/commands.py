@@ -34,7 +34,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 from .diagnostics import Diagnostic, count_summary, sort_diagnostics
 from .errors import RuleSetError, UsageError
@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # imported when used: the CLI's start-up stays light
     from .runtime import RuleEngine
     from .verify import DecisionReport
 
-__all__ = ["CasesReport", "DecisionCases", "DiffReport", "GuardedStream", "RulesHaveErrors", "ValidationReport", "VerificationReport",
+__all__ = ["CasesReport", "DecisionCases", "DiffReport", "GuardedStream", "LockRecord", "RulesHaveErrors",
+           "ValidationReport", "VerificationReport",
            "diff_rules", "evaluate_batch", "open_engine", "patient_schema_of", "render_rules", "run_rule_cases",
            "validate_rules", "verify_rules"]
 
@@ -109,6 +110,15 @@ def _decisions_of(build: RuleSetBuild, display: str | None) -> list[Decision]:
 # -- validate ------------------------------------------------------------------------------
 
 
+class LockRecord(NamedTuple):
+    """What ``validate_rules(record=True)`` wrote: the versions of this build, the
+    entries of the lock in all (older versions recorded before stay), and its path."""
+
+    versions: int
+    total: int
+    path: Path
+
+
 @dataclass(frozen=True)
 class ValidationReport:
     """What :func:`validate_rules` found.
@@ -116,7 +126,7 @@ class ValidationReport:
     ``label`` names what was validated (the file's display path, or the build's label);
     ``files`` how many files; ``valid_decisions`` the decisions whose file has no error;
     ``diagnostics`` every finding, sorted (rule files and ``versions.lock``);
-    ``recorded`` (versions, entries in all, lock path) when the lock was written;
+    ``recorded`` a :class:`LockRecord` when the lock was written;
     ``record_refused`` when recording was asked for and the rule files have errors.
     """
 
@@ -124,7 +134,7 @@ class ValidationReport:
     files: int
     valid_decisions: int
     diagnostics: tuple[Diagnostic, ...]
-    recorded: tuple[int, int, Path] | None = None
+    recorded: LockRecord | None = None
     record_refused: bool = False
 
     @property
@@ -163,14 +173,14 @@ def validate_rules(target: str | Path | None = None, rules: str | Path | None = 
         raise UsageError(str(exc)) from exc
     diags = _of(sort_diagnostics([*build.diagnostics, *lock_problems(build.decisions, recorded)]), display)
     clean = [d for d in _decisions_of(build, display) if build.file_ok(d.source.display)]
-    wrote: tuple[int, int, Path] | None = None
+    wrote: LockRecord | None = None
     refused = False
     if record:
         if build.errors():
             refused = True
         else:
             n = write_lock(root, build.decisions, recorded)
-            wrote = (len(build.decisions), n, root / LOCK_FILE)
+            wrote = LockRecord(len(build.decisions), n, root / LOCK_FILE)
     return ValidationReport(display or build.label, len(build.files) if display is None else 1, len(clean),
                             tuple(diags), wrote, refused)
 

@@ -67,8 +67,8 @@ def test_validate_records_the_lock_only_when_clean(tmp_path: Path, broken: Path)
     clean = tmp_path / "clean"
     shutil.copytree(REPO / "rules", clean)
     report = validate_rules(str(clean), record=True)
-    assert report.recorded is not None and report.recorded[2] == clean / "versions.lock"
-    assert report.recorded[2].is_file() and report.recorded[0] == report.recorded[1]
+    assert report.recorded is not None and report.recorded.path == clean / "versions.lock"
+    assert report.recorded.path.is_file() and report.recorded.versions == report.recorded.total > 10
     # the recorded file changed without raising its version: NB812
     f = clean / "histology/mki-class.yaml"
     f.write_text(f.read_text().replace("title:", "title: Edited", 1))
@@ -221,7 +221,8 @@ def test_evaluate_batch_writes_every_row_then_renames(tmp_path: Path) -> None:
     assert out.is_file() and not Path(f"{out}.partial").exists()
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in lines] == ["a", "b", "c"] and summary.rows == 3 and summary.invalid == 1
-    assert lines[0]["result"]["outputs"]["inrgss_stage"] == "MS" and lines[2]["result"]["outputs"]["inrgss_stage"] == "M"
+    stages = [r["result"]["outputs"]["inrgss_stage"] for r in (lines[0], lines[2])]
+    assert stages == ["MS", "M"]  # S9: 300 days with liver metastases is MS; 800 days is M
     [problem] = lines[1]["problems"]
     assert problem["pointer"] == "/age_days" and problem["code"] == "NB502" and problem["name"] == "input-wrong-type"
     stream = io.StringIO()
