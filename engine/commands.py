@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,8 +396,6 @@ def _cohort_format(path: str) -> str:
 
 def _open_input(path: str) -> IO[bytes]:
     """A cohort, opened in binary (``-``: standard input): rows are decoded one by one."""
-    import sys
-
     if path == "-":
         return sys.stdin.buffer
     try:
