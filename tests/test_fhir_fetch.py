@@ -161,7 +161,8 @@ def test_the_bearer_token_is_sent_and_a_refusal_is_a_failed_fetch(
         answer = client().post(PATH, json=without_prefetch(fhir_server, token))
         assert answer.status_code == 412, answer.text  # nothing could be fetched at all
         problem = answer.json()
-        assert [e["code"] for e in problem["errors"]] == ["NB740"] * 3
+        assert [(e["pointer"], e["code"], e["name"]) for e in problem["errors"]] == [
+            ("/fhirServer", "NB740", "fhir-fetch-failed")] * 3
         assert all("HTTP 401" in e["detail"] and "login" in e["detail"] for e in problem["errors"])
         assert TOKEN not in answer.text and "wrong-token" not in answer.text
 
@@ -277,7 +278,8 @@ def test_bad_fhir_server_and_authorization_are_400(client: Callable[..., Client]
                 "http://h/fhir?x=1", 42):
         answer = client().post(PATH, json=without_prefetch(bad))
         assert answer.status_code == 400, bad
-        assert [(e["pointer"], e["code"]) for e in answer.json()["errors"]] == [("/fhirServer", "NB741")]
+        assert [(e["pointer"], e["code"], e["name"]) for e in answer.json()["errors"]] == [
+            ("/fhirServer", "NB741", "fhir-server-not-url")]
     request = without_prefetch("http://127.0.0.1:9")
     request["fhirAuthorization"]["token_type"] = "Basic"
     answer = client().post(PATH, json=request)
@@ -468,3 +470,24 @@ def test_a_patient_id_cannot_move_the_fetch_out_of_fhir_server(engine: RuleEngin
         assert answer.status_code == 412, answer.text
         assert all(e["code"] == "NB740" and "is not a FHIR id" in e["detail"] for e in answer.json()["errors"])
     assert listener.connections() == 0
+
+
+def test_cds_problem_entries_have_the_shape_of_the_rest_of_the_service(client: Callable[..., Client]) -> None:
+    """Every entry as Diagnostic.to_problem() makes it: pointer, code, its name, detail."""
+    from nbrules.diagnostics import CODES
+
+    request = copy.deepcopy(MS_INFANT)
+    request["hook"] = "order-sign"
+    request["prefetch"]["conditions"] = "a string"
+    answer = client().post(PATH, json=request)
+    assert answer.status_code == 400
+    entries = answer.json()["errors"]
+    assert [(e["pointer"], e["code"]) for e in entries] == [("/hook", "NB504"), ("/prefetch/conditions", "NB502")]
+    request = copy.deepcopy(MS_INFANT)
+    request["prefetch"]["patient"]["birthDate"] = 20230101  # a FHIR date is a string
+    answer = client().post(PATH, json=request)
+    assert answer.status_code == 400
+    entries += answer.json()["errors"]
+    assert entries[-1]["pointer"] == "/prefetch/patient/birthDate"
+    for e in entries:
+        assert set(e) <= {"pointer", "code", "name", "detail", "hint"} and e["name"] == CODES[e["code"]].name, e
