@@ -441,7 +441,8 @@ def test_serve_help_names_the_fetch_options(capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.slow
 def test_the_served_service_fetches_nothing_by_default(listener: Listener) -> None:
     """``nbrules serve`` as benchmarks/load_test.py starts it for the schemathesis run
-    (tests/test_api_fuzz.py): whatever fhirServer a request names, nothing is contacted."""
+    (tests/test_api_fuzz.py): whatever fhirServer a request names, nothing is contacted;
+    with --fetch-from naming it, it is."""
     sys.path.insert(0, str(HERE.parent / "benchmarks"))
     from load_test import start_server
 
@@ -460,6 +461,17 @@ def test_the_served_service_fetches_nothing_by_default(listener: Listener) -> No
     assert answered.status_code == 200 and any(
         line.startswith("conditions: not fetched") for line in answered.json()["extension"]["nbrules"]["incomplete"])
     assert listener.connections() == 0
+    # the options reach the service: --fetch-from admits the listener, --fetch-timeout bounds the wait
+    proc, url = start_server("--fetch-from", listener.url, "--fetch-timeout", "0.5")
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            answer = http.post(PATH, json=without_prefetch(listener.url))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert answer.status_code == 412 and all(
+        e["code"] == "NB740" and "time limit of 0.5 s" in e["detail"] for e in answer.json()["errors"]), answer.text
+    assert listener.connections() > 0
 
 
 def test_a_patient_id_cannot_move_the_fetch_out_of_fhir_server(engine: RuleEngine, listener: Listener) -> None:
