@@ -104,7 +104,7 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
         mapped.incomplete += fetched.incomplete
     title = engine.build.package.title or "Classification"
     extension = {"nbrules": _record(mapped)}
-    if fetched is not None:
+    if fetched is not None and fetched.fetched:
         extension["nbrules"]["fetched"] = fetched.fetched
     if mapped.diagnosis is None:
         if not (mapped.failed or mapped.incomplete):

@@ -312,6 +312,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .service import create_app, header_timeout_protocol
     except ImportError as exc:
         raise _UsageError(f"nbrules serve needs the 'serve' extra: pip install 'nbrules[serve]' ({exc.name} is missing)")
+    if args.fetch_timeout is not None and not args.fetch_from:
+        raise _UsageError("nbrules serve: --fetch-timeout applies only with --fetch-from")
     from .fhir import load_mapping
     from .resources import bundled_rules_dir
 
@@ -329,11 +331,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 print(f"nbrules: {r.summary()}", file=sys.stderr)  # type: ignore[attr-defined]
 
         engine.watch(interval=args.watch, on_reload=report)
+    limits = None
+    if args.fetch_timeout is not None:
+        from .fhir_fetch import FetchLimits
+
+        limits = FetchLimits(seconds=args.fetch_timeout)
     app = create_app(engine, mapping=mapping, max_body=args.max_body, max_patients=args.max_patients,
-                     body_timeout=args.body_timeout)
+                     body_timeout=args.body_timeout, fetch_from=args.fetch_from or (), fetch_limits=limits)
     rules = args.rules or f"{bundled_rules_dir()} (bundled)"
     in_force = ", ".join(f"{d.id} {d.version}" for d in engine.decisions)
     watching = f"; reloading changed files every {args.watch:g} s" if args.watch else ""
+    if args.fetch_from:
+        watching += f"; fetching what CDS prefetch lacks from {', '.join(args.fetch_from)}"
     print(f"nbrules {__version__}: listening on {_url(sock)}; rules {rules}; in force on "
           f"{engine.as_of.isoformat()}: {in_force}{watching}", file=sys.stderr, flush=True)
     try:
@@ -417,6 +426,17 @@ def _seconds(text: str) -> float:
     if value > _MAX_SECONDS:
         raise argparse.ArgumentTypeError(f"{text} is out of range (more than 0, at most {_MAX_SECONDS:g} seconds)")
     return value
+
+
+def _fetch_prefix(text: str) -> str:
+    try:
+        from .fhir_fetch import prefix_problem
+    except ImportError:  # without httpx: serve reports the missing extra
+        return text
+    why = prefix_problem(text)
+    if why is not None:
+        raise argparse.ArgumentTypeError(f"'{text}': {why}")
+    return text
 
 
 def cmd_codes(args: argparse.Namespace) -> int:
@@ -518,6 +538,11 @@ def _parser() -> _Parser:
     sv.add_argument("--watch", type=_seconds, metavar="SECONDS", help="reload changed rule files, polling this often")
     sv.add_argument("--fhir-mapping", metavar="FILE",
                     help="CDS Hooks: map FHIR codes to facts with this file (default: the bundled mappings/fhir-r4.yaml)")
+    sv.add_argument("--fetch-from", action="append", type=_fetch_prefix, metavar="PREFIX",
+                    help="CDS Hooks: fetch what a request's prefetch lacks from its fhirServer when it lies under this "
+                         "base URL, e.g. https://ehr.example.org/fhir/ (repeatable; default: never fetch)")
+    sv.add_argument("--fetch-timeout", type=_seconds, metavar="SECONDS",
+                    help="CDS Hooks: wall time for all the fetches of one request (default 20)")
     sv.add_argument("--max-body", type=_int_at_least(1, _MAX_COUNT), default=1_048_576, metavar="BYTES",
                     help="largest request body")
     sv.add_argument("--max-patients", type=_int_at_least(1, _MAX_COUNT), default=1000, metavar="N",

@@ -16,23 +16,41 @@ timeout, no connection) is reported as failed with the server's own words, never
 facts the record does not give.  The token is sent only to ``fhirServer`` and to
 ``next`` links under it; a ``next`` link elsewhere is not followed (and said so).
 Uses httpx (``nbrules[serve]``).
+
+Fetching is opt-in (server-side request forgery): the service contacts a ``fhirServer``
+only when it lies under one of the base-URL prefixes it was given
+(``nbrules serve --fetch-from PREFIX``, ``create_app(fetch_from=...)``; :func:`allowed`).
+Prefixes and URLs are compared after normalisation, never as strings: scheme and host
+in lower case (the host IDNA-encoded, without a trailing dot), the port made explicit
+(80, 443), and the path percent-decoded, ``\\`` read as ``/``, dot segments resolved
+and empty segments dropped, then compared segment by segment, so that
+``https://ehr.example.org/fhir/`` admits ``https://EHR.example.org:443/fhir/R4`` but not
+``https://ehr.example.org.evil.com/fhir``, ``https://ehr.example.org:8443/fhir``,
+``http://ehr.example.org/fhir``, ``https://ehr.example.org/fhirx`` nor
+``https://ehr.example.org/fhir/%2e%2e/admin``.  A URL with user information
+(``user@host``) is never admitted.  The same comparison keeps ``next`` links under
+``fhirServer``.  Hosts are compared by name: what a name resolves to is not checked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import httpx
 
 from .fhir import outcome_text
 
-__all__ = ["FetchLimits", "FetchReport", "fetch_missing", "needs_fetch", "server_problem"]
+__all__ = ["FetchLimits", "FetchReport", "allowed", "fetch_missing", "needs_fetch", "prefix_problem",
+           "server_problem"]
 
 _TOKEN = "{{context.patientId}}"
+#: FHIR R4 ``id``: https://hl7.org/fhir/R4/datatypes.html#id
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +115,62 @@ def server_problem(url: Any) -> str | None:
     return None
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _normal(url: str) -> tuple[str, str, int, tuple[str, ...]] | None:
+    """``(scheme, host, port, path segments)`` of an http(s) URL, normalised as the
+    module docstring says; None for anything else, or a URL with user information."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS or "@" in parts.netloc or not parts.hostname:
+            return None
+        host = httpx.URL(url).raw_host.decode("ascii").lower().rstrip(".")
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except (ValueError, UnicodeError, httpx.InvalidURL):
+        return None
+    path = parts.path
+    for _ in range(8):  # decode until stable: what a server, or a proxy before it, could read
+        decoded = urllib.parse.unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    else:
+        return None
+    segments: list[str] = []
+    for segment in path.replace("\\", "/").split("/"):
+        if segment == "..":
+            if not segments:
+                return None  # above the root
+            segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return scheme, host, port, tuple(segments)
+
+
+def _within(url: str, base: str) -> bool:
+    """Whether ``url`` lies under ``base``: same scheme, host and port, and the segments
+    of ``base``'s path begin ``url``'s (both normalised; query and fragment ignored)."""
+    u, b = _normal(url), _normal(base)
+    return u is not None and b is not None and u[:3] == b[:3] and u[3][:len(b[3])] == b[3]
+
+
+def prefix_problem(prefix: Any) -> str | None:
+    """Why ``prefix`` cannot be a ``--fetch-from`` prefix (None: it can): an http(s)
+    base URL with a host, without query, fragment or user information."""
+    why = server_problem(prefix)
+    if why is None and _normal(str(prefix)) is None:
+        why = "expected an http:// or https:// URL without user information (user@host) or '..' above its root"
+    return why
+
+
+def allowed(server: str, prefixes: Sequence[str]) -> bool:
+    """Whether the service may fetch from ``server`` (a request's ``fhirServer``): it lies
+    under one of ``prefixes`` (see the module docstring for the comparison)."""
+    return any(_within(server, prefix) for prefix in prefixes)
+
+
 def needs_fetch(value: Any) -> bool:
     """Whether a prefetch entry must be fetched: absent (None), a failed fetch
     (an OperationOutcome), or a Bundle with a ``next`` link (later pages not read)."""
@@ -113,16 +187,6 @@ def _next(bundle: Mapping[str, Any]) -> str | None:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return str(link["url"])
     return None
-
-
-def _under(url: str, base: str) -> bool:
-    """Whether ``url`` is on the FHIR server ``base`` (same scheme, host, port, under its path)."""
-    try:
-        u, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(base)
-    except ValueError:
-        return False
-    path = b.path.rstrip("/") + "/"
-    return (u.scheme, u.netloc) == (b.scheme, b.netloc) and (u.path + "/").startswith(path)
 
 
 async def _get(client: httpx.AsyncClient, url: str, budget: _Budget) -> dict[str, Any]:
@@ -174,7 +238,7 @@ async def _fetch_key(client: httpx.AsyncClient, key: str, base: str, url: str, g
                 result = await _get(client, url, budget)
             else:
                 while nxt is not None:
-                    if not _under(nxt, base):
+                    if not _within(nxt, base):
                         note = f"a next link points outside fhirServer ({nxt}); it was not followed"
                         break
                     if pages >= budget.limits.pages:
@@ -245,6 +309,12 @@ async def fetch_missing(request: Mapping[str, Any], templates: Mapping[str, str]
     if not isinstance(patient, str) or not patient:
         for key in todo:
             report.failed.append(f"{key}: cannot be fetched: the request has no context.patientId")
+        return prefetch, report
+    if not _FHIR_ID.fullmatch(patient) or patient in (".", ".."):
+        # the id goes into the URL path (Patient/{id}): nothing but a FHIR id may move it
+        for key in todo:
+            report.failed.append(f"{key}: cannot be fetched: context.patientId {patient[:80]!r} is not a FHIR id "
+                                 "(1 to 64 of A-Z a-z 0-9 - .)")
         return prefetch, report
     headers = {"Accept": "application/fhir+json"}
     auth = request.get("fhirAuthorization")

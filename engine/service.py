@@ -21,7 +21,7 @@ import datetime
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -259,7 +259,7 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
             "/cds-services": {"get": {"summary": "CDS Hooks discovery", "responses": {"200": {"description": "services"}}}},
             f"/cds-services/{service_id(engine) if engine is not None else SERVICE_ID}": {"post": {
                 "summary": "CDS Hooks patient-view: FHIR R4 Patient, Condition, Observation in prefetch, or fetched "
-                           "from fhirServer",
+                           "from fhirServer when it lies under the service's --fetch-from prefixes (default: none)",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/CdsRequest"}}}},
                 "responses": {"200": {"description": "cards"}, "400": bad, "408": bad, "412": bad, "413": bad,
@@ -271,10 +271,23 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
 
 def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_body: int = DEFAULT_MAX_BODY,
                max_patients: int = DEFAULT_MAX_PATIENTS, body_timeout: float = DEFAULT_BODY_TIMEOUT,
-               fetch_limits: FetchLimits | None = None) -> Starlette:
-    """The ASGI application around one engine (shared by all requests).  ``fetch_limits``
-    bound what a CDS request may fetch from its ``fhirServer`` (default
-    :class:`nbrules.fhir_fetch.FetchLimits`)."""
+               fetch_from: Sequence[str] = (), fetch_limits: FetchLimits | None = None) -> Starlette:
+    """The ASGI application around one engine (shared by all requests).
+
+    ``fetch_from``: base-URL prefixes (``https://ehr.example.org/fhir/``) of the FHIR
+    servers a CDS request's ``fhirServer`` may name for the service to fetch what its
+    prefetch lacks (:func:`nbrules.fhir_fetch.allowed`); empty (the default): nothing
+    is ever fetched, and a request whose prefetch is missing is answered 412 (NB742).
+    Raises ValueError for a prefix that is not an http(s) base URL.  ``fetch_limits``
+    bound what a CDS request may fetch (default :class:`nbrules.fhir_fetch.FetchLimits`)."""
+    fetch_from = tuple(fetch_from)
+    if fetch_from:
+        from .fhir_fetch import prefix_problem
+
+        for prefix in fetch_from:
+            why = prefix_problem(prefix)
+            if why is not None:
+                raise ValueError(f"fetch_from: {prefix!r}: {why}")
     fhir = mapping or load_mapping(facts=engine.build.package.facts, outputs=engine.build.vocabulary)
     profiled: dict[tuple[str, int], RuleEngine] = {}
     profiled_lock = threading.Lock()
@@ -351,9 +364,10 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         data = await _body(request, max_body, body_timeout)
         if not isinstance(data, dict):
             raise _Problem(400, "expected a CDS Hooks request object")
-        problems = []
+        problems: list[Diagnostic] = []
         if data.get("hook") != "patient-view":
-            problems.append({"pointer": "/hook", "code": "NB504", "detail": f"expected 'patient-view', found {shown(repr(data.get('hook')))}"})
+            problems.append(Diagnostic("NB504", f"expected 'patient-view', found {shown(repr(data.get('hook')))}",
+                                       pointer="/hook"))
         prefetch = data.get("prefetch")
         server = data.get("fhirServer")
         if server is not None:
@@ -361,49 +375,72 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
 
             why = server_problem(server)
             if why is not None:
-                problems.append({"pointer": "/fhirServer", "code": "NB741",
-                                 "detail": f"{why} (the base URL of a FHIR server), found {shown(repr(server))}"})
-        if not problems and server is None and (
-                prefetch is None or (isinstance(prefetch, dict) and all(v is None for v in prefetch.values()))):
+                problems.append(Diagnostic("NB741", f"{why} (the base URL of a FHIR server), found {shown(repr(server))}",
+                                           pointer="/fhirServer"))
+        missing = prefetch is None or (isinstance(prefetch, dict) and all(v is None for v in prefetch.values()))
+        if not problems and server is None and missing:
             # CDS Hooks 2.0: a service that cannot obtain the data it needs answers 412
             raise _Problem(412, "the prefetch of patient, conditions and observations (see /cds-services) is missing, "
                                 "and no fhirServer is given to fetch them from")
+        if not problems and server is not None and missing and not _may_fetch(server):
+            raise _Problem(412, "the prefetch of patient, conditions and observations (see /cds-services) is missing, "
+                                "and this service may not fetch them from fhirServer", _errors([_refused(server)]))
         if prefetch is not None and not isinstance(prefetch, dict):
-            problems.append({"pointer": "/prefetch", "code": "NB502", "detail": "expected an object of prefetch results"})
+            problems.append(Diagnostic("NB502", "expected an object of prefetch results", pointer="/prefetch"))
         elif isinstance(prefetch, dict):
             for key, value in prefetch.items():
                 if value is not None and not isinstance(value, dict):
-                    problems.append({"pointer": join_pointer("/prefetch", key), "code": "NB502",
-                                     "detail": "expected a FHIR resource or Bundle"})
+                    problems.append(Diagnostic("NB502", "expected a FHIR resource or Bundle",
+                                               pointer=join_pointer("/prefetch", key)))
         if not problems:  # the parts of the resources nbrules reads must have their FHIR types
             for p in schema_problems(schema_validator("cds-request.schema.json"), data):
                 if len(problems) == MAX_PROBLEMS:
-                    problems.append({"pointer": "", "code": "NB550", "detail": "further problems not listed"})
+                    problems.append(Diagnostic("NB550", "further problems not listed"))
                     break
-                problems.append({"pointer": p.pointer, "code": _CDS_CODES[p.kind], "detail": p.message})
+                problems.append(Diagnostic(_CDS_CODES[p.kind], p.message, pointer=p.pointer))
         if problems:
-            raise _Problem(400, "invalid CDS Hooks request", problems)
-        fetched = await _fetch(data) if server is not None else None
+            raise _Problem(400, "invalid CDS Hooks request", _errors(problems))
+        fetched = await _fetch(data, server) if server is not None else None
         base = str(request.base_url).rstrip("/")
         recorded = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return await run_in_threadpool(lambda: _json(cards_for(engine, fhir, data, reference_base=base,
                                                                recorded=recorded, fetched=fetched)))
 
-    async def _fetch(data: dict[str, Any]) -> FetchReport | None:
-        """Complete ``data["prefetch"]`` from its fhirServer (in place); 412 when nothing
-        about the patient could be obtained at all."""
-        from .fhir_fetch import FetchLimits, fetch_missing, needs_fetch
+    def _may_fetch(server: str) -> bool:
+        """Whether ``fetch_from`` lets the service fetch from ``server``."""
+        if not fetch_from:
+            return False
+        from .fhir_fetch import allowed
+
+        return allowed(server, fetch_from)
+
+    def _refused(server: str) -> Diagnostic:
+        listed = f" ({', '.join(fetch_from)})" if fetch_from else " (empty: this service fetches from no server)"
+        return Diagnostic("NB742", f"fhirServer {shown(repr(server))} is not under a prefix of the service's "
+                                   f"--fetch-from list{listed}, so nothing is fetched from it", pointer="/fhirServer",
+                          hint="send the data in prefetch, or start the service with `nbrules serve --fetch-from "
+                               "<base URL of the FHIR server>` (Python: create_app(engine, fetch_from=[...]))")
+
+    async def _fetch(data: dict[str, Any], server: str) -> FetchReport | None:
+        """Complete ``data["prefetch"]`` from its fhirServer (in place) when ``fetch_from``
+        allows it; 412 when nothing about the patient could be obtained at all.  Not
+        allowed: the prefetch as given, each entry it lacks reported as incomplete."""
+        from .fhir_fetch import FetchLimits, FetchReport, fetch_missing, needs_fetch
 
         templates = discovery(engine)["services"][0]["prefetch"]
         prefetch = data.get("prefetch") or {}
-        if not any(needs_fetch(prefetch.get(k)) for k in templates):
+        todo = [k for k in sorted(templates) if needs_fetch(prefetch.get(k))]
+        if not todo:
             return None
+        if not _may_fetch(server):
+            why = _refused(server).message
+            return FetchReport(incomplete=[f"{key}: not fetched: {why}" for key in todo])
         completed, report = await fetch_missing(data, templates, fetch_limits or FetchLimits())
         if not any(isinstance(v, dict) and v.get("resourceType") not in (None, "OperationOutcome")
                    for v in completed.values()):
             raise _Problem(412, "the data this service needs is not in the prefetch and could not be fetched from "
-                                "fhirServer", [{"pointer": "/fhirServer", "code": "NB740", "detail": line}
-                                               for line in report.failed + report.incomplete])
+                                "fhirServer", _errors([Diagnostic("NB740", line, pointer="/fhirServer")
+                                                       for line in report.failed + report.incomplete]))
         data["prefetch"] = completed
         return report
 

@@ -21,6 +21,7 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,7 +32,7 @@ from nbrules import RuleEngine
 
 httpx = pytest.importorskip("httpx")
 
-from nbrules.fhir_fetch import FetchLimits  # noqa: E402
+from nbrules.fhir_fetch import FetchLimits, allowed, prefix_problem  # noqa: E402
 from nbrules.service import create_app  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -82,14 +83,22 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 class Client:
-    """The service in process (httpx's ASGI transport), with the given fetch limits."""
+    """The service in process (httpx's ASGI transport), with the given fetch limits.
+    ``fetch_from`` as ``create_app``'s; None: each request's own (valid) ``fhirServer``
+    is the one prefix, as ``nbrules serve --fetch-from <that URL>`` would allow it."""
 
-    def __init__(self, engine: RuleEngine, **limits: Any) -> None:
-        self.app = create_app(engine, fetch_limits=FetchLimits(**limits))
+    def __init__(self, engine: RuleEngine, fetch_from: tuple[str, ...] | None = None, **limits: Any) -> None:
+        self.engine, self.fetch_from, self.limits = engine, fetch_from, FetchLimits(**limits)
 
     def post(self, path: str, json: Any) -> Any:
+        allow = self.fetch_from
+        if allow is None:
+            server = json.get("fhirServer")
+            allow = (server,) if isinstance(server, str) and prefix_problem(server) is None else ()
+        app = create_app(self.engine, fetch_from=allow, fetch_limits=self.limits)
+
         async def go() -> Any:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://nbrules") as c:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://nbrules") as c:
                 return await c.post(path, json=json)
 
         return asyncio.run(go())
@@ -97,7 +106,7 @@ class Client:
 
 @pytest.fixture(scope="module")
 def client(engine: RuleEngine) -> Callable[..., Client]:
-    return lambda **limits: Client(engine, **limits)
+    return lambda **options: Client(engine, **options)
 
 
 def without_prefetch(server: Any, token: str | None = TOKEN, **changes: Any) -> dict[str, Any]:
@@ -152,7 +161,8 @@ def test_the_bearer_token_is_sent_and_a_refusal_is_a_failed_fetch(
         answer = client().post(PATH, json=without_prefetch(fhir_server, token))
         assert answer.status_code == 412, answer.text  # nothing could be fetched at all
         problem = answer.json()
-        assert [e["code"] for e in problem["errors"]] == ["NB740"] * 3
+        assert [(e["pointer"], e["code"], e["name"]) for e in problem["errors"]] == [
+            ("/fhirServer", "NB740", "fhir-fetch-failed")] * 3
         assert all("HTTP 401" in e["detail"] and "login" in e["detail"] for e in problem["errors"])
         assert TOKEN not in answer.text and "wrong-token" not in answer.text
 
@@ -268,8 +278,228 @@ def test_bad_fhir_server_and_authorization_are_400(client: Callable[..., Client]
                 "http://h/fhir?x=1", 42):
         answer = client().post(PATH, json=without_prefetch(bad))
         assert answer.status_code == 400, bad
-        assert [(e["pointer"], e["code"]) for e in answer.json()["errors"]] == [("/fhirServer", "NB741")]
+        assert [(e["pointer"], e["code"], e["name"]) for e in answer.json()["errors"]] == [
+            ("/fhirServer", "NB741", "fhir-server-not-url")]
     request = without_prefetch("http://127.0.0.1:9")
     request["fhirAuthorization"]["token_type"] = "Basic"
     answer = client().post(PATH, json=request)
     assert answer.status_code == 400 and answer.json()["errors"][0]["pointer"] == "/fhirAuthorization/token_type"
+
+
+# -- fetching is opt-in: --fetch-from / create_app(fetch_from=...) ---------------------------
+
+EHR = "https://ehr.example.org/fhir/"
+
+
+@pytest.mark.parametrize("server, admitted", [
+    ("https://ehr.example.org/fhir", True),
+    ("https://ehr.example.org/fhir/", True),
+    ("https://ehr.example.org/fhir/R4", True),
+    ("HTTPS://EHR.Example.ORG:443/fhir/R4/", True),  # scheme and host in any case, the default port written
+    ("https://ehr.example.org./fhir", True),  # the fully qualified name, with its root dot
+    ("https://ehr.example.org//fhir/./R4", True),
+    ("https://ehr.example.org.evil.com/fhir", False),  # look-alike host that a string prefix would pass
+    ("https://ehr.example.org.evil.com/fhir/", False),
+    ("https://evil.com/ehr.example.org/fhir/", False),
+    ("https://xehr.example.org/fhir", False),
+    ("https://api.ehr.example.org/fhir", False),
+    ("https://ehr.example.org:8443/fhir", False),  # another port
+    ("http://ehr.example.org/fhir", False),  # another scheme
+    ("http://ehr.example.org:443/fhir", False),
+    ("https://ehr.example.org/fhirx", False),  # the path only begins alike
+    ("https://ehr.example.org/", False),
+    ("https://ehr.example.org/fhir/../admin", False),  # escapes the prefix
+    ("https://ehr.example.org/fhir/%2e%2e/admin", False),
+    ("https://ehr.example.org/fhir/%252e%252e/admin", False),
+    ("https://ehr.example.org/fhir%2F..%2Fadmin", False),
+    ("https://ehr.example.org/fhir/..%5Cadmin", False),
+    ("https://ehr.example.org@evil.com/fhir", False),  # user information: the host is evil.com
+    ("https://user@ehr.example.org/fhir", False),
+])
+def test_allowed_compares_scheme_host_port_and_path_segments(server: str, admitted: bool) -> None:
+    assert allowed(server, [EHR]) is admitted
+    assert allowed(server, ["https://other.example/", EHR]) is admitted  # any prefix of the list
+    assert allowed(server, []) is False
+
+
+def test_a_prefix_without_path_admits_the_whole_origin_and_bad_prefixes_are_refused(engine: RuleEngine) -> None:
+    assert allowed("https://ehr.example.org/any/base", ["https://ehr.example.org"])
+    assert not allowed("https://ehr.example.org.evil.com/", ["https://ehr.example.org"])
+    for bad in ("ftp://ehr.example.org/", "https://", "https://ehr.example.org/fhir?x=1", "https://u:p@ehr.example.org/",
+                "https://ehr.example.org/../", "ehr.example.org/fhir"):
+        assert prefix_problem(bad) is not None, bad
+        with pytest.raises(ValueError, match="fetch_from"):
+            create_app(engine, fetch_from=[bad])
+
+
+class Listener:
+    """A loopback socket that counts the connections made to it (and never answers)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/fhir"
+        self.made: list[socket.socket] = []
+
+    def connections(self) -> int:
+        while True:
+            try:
+                self.made.append(self.sock.accept()[0])
+            except BlockingIOError:
+                return len(self.made)
+
+    def close(self) -> None:
+        for s in self.made:
+            s.close()
+        self.sock.close()
+
+
+@pytest.fixture()
+def listener() -> Iterator[Listener]:
+    it = Listener()
+    yield it
+    it.close()
+
+
+def test_fetching_is_off_by_default_and_nothing_is_contacted(engine: RuleEngine, listener: Listener) -> None:
+    default = Client(engine, fetch_from=())  # create_app's default: no --fetch-from
+    answer = default.post(PATH, json=without_prefetch(listener.url))
+    assert answer.status_code == 412, answer.text
+    [entry] = answer.json()["errors"]
+    assert (entry["pointer"], entry["code"], entry["name"]) == ("/fhirServer", "NB742", "fhir-server-not-allowed")
+    assert "--fetch-from" in entry["detail"] and "--fetch-from" in entry["hint"]
+    assert TOKEN not in answer.text
+    # some prefetch: answered from it, the entries it lacks reported as incomplete (not fetched)
+    request = copy.deepcopy(MS_INFANT)
+    del request["prefetch"]["observations"]
+    request.update(fhirServer=listener.url, fhirAuthorization={"access_token": TOKEN, "token_type": "Bearer"})
+    answer = default.post(PATH, json=request)
+    assert answer.status_code == 200, answer.text
+    record = answer.json()["extension"]["nbrules"]
+    [line] = record["incomplete"]
+    assert line.startswith("observations: not fetched: fhirServer") and "--fetch-from" in line
+    assert "fetched" not in record and record["failedFetches"] == []
+    assert "could not be fetched" in answer.json()["cards"][-1]["summary"]
+    # a complete prefetch needs nothing fetched: the same answer as without fhirServer
+    complete = {**copy.deepcopy(MS_INFANT), "fhirServer": listener.url}
+    assert summaries(default.post(PATH, json=complete).json()) == summaries(default.post(PATH, json=MS_INFANT).json())
+    assert listener.connections() == 0  # no connection was ever attempted
+
+
+def test_only_a_listed_fhir_server_is_fetched_from(fhir_server: str, engine: RuleEngine) -> None:
+    port = int(fhir_server.rsplit(":", 1)[1])
+    listed = Client(engine, fetch_from=("https://ehr.example.org/fhir/", f"{fhir_server}/"))
+    answer = listed.post(PATH, json=without_prefetch(fhir_server))
+    assert answer.status_code == 200, answer.text
+    assert [f["status"] for f in answer.json()["extension"]["nbrules"]["fetched"]] == ["complete"] * 3
+    for prefix, server in [
+            (f"http://127.0.0.1:{port + 1}/", fhir_server),  # another port
+            (f"https://127.0.0.1:{port}/", fhir_server),  # another scheme
+            (f"http://localhost:{port}/", fhir_server),  # hosts are compared by name, not resolved
+            (f"{fhir_server}/fhir/", fhir_server),  # the server's root is not under the prefix
+            (f"{fhir_server}/", f"http://127.0.0.1.evil.invalid:{port}/")]:  # a look-alike host
+        answer = Client(engine, fetch_from=(prefix,)).post(PATH, json=without_prefetch(server))
+        assert answer.status_code == 412, (prefix, server, answer.text)
+        assert [(e["code"], e["name"]) for e in answer.json()["errors"]] == [("NB742", "fhir-server-not-allowed")]
+        assert prefix in answer.json()["errors"][0]["detail"]
+
+
+def test_a_request_to_an_allowed_server_does_connect(engine: RuleEngine, listener: Listener) -> None:
+    """The converse of the default-off test: the listener does see the connections."""
+    answer = Client(engine, fetch_from=(listener.url,), seconds=0.5).post(PATH, json=without_prefetch(listener.url))
+    assert answer.status_code == 412 and all(e["code"] == "NB740" for e in answer.json()["errors"])
+    assert listener.connections() > 0
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--fetch-from", "https://ehr.example.org.evil.com@ehr.example.org/fhir/"], "without user information"),
+    (["--fetch-from", "ehr.example.org/fhir"], "expected an http:// or https:// URL"),
+    (["--fetch-from", "https://ehr.example.org/fhir?_format=json"], "without query or fragment"),
+    (["--fetch-timeout", "5"], "--fetch-timeout applies only with --fetch-from"),
+    (["--fetch-from", EHR, "--fetch-timeout", "0"], "--fetch-timeout: 0 is not a positive number of seconds"),
+])
+def test_bad_fetch_options_are_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
+    from nbrules.cli import main
+
+    code = main(["serve", "--port", "0", *argv])
+    out, err = capsys.readouterr()
+    assert code == 4 and out == "", err
+    assert len(err.strip().splitlines()) == 1 and expected in err
+
+
+def test_serve_help_names_the_fetch_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from nbrules.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--fetch-from PREFIX" in text and "default: never fetch" in text and "--fetch-timeout SECONDS" in text
+
+
+@pytest.mark.slow
+def test_the_served_service_fetches_nothing_by_default(listener: Listener) -> None:
+    """``nbrules serve`` as benchmarks/load_test.py starts it for the schemathesis run
+    (tests/test_api_fuzz.py): whatever fhirServer a request names, nothing is contacted;
+    with --fetch-from naming it, it is."""
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    from load_test import start_server
+
+    proc, url = start_server()
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            answer = http.post(PATH, json=without_prefetch(listener.url))
+            partial = copy.deepcopy(MS_INFANT)
+            partial["prefetch"]["conditions"] = None
+            partial["fhirServer"] = listener.url
+            answered = http.post(PATH, json=partial)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert answer.status_code == 412 and answer.json()["errors"][0]["code"] == "NB742", answer.text
+    assert answered.status_code == 200 and any(
+        line.startswith("conditions: not fetched") for line in answered.json()["extension"]["nbrules"]["incomplete"])
+    assert listener.connections() == 0
+    # the options reach the service: --fetch-from admits the listener, --fetch-timeout bounds the wait
+    proc, url = start_server("--fetch-from", listener.url, "--fetch-timeout", "0.5")
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            answer = http.post(PATH, json=without_prefetch(listener.url))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert answer.status_code == 412 and all(
+        e["code"] == "NB740" and "time limit of 0.5 s" in e["detail"] for e in answer.json()["errors"]), answer.text
+    assert listener.connections() > 0
+
+
+def test_a_patient_id_cannot_move_the_fetch_out_of_fhir_server(engine: RuleEngine, listener: Listener) -> None:
+    allowed_listener = Client(engine, fetch_from=(listener.url,))
+    for patient in ("../../admin", "..%2F..%2Fadmin", "..", "p1?x=", "p 1"):
+        request = without_prefetch(listener.url, context={"userId": "Practitioner/example", "patientId": patient})
+        answer = allowed_listener.post(PATH, json=request)
+        assert answer.status_code == 412, answer.text
+        assert all(e["code"] == "NB740" and "is not a FHIR id" in e["detail"] for e in answer.json()["errors"])
+    assert listener.connections() == 0
+
+
+def test_cds_problem_entries_have_the_shape_of_the_rest_of_the_service(client: Callable[..., Client]) -> None:
+    """Every entry as Diagnostic.to_problem() makes it: pointer, code, its name, detail."""
+    from nbrules.diagnostics import CODES
+
+    request = copy.deepcopy(MS_INFANT)
+    request["hook"] = "order-sign"
+    request["prefetch"]["conditions"] = "a string"
+    answer = client().post(PATH, json=request)
+    assert answer.status_code == 400
+    entries = answer.json()["errors"]
+    assert [(e["pointer"], e["code"]) for e in entries] == [("/hook", "NB504"), ("/prefetch/conditions", "NB502")]
+    request = copy.deepcopy(MS_INFANT)
+    request["prefetch"]["patient"]["birthDate"] = 20230101  # a FHIR date is a string
+    answer = client().post(PATH, json=request)
+    assert answer.status_code == 400
+    entries += answer.json()["errors"]
+    assert entries[-1]["pointer"] == "/prefetch/patient/birthDate"
+    for e in entries:
+        assert set(e) <= {"pointer", "code", "name", "detail", "hint"} and e["name"] == CODES[e["code"]].name, e
