@@ -26,6 +26,7 @@ from typing import IO, Any, Iterable, Iterator, Sequence
 
 from .cohort import Row, read_rows
 from .diagnostics import Diagnostic
+from .encoding import compact
 from .errors import NbrulesError, PatientInputError
 from .patient import DEFAULT_MAX_INPUT, not_text
 from .results import Result
@@ -87,9 +88,11 @@ def _text(line: str) -> str:
     return line.encode("utf-8", "backslashreplace").decode("utf-8") if not_text(line) else line
 
 
-def row_record(row: Row, engine: Any) -> tuple[str, str]:
+def row_record(row: Row, engine: Any, outputs: Sequence[str] | None = None) -> tuple[str, str]:
     """(status, one JSON line) for a row: ``ok``/``indeterminate`` with the result,
-    ``invalid`` with the problems of bad input, ``error`` when the evaluation failed."""
+    ``invalid`` with the problems of bad input, ``error`` when the evaluation failed.
+    ``outputs``: ``engine.requested_outputs()``, computed once by the caller (default:
+    computed here)."""
     problems = row.problems
     status = "invalid"
     if not problems and row.facts is not None:
@@ -102,10 +105,9 @@ def row_record(row: Row, engine: Any) -> tuple[str, str]:
             problems = (exc.diagnostics[0] if isinstance(exc, NbrulesError) and exc.diagnostics else
                         Diagnostic(code="NB530", message=f"{type(exc).__name__}: {exc}"),)
         else:
-            status = status_of(result, engine.requested_outputs())
-            head = json.dumps({"row": row.number, "id": row.id, "status": status}, ensure_ascii=False,
-                              separators=(",", ":"))
-            return status, _text(f'{head[:-1]},"result":{result.to_compact_json()}}}')
+            status = status_of(result, engine.requested_outputs() if outputs is None else outputs)
+            head = f'{{"row":{row.number},"id":{compact(row.id)},"status":"{status}","result":'
+            return status, _text(f'{head}{result.to_compact_json()}}}')
 
     record = {"row": row.number, "id": row.id, "status": status,
               "problems": [{"pointer": d.pointer or "", "code": d.code, "name": d.name, "message": d.message,
@@ -137,7 +139,8 @@ def _init_worker(spec: EngineSpec, parent: int) -> None:
 
 
 def _work(chunk: Sequence[Row]) -> list[tuple[str, str]]:
-    return [row_record(row, _WORKER_ENGINE) for row in chunk]
+    outputs = _WORKER_ENGINE.requested_outputs()
+    return [row_record(row, _WORKER_ENGINE, outputs) for row in chunk]
 
 
 def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
@@ -156,8 +159,9 @@ def _records(rows: Iterable[Row], spec: EngineSpec, workers: int, engine: Any = 
         own = engine is None
         engine = spec.build() if own else engine
         try:
+            outputs = engine.requested_outputs()
             for row in rows:
-                yield row_record(row, engine)
+                yield row_record(row, engine, outputs)
         finally:
             if own:
                 engine.close()
