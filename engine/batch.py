@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import multiprocessing
 import os
 import sys
 import threading
@@ -22,9 +23,9 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence, TypeVar
 
-from .cohort import Row, read_rows
+from .cohort import Row, jsonl_lines, jsonl_row, read_rows, unique_id
 from .diagnostics import Diagnostic
 from .encoding import compact
 from .errors import NbrulesError, PatientInputError
@@ -47,9 +48,14 @@ class EngineSpec:
     as_of: datetime.date | None = None  # the parent's evaluation date, so workers choose the same versions
     profile: str | None = None
 
-    def build(self) -> Any:
+    def build(self, checked: Any = None) -> Any:
+        """The engine; from ``checked`` (a :class:`~nbrules.pipeline.RuleSetBuild` of the same
+        rules, already loaded and checked) when given, which skips loading and checking."""
         from .runtime import RuleEngine
 
+        if checked is not None:
+            return RuleEngine(checked, use=self.use, cache_size=self.cache_size, decisions=self.decisions,
+                              as_of=self.as_of, profile=self.profile)
         if self.rules is None:
             return RuleEngine.default(use=self.use, cache_size=self.cache_size, decisions=self.decisions,
                                       as_of=self.as_of, profile=self.profile)
@@ -132,10 +138,21 @@ def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="nbrules-parent-watch", daemon=True).start()
 
 
-def _init_worker(spec: EngineSpec, parent: int) -> None:
+def _init_worker(spec: EngineSpec, parent: int, checked: Any = None) -> None:
     global _WORKER_ENGINE
     _exit_with_parent(parent)
-    _WORKER_ENGINE = spec.build()
+    _WORKER_ENGINE = spec.build(checked)
+
+
+def _pool(spec: EngineSpec, workers: int, engine: Any) -> ProcessPoolExecutor:
+    """Worker processes, each with its own engine.  Where workers are forked, each starts
+    from the parent engine's checked rule set (inherited, not pickled): it only compiles,
+    instead of loading, checking, verifying and running the cases again (seconds), and
+    every worker has exactly the rules the parent checked."""
+    forked = multiprocessing.get_start_method() == "fork"
+    checked = engine.build if engine is not None and forked else None
+    return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                               initargs=(spec, os.getpid(), checked))
 
 
 def _work(chunk: Sequence[Row]) -> list[tuple[str, str]]:
@@ -143,8 +160,51 @@ def _work(chunk: Sequence[Row]) -> list[tuple[str, str]]:
     return [row_record(row, _WORKER_ENGINE, outputs) for row in chunk]
 
 
-def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
-    chunk: list[Row] = []
+def _work_lines(chunk: Sequence[tuple[int, bytes | str | None]], id_column: str,
+                max_row: int) -> list[tuple[str | None, int, str, str]]:
+    """In a worker: parse and evaluate JSONL lines; (row id, row number, status, line) each."""
+    outputs = _WORKER_ENGINE.requested_outputs()
+    out = []
+    for number, line in chunk:
+        row = jsonl_row(number, line, id_column, max_row)
+        if row is not None:
+            out.append((row.id, row.number, *row_record(row, _WORKER_ENGINE, outputs)))
+    return out
+
+
+def _line_records(lines: Iterable[tuple[int, bytes | str | None]], spec: EngineSpec, workers: int, id_column: str,
+                  max_row: int, engine: Any = None) -> Iterator[tuple[str, str]]:
+    """The records of JSONL lines evaluated by ``workers`` processes, in input order.
+
+    The lines go to the workers unparsed, so the parent only reads and writes: parsing
+    in the parent would make it the bottleneck of the run.  A row whose id an earlier
+    row has gets the NB560 record :func:`~nbrules.cohort.read_rows` gives it.
+    """
+    first: dict[str, int] = {}
+    with _pool(spec, workers, engine) as pool:
+        window: deque[Future[list[tuple[str | None, int, str, str]]]] = deque()
+
+        def done(future: Future[list[tuple[str | None, int, str, str]]]) -> Iterator[tuple[str, str]]:
+            for row_id, number, status, line in future.result():
+                if row_id is not None:
+                    row = unique_id(Row(number, row_id, None), first, id_column)
+                    if row.problems:
+                        status, line = row_record(row, None)
+                yield status, line
+
+        for chunk in _chunks(lines, CHUNK):
+            window.append(pool.submit(_work_lines, chunk, id_column, max_row))
+            if len(window) >= 2 * workers:  # bounded: memory stays constant
+                yield from done(window.popleft())
+        while window:
+            yield from done(window.popleft())
+
+
+_T = TypeVar("_T")
+
+
+def _chunks(rows: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    chunk: list[_T] = []
     for row in rows:
         chunk.append(row)
         if len(chunk) == size:
@@ -166,8 +226,7 @@ def _records(rows: Iterable[Row], spec: EngineSpec, workers: int, engine: Any = 
             if own:
                 engine.close()
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(spec, os.getpid())) as pool:
+    with _pool(spec, workers, engine) as pool:
         window: deque[Future[list[tuple[str, str]]]] = deque()
         for chunk in _chunks(rows, CHUNK):
             window.append(pool.submit(_work, chunk))
@@ -227,7 +286,8 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     NB509 error record.
 
     With one worker, ``engine`` (built from ``spec`` by the caller, and left open) is
-    used instead of building another; worker processes always build their own.
+    used instead of building another; worker processes build their own, from its
+    checked rule set where they are forked.  JSONL lines are parsed in the workers.
     """
     summary = BatchSummary()
     start = time.perf_counter()
@@ -236,7 +296,7 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
         from .fhir_bulk import bulk_rows
 
         mapping = load_mapping(facts=engine.build.package.facts if engine is not None else None)
-        _write(bulk_rows(Path(source), mapping, max_row), out, spec, workers, engine, summary, None, None)
+        _write(_records(bulk_rows(Path(source), mapping, max_row), spec, workers, engine), out, summary, None, None)
         summary.seconds = time.perf_counter() - start
         return summary
     if source == "-":
@@ -248,9 +308,14 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     counter = _CountingReader(raw)
     bar = _Progress(progress, total) if progress is not None else None
     try:
-        rows = read_rows(io.BufferedReader(counter), fmt, id_column,
-                         engine.build.package.facts if engine is not None else None, max_row=max_row)
-        _write(rows, out, spec, workers, engine, summary, bar, counter)
+        if fmt == "jsonl" and workers > 1:
+            records = _line_records(jsonl_lines(io.BufferedReader(counter), max_row), spec, workers, id_column,
+                                    max_row, engine)
+        else:
+            records = _records(read_rows(io.BufferedReader(counter), fmt, id_column,
+                                         engine.build.package.facts if engine is not None else None, max_row=max_row),
+                               spec, workers, engine)
+        _write(records, out, summary, bar, counter)
     finally:
         if source != "-":
             raw.close()
@@ -260,9 +325,9 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     return summary
 
 
-def _write(rows: Iterable[Row], out: IO[str], spec: EngineSpec, workers: int, engine: Any, summary: BatchSummary,
-           bar: _Progress | None, counter: _CountingReader | None) -> None:
-    for status, line in _records(rows, spec, workers, engine):
+def _write(records: Iterable[tuple[str, str]], out: IO[str], summary: BatchSummary, bar: _Progress | None,
+           counter: _CountingReader | None) -> None:
+    for status, line in records:
         out.write(line + "\n")
         summary.rows += 1
         summary.statuses[status] = summary.statuses.get(status, 0) + 1
