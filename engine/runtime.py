@@ -190,7 +190,7 @@ class RuleEngine:
             day = self._day()
             if self._state.as_of == day:
                 return
-            new = RuleSetState(self._state.build, self._use, self.cache_size, day)
+            new = RuleSetState(self._state.build, self._use, self.cache_size, day, self.profile)
             with self._lock:
                 old, self._state = self._state, new
             self._retire(old)
