@@ -6,7 +6,7 @@ keys sorted).  orjson writes the same text several times faster, except for some
 floats (orjson ``0.00001`` and ``1.5e-7``, Python ``1e-05`` and ``1.5e-07``), an integer
 beyond 64 bits, a lone surrogate or a key that is not a string; :func:`compact` and
 :func:`canonical` then fall back to the standard library (for a float, whenever the
-text holds one of those forms, even inside a string), so the text is always the
+text holds ``0.0000`` or ``e-``, even inside a string), so the text is always the
 standard library's (tests/test_encoding.py compares them).  They take JSON data
 (dict, list, tuple, str, int, finite float, bool, None); nbrules never puts a
 non-finite float in a result (the patient validator rejects one).
@@ -15,7 +15,6 @@ non-finite float in a result (the patient validator rejects one).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -25,9 +24,10 @@ __all__ = ["compact", "canonical"]
 _plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _sorted = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
 _SORT_KEYS = orjson.OPT_SORT_KEYS
-#: Where orjson's text of a float may differ from Python's: a plain decimal below 1e-4,
-#: or an exponent of one digit (Python writes at least two).
-_OTHER_FLOAT = re.compile(rb"0\.0000|(?<![0-9A-Za-z.])\d+(?:\.\d+)?e[-+]?\d(?![0-9A-Za-z])")
+#: Where orjson's text of a float may differ from Python's, it holds one of these: a
+#: plain decimal below 1e-4 (``0.00001``) or a negative exponent of one digit (``1.5e-7``,
+#: Python ``1.5e-07``).  A plain substring test (fast); a string holding one falls back too.
+_MAYBE_OTHER_FLOAT = (b"0.0000", b"e-")
 
 
 def compact(value: Any) -> str:
@@ -36,7 +36,7 @@ def compact(value: Any) -> str:
         out = orjson.dumps(value)
     except TypeError:  # orjson.JSONEncodeError: a big integer, a lone surrogate, a key not a string
         return _plain(value)
-    if _OTHER_FLOAT.search(out):  # maybe a float Python writes otherwise (or only a string like one)
+    if _MAYBE_OTHER_FLOAT[0] in out or _MAYBE_OTHER_FLOAT[1] in out:  # maybe a float Python writes otherwise
         return _plain(value)
     return out.decode("utf-8")
 
@@ -47,6 +47,6 @@ def canonical(value: Any) -> str:
         out = orjson.dumps(value, option=_SORT_KEYS)
     except TypeError:
         return _sorted(value)
-    if _OTHER_FLOAT.search(out):
+    if _MAYBE_OTHER_FLOAT[0] in out or _MAYBE_OTHER_FLOAT[1] in out:
         return _sorted(value)
     return out.decode("utf-8")
