@@ -23,14 +23,19 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Sequence, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TypeVar
 
 from .cohort import Row, jsonl_lines, jsonl_row, read_rows, unique_id
 from .diagnostics import Diagnostic
 from .encoding import compact
 from .errors import NbrulesError, PatientInputError
 from .patient import DEFAULT_MAX_INPUT, not_text
+from .protocols import Evaluator
 from .results import Result
+
+if TYPE_CHECKING:
+    from .pipeline import RuleSetBuild
+    from .runtime import RuleEngine
 
 __all__ = ["BatchSummary", "EngineSpec", "run_batch", "row_record", "status_of"]
 
@@ -48,7 +53,7 @@ class EngineSpec:
     as_of: datetime.date | None = None  # the parent's evaluation date, so workers choose the same versions
     profile: str | None = None
 
-    def build(self, checked: Any = None) -> Any:
+    def build(self, checked: RuleSetBuild | None = None) -> RuleEngine:
         """The engine; from ``checked`` (a :class:`~nbrules.pipeline.RuleSetBuild` of the same
         rules, already loaded and checked) when given, which skips loading and checking."""
         from .runtime import RuleEngine
@@ -94,14 +99,14 @@ def _text(line: str) -> str:
     return line.encode("utf-8", "backslashreplace").decode("utf-8") if not_text(line) else line
 
 
-def row_record(row: Row, engine: Any, outputs: Sequence[str] | None = None) -> tuple[str, str]:
+def row_record(row: Row, engine: Evaluator | None, outputs: Sequence[str] | None = None) -> tuple[str, str]:
     """(status, one JSON line) for a row: ``ok``/``indeterminate`` with the result,
     ``invalid`` with the problems of bad input, ``error`` when the evaluation failed.
     ``outputs``: ``engine.requested_outputs()``, computed once by the caller (default:
-    computed here)."""
+    computed here); ``engine`` may be None for a row with problems."""
     problems = row.problems
     status = "invalid"
-    if not problems and row.facts is not None:
+    if not problems and row.facts is not None and engine is not None:
         try:
             result = engine.evaluate(row.facts)
         except PatientInputError as exc:
@@ -116,14 +121,13 @@ def row_record(row: Row, engine: Any, outputs: Sequence[str] | None = None) -> t
             return status, _text(f'{head}{result.to_compact_json()}}}')
 
     record = {"row": row.number, "id": row.id, "status": status,
-              "problems": [{"pointer": d.pointer or "", "code": d.code, "name": d.name, "message": d.message,
-                            **({"hint": d.hint} if d.hint else {})} for d in problems]}
+              "problems": [d.to_record() for d in problems]}
     return status, _text(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
 
 
 # -- worker processes ------------------------------------------------------------------------
 
-_WORKER_ENGINE: Any = None
+_WORKER_ENGINE: Evaluator | None = None
 
 
 def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
@@ -138,13 +142,13 @@ def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="nbrules-parent-watch", daemon=True).start()
 
 
-def _init_worker(spec: EngineSpec, parent: int, checked: Any = None) -> None:
+def _init_worker(spec: EngineSpec, parent: int, checked: RuleSetBuild | None = None) -> None:
     global _WORKER_ENGINE
     _exit_with_parent(parent)
     _WORKER_ENGINE = spec.build(checked)
 
 
-def _pool(spec: EngineSpec, workers: int, engine: Any) -> ProcessPoolExecutor:
+def _pool(spec: EngineSpec, workers: int, engine: Evaluator | None) -> ProcessPoolExecutor:
     """Worker processes, each with its own engine.  Where workers are forked, each starts
     from the parent engine's checked rule set (inherited, not pickled): it only compiles,
     instead of loading, checking, verifying and running the cases again (seconds), and
@@ -156,6 +160,7 @@ def _pool(spec: EngineSpec, workers: int, engine: Any) -> ProcessPoolExecutor:
 
 
 def _work(chunk: Sequence[Row]) -> list[tuple[str, str]]:
+    assert _WORKER_ENGINE is not None
     outputs = _WORKER_ENGINE.requested_outputs()
     return [row_record(row, _WORKER_ENGINE, outputs) for row in chunk]
 
@@ -163,6 +168,7 @@ def _work(chunk: Sequence[Row]) -> list[tuple[str, str]]:
 def _work_lines(chunk: Sequence[tuple[int, bytes | str | None]], id_column: str,
                 max_row: int) -> list[tuple[str | None, int, str, str]]:
     """In a worker: parse and evaluate JSONL lines; (row id, row number, status, line) each."""
+    assert _WORKER_ENGINE is not None
     outputs = _WORKER_ENGINE.requested_outputs()
     out = []
     for number, line in chunk:
@@ -173,7 +179,7 @@ def _work_lines(chunk: Sequence[tuple[int, bytes | str | None]], id_column: str,
 
 
 def _line_records(lines: Iterable[tuple[int, bytes | str | None]], spec: EngineSpec, workers: int, id_column: str,
-                  max_row: int, engine: Any = None) -> Iterator[tuple[str, str]]:
+                  max_row: int, engine: Evaluator | None = None) -> Iterator[tuple[str, str]]:
     """The records of JSONL lines evaluated by ``workers`` processes, in input order.
 
     The lines go to the workers unparsed, so the parent only reads and writes: parsing
@@ -214,10 +220,11 @@ def _chunks(rows: Iterable[_T], size: int) -> Iterator[list[_T]]:
         yield chunk
 
 
-def _records(rows: Iterable[Row], spec: EngineSpec, workers: int, engine: Any = None) -> Iterator[tuple[str, str]]:
+def _records(rows: Iterable[Row], spec: EngineSpec, workers: int,
+             engine: Evaluator | None = None) -> Iterator[tuple[str, str]]:
     if workers <= 1:
         own = engine is None
-        engine = spec.build() if own else engine
+        engine = spec.build() if engine is None else engine
         try:
             outputs = engine.requested_outputs()
             for row in rows:
@@ -279,7 +286,7 @@ class _Progress:
 
 
 def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: int = 1, id_column: str = "id",
-              progress: IO[str] | None = None, engine: Any = None, max_row: int = DEFAULT_MAX_INPUT) -> BatchSummary:
+              progress: IO[str] | None = None, engine: Evaluator | None = None, max_row: int = DEFAULT_MAX_INPUT) -> BatchSummary:
     """Evaluate every row of ``source`` (a path, or ``-`` for stdin) and write JSON lines to ``out``.
 
     Every row gets one line, in input order; a row over ``max_row`` bytes gets an

@@ -13,11 +13,10 @@ place without raising its version.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .cache import SHARED, SizedCache
 from .cases import run_cases
 from .diagnostics import Diagnostic
 from .model import Decision
@@ -64,7 +63,7 @@ def lock_problems(decisions: Iterable[Decision], recorded: Mapping[str, str]) ->
     for d in decisions:
         was = recorded.get(d.key)
         if was is not None and was != d.sha256:
-            out.append(d.file.diag(
+            out.append(d.positions.diag(
                 "NB812", f"{d.key} changed since its hash was recorded in {LOCK_FILE} (sha256 {was[:12]} -> "
                          f"{d.sha256[:12]}) but its version did not", "/version",
                 hint="raise the version of the edited file; if the change is meant to keep this version, "
@@ -82,8 +81,9 @@ def write_lock(root: Path, decisions: Iterable[Decision], recorded: Mapping[str,
     (Path(root) / LOCK_FILE).write_text(_LOCK_HEADER + body, encoding="utf-8")
     return len(merged)
 
-_MEMO: "OrderedDict[Any, tuple[Diagnostic, ...]]" = OrderedDict()
-_LOCK = threading.Lock()
+#: Verdicts by file, content hash and the facts read (one policy: :mod:`nbrules.cache`);
+#: held by the live engines, cleared when the last one closes.
+_VERDICTS: "SizedCache[Any, tuple[Diagnostic, ...]]" = SHARED.cache("governance.verdicts", 4 * 1024 * 1024)
 
 
 def governance_problems(decision: Decision) -> tuple[Diagnostic, ...]:
@@ -91,8 +91,7 @@ def governance_problems(decision: Decision) -> tuple[Diagnostic, ...]:
     if decision.status != "active":
         return ()
     key = (decision.source.display, decision.sha256, tuple(sorted(decision.facts.items())))
-    with _LOCK:
-        hit = _MEMO.get(key)
+    hit = _VERDICTS.get(key)
     if hit is not None:
         return hit
     report = verify_decision(decision, dead_conditions=False)
@@ -106,12 +105,8 @@ def governance_problems(decision: Decision) -> tuple[Diagnostic, ...]:
             reasons.append(f"{sum(1 for d in report.diagnostics if d.is_error)} verify error(s)")
         if failing:
             reasons.append(f"{len(failing)} failing case(s)")
-        head = decision.file.diag(
+        head = decision.positions.diag(
             "NB801", f"{decision.key} is active but not clean: {', '.join(reasons)}", "/status",
             hint="fix it, or set status: draft until it passes validate, test and verify")
         result = (head, *problems)
-    with _LOCK:
-        _MEMO[key] = result
-        if len(_MEMO) > 256:
-            _MEMO.popitem(last=False)
-    return result
+    return _VERDICTS.put(key, result)

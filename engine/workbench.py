@@ -37,12 +37,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .cohort import CohortFormatError, read_rows
-from .diagnostics import Diagnostic, did_you_mean
+from .diagnostics import Diagnostic, did_you_mean, problem_details
 from .patient import shown
 from .diff import diff_cohort, diff_decisions
 from .errors import PatientInputError
 from .explain import pending_given
 from .model import Decision
+from .protocols import Evaluator
 from .reference import anchor_id
 from .render import templates
 from .results import Result
@@ -181,7 +182,7 @@ def _field_views(vocabulary: Mapping[str, FactSpec], params: Mapping[str, str],
     return out
 
 
-def _result_view(result: Result, engine: RuleEngine, query: Mapping[str, str],
+def _result_view(result: Result, engine: Evaluator, query: Mapping[str, str],
                  multi: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     decisions = {d.id: d for d in engine.decisions}
     specs: dict[str, FactSpec] = dict(engine.build.vocabulary)  # input facts and the words of outputs
@@ -328,8 +329,7 @@ def workbench_routes(engine: RuleEngine) -> list[Route]:
     async def evaluate_json(request: Request) -> Response:
         facts, result, problems = await run_in_threadpool(_evaluate, request)
         if result is None:
-            body = {"type": "about:blank", "title": "the patient record is invalid", "status": 422,
-                    "errors": [{"pointer": p.pointer, "code": p.code, "detail": p.message} for p in problems]}
+            body = problem_details(422, "the patient record is invalid", [p.to_problem() for p in problems])
             return Response(json.dumps(body, ensure_ascii=False), 422, media_type="application/problem+json")
         return Response(result.to_json(), media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="nbrules-{result.input_sha256[:12]}.json"'})
