@@ -92,6 +92,6 @@ def _wheel_python_tag() -> str | None:
 _OPTIONS = {"bdist_wheel": {"python_tag": tag}} if (tag := _wheel_python_tag()) else {}
 
 setup(
-    install_requires=[_durable_rules_requirement(), "PyYAML>=6.0", "jsonschema>=4.18", "Jinja2>=3.1"],
+    install_requires=[_durable_rules_requirement(), "PyYAML>=6.0", "jsonschema>=4.18", "Jinja2>=3.1", "orjson>=3.9"],
     options=_OPTIONS,
 )

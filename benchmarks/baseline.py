@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 MS_SITES = {"skin", "liver", "bone_marrow"}
@@ -173,9 +174,33 @@ def decide(p: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     return outputs, fired
 
 
-# --- the same job as the product's batch: validate, decide, write the documented result ---
+# --- the same job as the product's batch: parse strictly, validate, check the input
+# constraints, canonicalise and hash the input, decide, write the same result document ---
 
-SPECS: dict[str, Any] = {}
+SPECS: dict[str, Any] = {}  # fact -> (kind, allowed values), filled by the benchmark
+ORDER: dict[str, dict[str, int]] = {}  # fact -> value-set order (sets) or {} (others), in facts.yaml order
+
+
+class Refused(ValueError):
+    """A row the baseline does not evaluate (bad JSON, schema, an input constraint)."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise Refused(f"duplicate key {k}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise Refused(f"{name} is not JSON")
+
+
+def parse(line: str) -> Any:
+    """Strict JSON: no duplicate keys, no NaN or Infinity."""
+    return json.loads(line, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
 
 
 def validate(p: Any) -> bool:
@@ -189,29 +214,85 @@ def validate(p: Any) -> bool:
         kind, allowed = spec
         if kind == "enum" and not (type(v) is str and v in allowed):
             return False
-        if kind == "set" and not (type(v) is list and all(x in allowed for x in v) and len(set(v)) == len(v)):
+        if kind == "set" and not (type(v) is list and all(type(x) is str and x in allowed for x in v)
+                                  and len(set(v)) == len(v)):
             return False
-        if kind == "int" and not (type(v) is int and 0 <= v <= 36525):
+        if kind == "int" and not ((type(v) is int or (type(v) is float and v.is_integer())) and 0 <= v <= 36525):
             return False
-        if kind == "num" and not (type(v) in (int, float) and 0 <= v <= 100):
+        if kind == "num" and not (type(v) in (int, float) and math.isfinite(v) and 0 <= v <= 100):
             return False
         if kind == "bool" and type(v) is not bool:
             return False
     return True
 
 
+MKI_NOT_APPLICABLE = ("needs mki_count, which does not apply to this patient "
+                      "(input constraint mki-count-only-for-neuroblastoma)")
+NOT_NB = {"ganglioneuroblastoma_intermixed", "ganglioneuroma_maturing", "ganglioneuroma_mature"}
+
+
+def constraints(p: dict[str, Any]) -> list[str]:
+    """The package's input constraints (rules/constraints.yaml), by hand: raises
+    :class:`Refused` for an error, returns the ids of the warnings that hold."""
+    sites = p.get("metastatic_sites")
+    pct = p.get("bone_marrow_tumor_percent")
+    if pct is not None and pct > 0 and sites is not None and "bone_marrow" not in sites:
+        raise Refused("marrow-percent-needs-marrow-site")
+    if sites is not None and "bone_marrow" in sites and pct is not None and not pct > 0:
+        raise Refused("marrow-site-needs-marrow-percent")
+    if p.get("histology_category") in NOT_NB and ("differentiation_grade" in p or "mki" in p or "mki_count" in p):
+        raise Refused("grade-or-mki-only-for-neuroblastoma")
+    if p.get("inss_stage") == "4S" and "age_days" in p and not p["age_days"] < 365:
+        raise Refused("inss-4s-infants-only")
+    warnings = []
+    if p.get("inss_stage") in ("4", "4S") and sites == []:
+        warnings.append("inss-distant-needs-sites")
+    if p.get("inss_stage") in ("1", "2A", "2B", "3") and sites:
+        warnings.append("inss-local-no-sites")
+    if p.get("mibg_bone_or_marrow_avid") is True and sites == []:
+        warnings.append("mibg-uptake-needs-sites")
+    return warnings
+
+
+def canonical(p: dict[str, Any]) -> dict[str, Any]:
+    """Facts in facts.yaml order, lists in value-set order, whole numbers as int."""
+    out: dict[str, Any] = {}
+    for name, order in ORDER.items():
+        if name in p:
+            v = p[name]
+            if order:
+                v = sorted(v, key=order.__getitem__)
+            elif type(v) is float and v.is_integer():
+                v = int(v)
+            out[name] = v
+    return out
+
+
 def document(p: dict[str, Any], meta: dict[tuple[str, str], dict[str, Any]]) -> str:
-    """The result document with its trace, as the product's batch writes it."""
+    """The result document with its trace, byte for byte as the product's batch writes it
+    (the benchmark checks that)."""
     outputs, fired = decide(p)
-    canonical = json.dumps(p, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    const = meta[("", "")]
+    canonical_text = json.dumps(p, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    seen = {**p, **outputs}
     trace = []
     for order, key in enumerate(fired, start=1):
         m = meta[key]
         trace.append({"order": order, "decision": key[0], "version": m["version"], "rule": key[1],
-                      "source": m["source"], "cite": m["cite"], "matched": {f: p.get(f) for f in m["facts"]},
+                      "source": m["source"], "cite": m["cite"], "matched": {f: seen.get(f) for f in m["facts"]},
                       "set": m["set"], **({"parameters": m["parameters"]} if m["parameters"] else {})})
-    doc = {"type": "nbrules.result", "outputs": outputs, "indeterminate": {}, "not_applicable": {}, "settled": {},
-           "from_input": {"inss_stage": {"decision": "inss", "value": p["inss_stage"]}}, "fired": trace, "warnings": [],
-           "rulesets": meta[("", "")]["rulesets"], "knowledge": meta[("", "")]["knowledge"], "input": p,
-           "input_sha256": hashlib.sha256(canonical.encode()).hexdigest(), "engine": "baseline"}
+    from_input = {"inss_stage": {"decision": "inss", "value": p["inss_stage"]}}
+    not_applicable = {}
+    if "mki" in p:
+        from_input["mki"] = {"decision": "mki-class", "value": p["mki"]}
+    else:
+        outputs["mki"] = None
+        not_applicable["mki"] = {"decision": "mki-class", "reason": MKI_NOT_APPLICABLE}
+    ordered = {k: outputs[k] for k in ("inrgss_stage", "inrg_group", "inrg_risk", "inss_stage", "mki",
+                                       "inpc_histology", "cog_risk", "cog_v1_risk")}
+    doc = {"type": "nbrules.result", "outputs": ordered, "indeterminate": {}, "not_applicable": not_applicable,
+           "settled": {}, "from_input": from_input, "fired": trace, "warnings": [],
+           "rulesets": const["rulesets"], "knowledge": const["knowledge"], "input": p,
+           "input_sha256": hashlib.sha256(canonical_text.encode()).hexdigest(), "as_of": const["as_of"],
+           "engine": "baseline"}
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))

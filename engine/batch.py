@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import multiprocessing
 import os
 import sys
 import threading
@@ -22,16 +23,18 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TypeVar
 
-from .cohort import Row, read_rows
+from .cohort import Row, jsonl_lines, jsonl_row, read_rows, unique_id
 from .diagnostics import Diagnostic
+from .encoding import compact
 from .errors import NbrulesError, PatientInputError
 from .patient import DEFAULT_MAX_INPUT, not_text
 from .protocols import Evaluator
 from .results import Result
 
 if TYPE_CHECKING:
+    from .pipeline import RuleSetBuild
     from .runtime import RuleEngine
 
 __all__ = ["BatchSummary", "EngineSpec", "run_batch", "row_record", "status_of"]
@@ -50,9 +53,14 @@ class EngineSpec:
     as_of: datetime.date | None = None  # the parent's evaluation date, so workers choose the same versions
     profile: str | None = None
 
-    def build(self) -> RuleEngine:
+    def build(self, checked: RuleSetBuild | None = None) -> RuleEngine:
+        """The engine; from ``checked`` (a :class:`~nbrules.pipeline.RuleSetBuild` of the same
+        rules, already loaded and checked) when given, which skips loading and checking."""
         from .runtime import RuleEngine
 
+        if checked is not None:
+            return RuleEngine(checked, use=self.use, cache_size=self.cache_size, decisions=self.decisions,
+                              as_of=self.as_of, profile=self.profile)
         if self.rules is None:
             return RuleEngine.default(use=self.use, cache_size=self.cache_size, decisions=self.decisions,
                                       as_of=self.as_of, profile=self.profile)
@@ -91,12 +99,14 @@ def _text(line: str) -> str:
     return line.encode("utf-8", "backslashreplace").decode("utf-8") if not_text(line) else line
 
 
-def row_record(row: Row, engine: Evaluator) -> tuple[str, str]:
+def row_record(row: Row, engine: Evaluator | None, outputs: Sequence[str] | None = None) -> tuple[str, str]:
     """(status, one JSON line) for a row: ``ok``/``indeterminate`` with the result,
-    ``invalid`` with the problems of bad input, ``error`` when the evaluation failed."""
+    ``invalid`` with the problems of bad input, ``error`` when the evaluation failed.
+    ``outputs``: ``engine.requested_outputs()``, computed once by the caller (default:
+    computed here); ``engine`` may be None for a row with problems."""
     problems = row.problems
     status = "invalid"
-    if not problems and row.facts is not None:
+    if not problems and row.facts is not None and engine is not None:
         try:
             result = engine.evaluate(row.facts)
         except PatientInputError as exc:
@@ -106,10 +116,9 @@ def row_record(row: Row, engine: Evaluator) -> tuple[str, str]:
             problems = (exc.diagnostics[0] if isinstance(exc, NbrulesError) and exc.diagnostics else
                         Diagnostic(code="NB530", message=f"{type(exc).__name__}: {exc}"),)
         else:
-            status = status_of(result, engine.requested_outputs())
-            head = json.dumps({"row": row.number, "id": row.id, "status": status}, ensure_ascii=False,
-                              separators=(",", ":"))
-            return status, _text(f'{head[:-1]},"result":{result.to_compact_json()}}}')
+            status = status_of(result, engine.requested_outputs() if outputs is None else outputs)
+            head = f'{{"row":{row.number},"id":{compact(row.id)},"status":"{status}","result":'
+            return status, _text(f'{head}{result.to_compact_json()}}}')
 
     record = {"row": row.number, "id": row.id, "status": status,
               "problems": [d.to_record() for d in problems]}
@@ -118,7 +127,7 @@ def row_record(row: Row, engine: Evaluator) -> tuple[str, str]:
 
 # -- worker processes ------------------------------------------------------------------------
 
-_WORKER_ENGINE: Any = None
+_WORKER_ENGINE: Evaluator | None = None
 
 
 def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
@@ -133,18 +142,75 @@ def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="nbrules-parent-watch", daemon=True).start()
 
 
-def _init_worker(spec: EngineSpec, parent: int) -> None:
+def _init_worker(spec: EngineSpec, parent: int, checked: RuleSetBuild | None = None) -> None:
     global _WORKER_ENGINE
     _exit_with_parent(parent)
-    _WORKER_ENGINE = spec.build()
+    _WORKER_ENGINE = spec.build(checked)
+
+
+def _pool(spec: EngineSpec, workers: int, engine: Evaluator | None) -> ProcessPoolExecutor:
+    """Worker processes, each with its own engine.  Where workers are forked, each starts
+    from the parent engine's checked rule set (inherited, not pickled): it only compiles,
+    instead of loading, checking, verifying and running the cases again (seconds), and
+    every worker has exactly the rules the parent checked."""
+    forked = multiprocessing.get_start_method() == "fork"
+    checked = engine.build if engine is not None and forked else None
+    return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                               initargs=(spec, os.getpid(), checked))
 
 
 def _work(chunk: Sequence[Row]) -> list[tuple[str, str]]:
-    return [row_record(row, _WORKER_ENGINE) for row in chunk]
+    assert _WORKER_ENGINE is not None
+    outputs = _WORKER_ENGINE.requested_outputs()
+    return [row_record(row, _WORKER_ENGINE, outputs) for row in chunk]
 
 
-def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
-    chunk: list[Row] = []
+def _work_lines(chunk: Sequence[tuple[int, bytes | str | None]], id_column: str,
+                max_row: int) -> list[tuple[str | None, int, str, str]]:
+    """In a worker: parse and evaluate JSONL lines; (row id, row number, status, line) each."""
+    assert _WORKER_ENGINE is not None
+    outputs = _WORKER_ENGINE.requested_outputs()
+    out = []
+    for number, line in chunk:
+        row = jsonl_row(number, line, id_column, max_row)
+        if row is not None:
+            out.append((row.id, row.number, *row_record(row, _WORKER_ENGINE, outputs)))
+    return out
+
+
+def _line_records(lines: Iterable[tuple[int, bytes | str | None]], spec: EngineSpec, workers: int, id_column: str,
+                  max_row: int, engine: Evaluator | None = None) -> Iterator[tuple[str, str]]:
+    """The records of JSONL lines evaluated by ``workers`` processes, in input order.
+
+    The lines go to the workers unparsed, so the parent only reads and writes: parsing
+    in the parent would make it the bottleneck of the run.  A row whose id an earlier
+    row has gets the NB560 record :func:`~nbrules.cohort.read_rows` gives it.
+    """
+    first: dict[str, int] = {}
+    with _pool(spec, workers, engine) as pool:
+        window: deque[Future[list[tuple[str | None, int, str, str]]]] = deque()
+
+        def done(future: Future[list[tuple[str | None, int, str, str]]]) -> Iterator[tuple[str, str]]:
+            for row_id, number, status, line in future.result():
+                if row_id is not None:
+                    row = unique_id(Row(number, row_id, None), first, id_column)
+                    if row.problems:
+                        status, line = row_record(row, None)
+                yield status, line
+
+        for chunk in _chunks(lines, CHUNK):
+            window.append(pool.submit(_work_lines, chunk, id_column, max_row))
+            if len(window) >= 2 * workers:  # bounded: memory stays constant
+                yield from done(window.popleft())
+        while window:
+            yield from done(window.popleft())
+
+
+_T = TypeVar("_T")
+
+
+def _chunks(rows: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    chunk: list[_T] = []
     for row in rows:
         chunk.append(row)
         if len(chunk) == size:
@@ -160,14 +226,14 @@ def _records(rows: Iterable[Row], spec: EngineSpec, workers: int,
         own = engine is None
         engine = spec.build() if engine is None else engine
         try:
+            outputs = engine.requested_outputs()
             for row in rows:
-                yield row_record(row, engine)
+                yield row_record(row, engine, outputs)
         finally:
             if own:
                 engine.close()
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(spec, os.getpid())) as pool:
+    with _pool(spec, workers, engine) as pool:
         window: deque[Future[list[tuple[str, str]]]] = deque()
         for chunk in _chunks(rows, CHUNK):
             window.append(pool.submit(_work, chunk))
@@ -227,7 +293,8 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     NB509 error record.
 
     With one worker, ``engine`` (built from ``spec`` by the caller, and left open) is
-    used instead of building another; worker processes always build their own.
+    used instead of building another; worker processes build their own, from its
+    checked rule set where they are forked.  JSONL lines are parsed in the workers.
     """
     summary = BatchSummary()
     start = time.perf_counter()
@@ -236,7 +303,7 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
         from .fhir_bulk import bulk_rows
 
         mapping = load_mapping(facts=engine.build.package.facts if engine is not None else None)
-        _write(bulk_rows(Path(source), mapping, max_row), out, spec, workers, engine, summary, None, None)
+        _write(_records(bulk_rows(Path(source), mapping, max_row), spec, workers, engine), out, summary, None, None)
         summary.seconds = time.perf_counter() - start
         return summary
     if source == "-":
@@ -248,9 +315,14 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     counter = _CountingReader(raw)
     bar = _Progress(progress, total) if progress is not None else None
     try:
-        rows = read_rows(io.BufferedReader(counter), fmt, id_column,
-                         engine.build.package.facts if engine is not None else None, max_row=max_row)
-        _write(rows, out, spec, workers, engine, summary, bar, counter)
+        if fmt == "jsonl" and workers > 1:
+            records = _line_records(jsonl_lines(io.BufferedReader(counter), max_row), spec, workers, id_column,
+                                    max_row, engine)
+        else:
+            records = _records(read_rows(io.BufferedReader(counter), fmt, id_column,
+                                         engine.build.package.facts if engine is not None else None, max_row=max_row),
+                               spec, workers, engine)
+        _write(records, out, summary, bar, counter)
     finally:
         if source != "-":
             raw.close()
@@ -260,9 +332,9 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     return summary
 
 
-def _write(rows: Iterable[Row], out: IO[str], spec: EngineSpec, workers: int, engine: Evaluator | None, summary: BatchSummary,
-           bar: _Progress | None, counter: _CountingReader | None) -> None:
-    for status, line in _records(rows, spec, workers, engine):
+def _write(records: Iterable[tuple[str, str]], out: IO[str], summary: BatchSummary, bar: _Progress | None,
+           counter: _CountingReader | None) -> None:
+    for status, line in records:
         out.write(line + "\n")
         summary.rows += 1
         summary.statuses[status] = summary.statuses.get(status, 0) + 1

@@ -89,14 +89,20 @@ def read_rows(stream: IO[str] | IO[bytes], fmt: str, id_column: str = "id",
         raise CohortFormatError(f"unknown cohort format '{fmt}' (jsonl or csv)")
     first: dict[str, int] = {}
     for row in rows:
-        if row.id is not None:
-            earlier = first.setdefault(row.id, row.number)
-            if earlier != row.number:
-                row = Row(row.number, row.id, None, (Diagnostic(
-                    code="NB560", pointer=join_pointer("", id_column),
-                    message=f"expected a unique identifier, found '{row.id}' again (first in row {earlier})",
-                    hint="give every row its own id; this row was not evaluated"),))
-        yield row
+        yield unique_id(row, first, id_column)
+
+
+def unique_id(row: Row, first: dict[str, int], id_column: str) -> Row:
+    """``row``, or when an earlier row (``first``: id -> row number, updated) has its id,
+    the row with problem NB560 and no facts."""
+    if row.id is not None:
+        earlier = first.setdefault(row.id, row.number)
+        if earlier != row.number:
+            return Row(row.number, row.id, None, (Diagnostic(
+                code="NB560", pointer=join_pointer("", id_column),
+                message=f"expected a unique identifier, found '{row.id}' again (first in row {earlier})",
+                hint="give every row its own id; this row was not evaluated"),))
+    return row
 
 
 def _missing_id(id_column: str) -> Diagnostic:
@@ -128,25 +134,36 @@ def _lines(stream: IO[Any], limit: int) -> Iterator[str | bytes | None]:
 
 def _jsonl(stream: IO[Any], id_column: str, max_row: int = DEFAULT_MAX_INPUT) -> Iterator[Row]:
     for number, line in enumerate(_lines(stream, max_row), start=1):
-        if line is None:
-            yield Row(number, None, None, (too_large(f"expected a row of at most {max_row} bytes, found a longer one"),))
-            continue
-        if not line.strip():
-            continue
-        data, problems = parse_patient_json(line)
-        if problems:
-            yield Row(number, None, None, tuple(problems))
-            continue
-        if not isinstance(data, dict):
-            yield Row(number, None, None, (Diagnostic(
-                code="NB507", pointer="", message=f"expected a JSON object of patient facts, found {describe_value(data)}"),))
-            continue
-        raw_id = data.pop(id_column, None)
-        row_id = None if raw_id is None or isinstance(raw_id, (dict, list, bool)) else str(raw_id)
-        if row_id is None or row_id == "":
-            yield Row(number, None, data, (_missing_id(id_column),))
-            continue
-        yield Row(number, row_id, data)
+        row = jsonl_row(number, line, id_column, max_row)
+        if row is not None:
+            yield row
+
+
+def jsonl_lines(stream: IO[bytes], max_row: int = DEFAULT_MAX_INPUT) -> Iterator[tuple[int, bytes | str | None]]:
+    """(line number, line) of a JSONL stream, unparsed, for :func:`jsonl_row` to parse
+    elsewhere (in a worker process); None for a line over ``max_row`` bytes."""
+    return enumerate(_lines(stream, max_row), start=1)
+
+
+def jsonl_row(number: int, line: bytes | str | None, id_column: str,
+              max_row: int = DEFAULT_MAX_INPUT) -> Row | None:
+    """The row of one JSONL line (None for a blank line), without the check that its id
+    is unique (:func:`read_rows` makes it; NB560)."""
+    if line is None:
+        return Row(number, None, None, (too_large(f"expected a row of at most {max_row} bytes, found a longer one"),))
+    if not line.strip():
+        return None
+    data, problems = parse_patient_json(line)
+    if problems:
+        return Row(number, None, None, tuple(problems))
+    if not isinstance(data, dict):
+        return Row(number, None, None, (Diagnostic(
+            code="NB507", pointer="", message=f"expected a JSON object of patient facts, found {describe_value(data)}"),))
+    raw_id = data.pop(id_column, None)
+    row_id = None if raw_id is None or isinstance(raw_id, (dict, list, bool)) else str(raw_id)
+    if row_id is None or row_id == "":
+        return Row(number, None, data, (_missing_id(id_column),))
+    return Row(number, row_id, data)
 
 
 def _csv(stream: IO[str], id_column: str, specs: Mapping[str, FactSpec],

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from jsonschema import Draft202012Validator
 
 from .diagnostics import Diagnostic, did_you_mean, has_errors
+from .encoding import canonical
 from .loader import join_pointer
 from .validator import describe_value, schema_problems
 from .vocabulary import FactSpec, patient_schema
@@ -202,8 +203,9 @@ def canonical_facts(facts: Mapping[str, Any], specs: Mapping[str, FactSpec]) -> 
 
 
 def canonical_json(value: Any) -> str:
-    """Compact, key-sorted JSON: the form that is hashed."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Compact, key-sorted JSON: the form that is hashed (``json.dumps(value,
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, written by orjson)."""
+    return canonical(value)
 
 
 def facts_sha256(facts: Mapping[str, Any]) -> str:

@@ -164,3 +164,35 @@ def test_compact_json_is_the_plain_encoding_of_the_result() -> None:
                 assert f.static_json() == f.encoded
             seen += bool(r.warnings) + bool(r.from_input) + bool(r.not_applicable) + bool(r.indeterminate)
     assert seen >= 4
+
+
+def test_workers_parse_the_lines_and_the_parent_keeps_ids_unique(tmp_path: Path) -> None:
+    """With workers, JSONL lines are parsed in the workers and the parent checks ids
+    (NB560); every record is byte for byte the single-process one, whether the workers
+    start from the parent's checked rules or build their own."""
+    rows = [json.loads(line) for line in COHORT.read_text().splitlines()]
+    lines = [json.dumps(r) for r in rows]
+    lines += ["", json.dumps({**rows[0]}),  # a blank line, then a row whose id the first row has
+              json.dumps({k: v for k, v in rows[1].items() if k != "id"}),  # no id: NB508
+              '{"id": "x", "age_days": 1, "age_days": 2}',  # duplicate key: NB506
+              json.dumps({**rows[2], "id": "dup-later"}), json.dumps({**rows[3], "id": "dup-later"})]
+    lines = lines * 30  # more than one chunk per worker
+    src = tmp_path / "cohort.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    outputs = []
+    spec = EngineSpec()
+    with spec.build() as engine:
+        for workers, parent in ((1, engine), (2, engine), (2, None)):
+            out = io.StringIO()
+            run_batch(str(src), out, "jsonl", spec, workers=workers, engine=parent)
+            outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1] == outputs[2]
+    records = _lines(outputs[0])
+    seen: set[str] = set()
+    for r in records:  # the first row with an id is evaluated, every later one is NB560
+        again = r["id"] is not None and r["id"] in seen
+        assert again == (r["status"] == "invalid" and r["problems"][0]["code"] == "NB560"), r
+        seen.add(r["id"])
+    codes = {r["problems"][0]["code"] for r in records if r["status"] == "invalid"}
+    assert {"NB506", "NB508", "NB560"} <= codes
+    assert [r["row"] for r in records] == sorted(r["row"] for r in records)

@@ -238,3 +238,16 @@ def test_a_bad_lock_file_is_a_usage_error(rules_dir: Callable[..., Path], capsys
     assert main(["validate", str(root)]) == 4
     assert "versions.lock:1: expected 'decision@version sha256'" in capsys.readouterr().err
     assert main(["validate", "--record"]) == 4  # the bundled rules are not recorded
+
+
+def test_a_new_day_keeps_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Choosing the versions again at midnight keeps the profile the engine was built with."""
+    from nbrules import runtime
+
+    day = [datetime.date(2026, 2, 28)]
+    monkeypatch.setattr(runtime, "_today", lambda: day[0])
+    with RuleEngine.default(profile="day-547-younger") as eng:
+        assert eng.evaluate({"age_days": 100}).profile == "day-547-younger"
+        day[0] = datetime.date(2026, 3, 1)
+        r = eng.evaluate({"age_days": 100})
+        assert r.as_of == "2026-03-01" and r.profile == "day-547-younger"

@@ -1,0 +1,245 @@
+"""Evaluation orchestration: the rule set in force, the plan of decisions to run, and
+one patient evaluated on it.
+
+A :class:`RuleSetState` is one complete, checked, compiled rule set (versions chosen,
+profile read, one :class:`~nbrules.runner.DecisionRunner` per decision).  :func:`evaluate_patient`
+runs its decisions in dependency order on one patient: each decision sees its *view* of
+the known facts, an output given in the input is not re-derived (NB521 when the rules
+would derive another value), and the outcomes become the :class:`~nbrules.results.Result`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Iterable, Mapping, Sequence
+
+from .compiler import compile_decision
+from .diagnostics import Diagnostic, has_errors
+from .errors import PatientInputError, RuleSetError, VersionError
+from .governance import governance_problems
+from .model import Decision
+from .patient import PatientValidator, facts_sha256
+from .pipeline import RuleSetBuild
+from .results import APPLIES_IF_GIVEN, FiredRule, FromInput, Indeterminate, KnowledgeInfo, NotApplicable, Result, RulesetInfo, Settled
+from .runner import DecisionRunner
+from .versions import choose_versions
+
+__all__ = ["RuleSetState", "evaluate_patient", "compare_given", "scope_source"]
+
+
+class RuleSetState:
+    """One complete, checked, compiled rule set.  Immutable once built; evaluations in
+    flight keep the state they started with, and it is freed when the last one ends."""
+
+    def __init__(self, build: RuleSetBuild, use: Iterable[str], cache_size: int, as_of: datetime.date,
+                 profile: str | None = None) -> None:
+        if not build.ok:
+            raise RuleSetError(f"the rule files in {build.label} have errors", build.errors())
+        refused = [p for d in build.decisions for p in governance_problems(d)]
+        if refused:
+            raise RuleSetError(f"the rule files in {build.label} include active files that are not clean", refused)
+        choice = choose_versions(build.decisions, use, as_of)
+        version_diags = choice.diagnostics
+        if has_errors(version_diags):
+            raise VersionError("cannot select the requested versions", [d for d in version_diags if d.is_error])
+        if not choice.chosen:
+            raise VersionError(
+                f"no decision in {build.label} is in force on {as_of.isoformat()}",
+                [Diagnostic(code="NB810", message=f"nothing would run: no decision in {build.label} has a version "
+                                                  f"in force on {as_of.isoformat()}",
+                            hint="each NB811 below says why and how to make that decision run")]
+                + [d for d in version_diags if d.code == "NB811"])
+        try:
+            readings = build.profile(profile)
+        except KeyError:
+            shown = ", ".join(build.profiles) or "none (the package has no parameters.yaml profiles)"
+            raise VersionError(f"no profile '{profile}' in {build.label}", [Diagnostic(
+                code="NB545", message=f"no profile '{profile}' in {build.label}", hint=f"profiles: {shown}")]) from None
+        self.profile = profile
+        #: Parameter overrides of the profile, per decision (its readings of that decision's parameters).
+        self.overrides = {d.id: {k: v for k, v in readings.items() if k in d.parameters} for d in choice.chosen}
+        self.build = build
+        self.as_of = as_of
+        self.version_warnings = tuple(d for d in version_diags if not d.is_error)
+        self.decisions: tuple[Decision, ...] = choice.chosen
+        constraints = build.constraints.rebind(self.decisions) if build.constraints is not None else None
+        self.validator = PatientValidator(build.package.facts, constraints=constraints,
+                                          params={d.id: d.param_values(self.overrides[d.id]) for d in self.decisions})
+        runners: list[DecisionRunner] = []
+        try:
+            for d in self.decisions:
+                runners.append(DecisionRunner(compile_decision(d, self.overrides[d.id]), cache_size=cache_size))
+        except BaseException:
+            for r in runners:
+                r.close()
+            raise
+        self.runners: tuple[DecisionRunner, ...] = tuple(runners)
+        self.rulesets = tuple(RulesetInfo(d.id, d.version, d.status, d.source.display, d.sha256, d.effective,
+                                          choice.reasons[d.key]) for d in self.decisions)
+        pkg = build.package
+        self.knowledge = KnowledgeInfo(pkg.name, pkg.version, profile or "",
+                                       pkg.sha256((d.source for d in self.decisions), profile or ""))
+        self.fingerprint = tuple(sorted((f.source.display, f.source.sha256) for f in build.files))
+        self.in_flight = 0
+        self.retired = False
+        self._plans: dict[tuple[str, ...], tuple[DecisionRunner, ...]] = {}
+
+    def plan(self, requested: Sequence[str] | None) -> tuple[DecisionRunner, ...]:
+        """The runners to run for the decisions ``requested`` (ids; None: all), with the
+        decisions whose outputs they read, transitively, in dependency order.
+
+        Raises :class:`VersionError` (NB802) for an id that is not in force.
+        """
+        if requested is None:
+            return self.runners
+        key = tuple(requested)
+        hit = self._plans.get(key)
+        if hit is not None:
+            return hit
+        by_id = {d.id: d for d in self.decisions}
+        unknown = [i for i in key if i not in by_id]
+        if unknown:
+            raise VersionError(f"no decision {', '.join(repr(i) for i in unknown)} is in force", [Diagnostic(
+                code="NB802", message=f"no decision '{i}' is in force", hint="in force: " + ", ".join(by_id))
+                for i in unknown])
+        owner = {out: d.id for d in self.decisions for out in d.decides}
+        needed: set[str] = set()
+        todo = list(key)
+        while todo:
+            did = todo.pop()
+            if did not in needed:
+                needed.add(did)
+                todo.extend(owner[f] for f in by_id[did].reads if f in owner)
+        plan = tuple(r for r in self.runners if r.decision.id in needed)
+        self._plans[key] = plan
+        return plan
+
+    def close(self) -> None:
+        for r in self.runners:
+            r.close()
+
+
+def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Sequence[DecisionRunner] | None,
+                     engine_label: str) -> Result:
+    """Evaluate ``facts`` on ``state`` with ``runners`` (None: every decision of the state).
+
+    See :meth:`RuleEngine.evaluate <nbrules.runtime.RuleEngine.evaluate>` for the
+    errors raised; ``engine_label`` is the result's ``engine``.
+    """
+    if runners is None:
+        runners = state.runners
+    diags = state.validator.check(facts)
+    if has_errors(diags):
+        raise PatientInputError("the patient record is invalid", [d for d in diags if d.is_error])
+    warnings: list[Diagnostic] = [d for d in diags if not d.is_error] + list(state.version_warnings)
+    given = state.validator.canonical(facts)
+    known: dict[str, Any] = dict(given)
+    open_values: dict[str, tuple[str, ...]] = {}
+    missing_of: dict[str, tuple[str, ...]] = {}
+    outputs: dict[str, str | None] = {}
+    indeterminate: dict[str, Indeterminate] = {}
+    not_applicable: dict[str, NotApplicable] = {}
+    settled: dict[str, Settled] = {}
+    from_input: dict[str, FromInput] = {}
+    fired: list[FiredRule] = []
+    for runner in runners:
+        d = runner.decision
+        view = runner.view(known)
+        restrict = {f: open_values[f] for f in d.reads if f in open_values}
+        if d.applies_if and not any(f in given for f in d.applies_if):
+            # the record gives none of the facts that open this decision (applies_if_given)
+            for out in d.decides:
+                if out in given:
+                    outputs[out] = given[out]
+                    from_input[out] = FromInput(d.id, given[out])
+                    continue
+                outputs[out] = None
+                open_values[out] = ()
+                not_applicable[out] = NotApplicable(d.id, d.applies_reason, APPLIES_IF_GIVEN,
+                                                    d.location("/applies_if_given"))
+            continue
+        if all(out in given for out in d.decides):
+            for out in d.decides:
+                outputs[out] = given[out]
+                from_input[out] = FromInput(d.id, given[out])
+            warnings.extend(compare_given(runner, view, restrict, given, known))
+            continue
+        outcome = runner.decide(view, restrict, known)
+        for cr in outcome.fired:
+            fired.append(runner.trace(len(fired) + 1, cr, view))
+        for out, oc in outcome.outputs.items():
+            if out in given:
+                outputs[out] = given[out]
+                from_input[out] = FromInput(d.id, given[out])
+                continue
+            outputs[out] = oc.value if oc.status in ("set", "settled") else None
+            if oc.status == "set":
+                known[out] = oc.value
+            elif oc.status == "settled":
+                known[out] = oc.value
+                settled[out] = Settled(d.id, oc.value or "", oc.rules, oc.missing)
+            elif oc.status in ("indeterminate", "conflict"):
+                via = {f: missing_of[f] for f in oc.missing if f in missing_of}
+                indeterminate[out] = Indeterminate(d.id, oc.candidates, oc.missing, via, oc.may_be_out_of_scope,
+                                                   oc.rules if oc.status == "conflict" else ())
+                open_values[out] = oc.candidates
+                roots: list[str] = []
+                for f in oc.missing:
+                    for root in missing_of.get(f, (f,)):
+                        if root not in roots:
+                            roots.append(root)
+                missing_of[out] = tuple(roots)
+                if oc.status == "conflict":
+                    warnings.append(Diagnostic(
+                        code="NB520", pointer=f"/{out}",
+                        message=f"rules {', '.join(oc.rules)} of {d.key} set different values for {out}: "
+                                f"{', '.join(oc.candidates)}",
+                        hint="run 'nbrules verify' on the rule files; this is an overlap"))
+            else:
+                open_values[out] = ()
+                not_applicable[out] = NotApplicable(d.id, oc.reason or "", oc.scope,
+                                                    scope_source(runner, oc.scope))
+    rulesets = state.rulesets
+    if len(runners) != len(state.runners):
+        ran = {r.decision.id for r in runners}
+        rulesets = tuple(r for r in rulesets if r.decision in ran)
+    return Result(
+        outputs=outputs,
+        indeterminate=indeterminate,
+        not_applicable=not_applicable,
+        settled=settled,
+        from_input=from_input,
+        fired=tuple(fired),
+        warnings=tuple(w.to_dict() for w in warnings),
+        rulesets=rulesets,
+        input=given,
+        input_sha256=facts_sha256(given),
+        engine=engine_label,
+        knowledge=state.knowledge,
+        as_of=state.as_of.isoformat(),
+        profile=state.profile,
+    )
+
+def compare_given(runner: DecisionRunner, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],
+                  given: Mapping[str, Any], context: Mapping[str, Any]) -> list[Diagnostic]:
+    """Warn (NB521) when the rules would derive another value than the one given."""
+    d = runner.decision
+    if not any(f in given for f in d.reads):
+        return []
+    outcome = runner.decide(view, restrict, context)
+    out_diags = []
+    for out, oc in outcome.outputs.items():
+        if oc.status in ("set", "settled") and oc.value != given[out]:
+            rules = ", ".join(r.id for r in outcome.fired if out in r.then) or "analysis"
+            out_diags.append(Diagnostic(
+                code="NB521", pointer=f"/{out}",
+                message=f"{out} is given as {given[out]}, but {d.key} derives {oc.value} from the given facts "
+                        f"(rule {rules}); the given value is used"))
+    return out_diags
+
+def scope_source(runner: DecisionRunner, scope: str | None) -> str | None:
+    """``file:line`` of the scope ``scope`` of the runner's decision (None for None)."""
+    if scope is None:
+        return None
+    s = next(x for x in runner.decision.scopes if x.id == scope)
+    return f"{runner.decision.source.display}:{s.line}"
