@@ -11,21 +11,23 @@ import errno
 import io
 import json
 import os
-import socket
 import sys
 from pathlib import Path
-from typing import IO, Any, Callable, NoReturn, Sequence, TextIO, cast
+from typing import IO, TYPE_CHECKING, Any, Callable, NoReturn, Sequence, TextIO, cast
 
 from ._version import __version__
-from .cases import run_cases
 from .diagnostics import Diagnostic, format_diagnostic, has_errors, sort_diagnostics
 from .errors import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_LISTEN, EXIT_OK, EXIT_PATIENT, EXIT_RULES, EXIT_USAGE,
                      NbrulesError, PatientInputError)
-from .explain import explain
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_file
 from .model import Decision
 from .patient import DEFAULT_MAX_INPUT, escape_controls
+from .resources import bundled_rules_dir
 from .runtime import DEFAULT_CACHE_SIZE, RuleEngine, select_versions
+from .store import open_store
+
+if TYPE_CHECKING:  # pragma: no cover - imported by serve only (a one-shot evaluate does not need it)
+    import socket
 
 __all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_LISTEN",
            "EXIT_INTERNAL"]
@@ -85,6 +87,9 @@ def _rules_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
                        help="a rules directory, or one rule file checked with the rules of --rules (default: all the "
                             "bundled rules)")
     p.add_argument("--rules", metavar="DIR", help="rules directory (default: the bundled rules)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="on-disk cache of checked rule files (default: $NBRULES_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/nbrules or ~/.cache/nbrules; NBRULES_CACHE=off turns it off)")
 
 
 def _profile_arg(p: argparse.ArgumentParser) -> None:
@@ -104,11 +109,12 @@ def _profile(args: argparse.Namespace, build: RuleSetBuild) -> dict[str, object]
 
 def _build(args: argparse.Namespace) -> RuleSetBuild:
     path = getattr(args, "dir", None) or args.rules
+    store = open_store(getattr(args, "cache_dir", None))
     if path is None:
-        return build_bundled()
+        return build_bundled(store)
     if not Path(path).is_dir():
         raise _UsageError(f"rules directory '{path}' does not exist")
-    return build_directory(path)
+    return build_directory(path, store=store)
 
 
 def _target(args: argparse.Namespace) -> tuple[RuleSetBuild, str | None]:
@@ -175,10 +181,12 @@ def _engine(args: argparse.Namespace) -> RuleEngine:
     path = getattr(args, "dir", None) or args.rules
     profile = getattr(args, "profile", None)
     _profile(args, build)
-    if path is None:
-        return RuleEngine.default(use=use, cache_size=cache, decisions=chosen, as_of=as_of, profile=profile)
-    # remembers the directory for reload/watch
-    return RuleEngine.from_directory(path, use=use, cache_size=cache, decisions=chosen, as_of=as_of, profile=profile)
+    # the engine starts from the build checked above, and remembers where it came from for reload/watch
+    store = open_store(getattr(args, "cache_dir", None))
+    root = Path(path) if path is not None else bundled_rules_dir()
+    origin = (lambda: build_bundled(store)) if path is None else (lambda: build_directory(root, store=store))
+    return RuleEngine(build, use=use, cache_size=cache, origin=origin, directory=root, decisions=chosen,
+                      as_of=as_of, profile=profile)
 
 
 def _date(text: str) -> datetime.date:
@@ -234,6 +242,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    from .cases import run_cases
+
     build, display = _target(args)
     if not build.ok:
         _print_diagnostics(_of(build.diagnostics, display) or build.diagnostics, sys.stdout)
@@ -312,6 +322,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(escape_controls(line), file=sys.stderr)
         return EXIT_PATIENT
     if args.format == "text":
+        from .explain import explain
+
         sys.stdout.write(explain(result, {d.id: d for d in engine.decisions}, engine.build.vocabulary))
     else:
         sys.stdout.write(result.to_json() + "\n")
@@ -590,6 +602,8 @@ def _batch(args: argparse.Namespace) -> int:
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, bound before the server starts, so that a bad
     address is a usage error and a port in use is a one-line error, not a traceback."""
+    import socket
+
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
     except (socket.gaierror, UnicodeError) as exc:

@@ -98,6 +98,15 @@ class ConstraintSet:
         self._memo: dict[tuple[Any, ...], tuple[BoundConstraint, ...]] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its memo and lock (:mod:`nbrules.store` keeps checked packages on disk)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._memo = {}
+        self._lock = threading.Lock()
+
     def rebind(self, decisions: Iterable[Decision]) -> "ConstraintSet":
         """The same constraints referring to other versions of the decisions (pins)."""
         chosen = dict(self.decisions)

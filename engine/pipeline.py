@@ -11,9 +11,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .checker import check_constraints, check_files, check_parameters, check_profiles, dependency_order
 from .constraints import ConstraintSet
 from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import LoadedFile, join_pointer, load_source
@@ -21,8 +20,10 @@ from .model import Decision, SharedParameters
 from .package import KnowledgePackage, build_package, is_package_file, misplaced_package_file, with_output_words
 from .resources import bundled_rules_dir
 from .sources import RuleSource, directory_sources, file_source
-from .validator import validate_file
 from .vocabulary import FactSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import BuildStore
 
 __all__ = ["RuleSetBuild", "build_sources", "build_directory", "build_bundled", "build_file"]
 
@@ -94,6 +95,8 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
     """Load, validate and check ``sources``: the knowledge-package files among them
     (:data:`nbrules.package.PACKAGE_FILES`), then the decision files against its vocabulary,
     then the profiles and input constraints against the decisions."""
+    from .checker import check_constraints, check_files, check_parameters, check_profiles, dependency_order
+
     diags: list[Diagnostic] = []
     pkg = build_package(sources)
     diags.extend(pkg.diagnostics)
@@ -196,6 +199,8 @@ def _load_and_validate(source: RuleSource,
     hash and schema (both stages are pure functions of the bytes; later stages never modify
     what they return)."""
     global _memo_bytes
+    from .validator import validate_file
+
     if source.read_error is not None:
         return load_source(source), ()
     key = (source.display, str(source.path), source.sha256, schema)  # the path too: results name the file read
@@ -273,16 +278,46 @@ def _prune(f: LoadedFile, pointers: Sequence[str]) -> tuple[LoadedFile, set[str]
     return copy, names
 
 
-def build_directory(path: str | Path, label: str | None = None) -> RuleSetBuild:
-    """Load, validate and check every ``*.yaml`` file below ``path``."""
+def build_directory(path: str | Path, label: str | None = None, store: "BuildStore | None" = None) -> RuleSetBuild:
+    """Load, validate and check every ``*.yaml`` file below ``path``.
+
+    With ``store`` (:func:`nbrules.store.open_store`), the checked build and the
+    governance verdict of each decision (verify and example cases) are read from that
+    on-disk cache when every file is unchanged, and written to it otherwise; the build
+    is the same either way.
+    """
     root = Path(path)
     name = label if label is not None else (root.resolve().name or str(root))
-    return build_sources(directory_sources(root, name), name)
+    sources = directory_sources(root, name)
+    if store is None:
+        return build_sources(sources, name)
+    return _stored_build(store, sources, name, root)
 
 
-def build_bundled() -> RuleSetBuild:
-    """The rule files shipped with nbrules, shown as ``rules/...``."""
-    return build_directory(bundled_rules_dir(), "rules")
+def build_bundled(store: "BuildStore | None" = None) -> RuleSetBuild:
+    """The rule files shipped with nbrules, shown as ``rules/...`` (``store``: as for
+    :func:`build_directory`)."""
+    return build_directory(bundled_rules_dir(), "rules", store)
+
+
+def _stored_build(store: "BuildStore", sources: Sequence[RuleSource], label: str, root: Path) -> RuleSetBuild:
+    """The build of ``sources`` from ``store``, or built and stored there.  A build without
+    errors is stored with the governance verdict of each decision, which an engine
+    would compute next; a verdict read back is taken as computed (same bytes, same
+    nbrules), so a decision whose cases fail still does not run."""
+    from .governance import governance_problems, remember
+    from .store import StoredBuild
+
+    key = store.key(sources, label, root)
+    hit = store.get(key)
+    if hit is not None and len(hit.verdicts) == (len(hit.build.decisions) if hit.build.ok else 0):
+        for decision, verdict in zip(hit.build.decisions, hit.verdicts):
+            remember(decision, verdict)
+        return hit.build
+    build = build_sources(sources, label)
+    verdicts = tuple(governance_problems(d) for d in build.decisions) if build.ok else ()
+    store.put(key, StoredBuild(build, verdicts))
+    return build
 
 
 def build_file(path: str | Path, rules: str | Path | None = None) -> tuple[RuleSetBuild, str]:

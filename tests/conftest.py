@@ -3,6 +3,7 @@ but durable-rules rulesets are process-wide resources)."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 from typing import Callable, Iterator
@@ -10,6 +11,11 @@ from typing import Callable, Iterator
 import pytest
 
 from nbrules import RuleEngine
+
+# The on-disk cache of checked packages (nbrules.store) is off for the suite: no test
+# writes into the user's cache or reads an entry another left.  tests/test_store.py
+# turns it on, in a temporary directory.
+os.environ["NBRULES_CACHE"] = "off"
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
