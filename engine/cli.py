@@ -107,14 +107,14 @@ def _profile(args: argparse.Namespace, build: RuleSetBuild) -> dict[str, object]
                           + (", ".join(build.profiles) or "none")) from None
 
 
-def _build(args: argparse.Namespace) -> RuleSetBuild:
+def _build(args: argparse.Namespace, verdicts: bool = False) -> RuleSetBuild:
     path = getattr(args, "dir", None) or args.rules
     store = open_store(getattr(args, "cache_dir", None))
     if path is None:
-        return build_bundled(store)
+        return build_bundled(store, verdicts)
     if not Path(path).is_dir():
         raise _UsageError(f"rules directory '{path}' does not exist")
-    return build_directory(path, store=store)
+    return build_directory(path, store=store, verdicts=verdicts)
 
 
 def _target(args: argparse.Namespace) -> tuple[RuleSetBuild, str | None]:
@@ -164,7 +164,7 @@ def _counts(diags: Sequence[Diagnostic]) -> str:
 
 
 def _engine(args: argparse.Namespace) -> RuleEngine:
-    build = _build(args)
+    build = _build(args, verdicts=True)
     if not build.ok:
         _print_diagnostics(build.diagnostics, sys.stderr)
         raise _RulesInvalid(build)
@@ -184,7 +184,8 @@ def _engine(args: argparse.Namespace) -> RuleEngine:
     # the engine starts from the build checked above, and remembers where it came from for reload/watch
     store = open_store(getattr(args, "cache_dir", None))
     root = Path(path) if path is not None else bundled_rules_dir()
-    origin = (lambda: build_bundled(store)) if path is None else (lambda: build_directory(root, store=store))
+    origin = ((lambda: build_bundled(store, True)) if path is None
+              else (lambda: build_directory(root, store=store, verdicts=True)))
     return RuleEngine(build, use=use, cache_size=cache, origin=origin, directory=root, decisions=chosen,
                       as_of=as_of, profile=profile)
 

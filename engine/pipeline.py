@@ -278,45 +278,56 @@ def _prune(f: LoadedFile, pointers: Sequence[str]) -> tuple[LoadedFile, set[str]
     return copy, names
 
 
-def build_directory(path: str | Path, label: str | None = None, store: "BuildStore | None" = None) -> RuleSetBuild:
+def build_directory(path: str | Path, label: str | None = None, store: "BuildStore | None" = None,
+                    verdicts: bool = False) -> RuleSetBuild:
     """Load, validate and check every ``*.yaml`` file below ``path``.
 
-    With ``store`` (:func:`nbrules.store.open_store`), the checked build and the
-    governance verdict of each decision (verify and example cases) are read from that
+    With ``store`` (:func:`nbrules.store.open_store`), the checked build is read from that
     on-disk cache when every file is unchanged, and written to it otherwise; the build
-    is the same either way.
+    is the same either way.  ``verdicts`` (for a build an engine will run) also keeps the
+    governance verdict of each decision there (verify and example cases,
+    :func:`~nbrules.governance.governance_problems`), computed when the entry lacks them.
     """
     root = Path(path)
     name = label if label is not None else (root.resolve().name or str(root))
     sources = directory_sources(root, name)
     if store is None:
         return build_sources(sources, name)
-    return _stored_build(store, sources, name, root)
+    return _stored_build(store, sources, name, root, verdicts)
 
 
-def build_bundled(store: "BuildStore | None" = None) -> RuleSetBuild:
-    """The rule files shipped with nbrules, shown as ``rules/...`` (``store``: as for
-    :func:`build_directory`)."""
-    return build_directory(bundled_rules_dir(), "rules", store)
+def build_bundled(store: "BuildStore | None" = None, verdicts: bool = False) -> RuleSetBuild:
+    """The rule files shipped with nbrules, shown as ``rules/...`` (``store`` and
+    ``verdicts``: as for :func:`build_directory`)."""
+    return build_directory(bundled_rules_dir(), "rules", store, verdicts)
 
 
-def _stored_build(store: "BuildStore", sources: Sequence[RuleSource], label: str, root: Path) -> RuleSetBuild:
-    """The build of ``sources`` from ``store``, or built and stored there.  A build without
-    errors is stored with the governance verdict of each decision, which an engine
-    would compute next; a verdict read back is taken as computed (same bytes, same
-    nbrules), so a decision whose cases fail still does not run."""
+def _stored_build(store: "BuildStore", sources: Sequence[RuleSource], label: str, root: Path,
+                  verdicts: bool) -> RuleSetBuild:
+    """The build of ``sources`` from ``store``, or built and stored there.  Verdicts read
+    back are taken as computed (same bytes, same nbrules), so a decision whose cases fail
+    is still refused; ``verdicts`` adds them to an entry without (a build with errors has
+    none: no engine runs it)."""
     from .governance import governance_problems, remember
     from .store import StoredBuild
 
     key = store.key(sources, label, root)
     hit = store.get(key)
-    if hit is not None and len(hit.verdicts) == (len(hit.build.decisions) if hit.build.ok else 0):
-        for decision, verdict in zip(hit.build.decisions, hit.verdicts):
-            remember(decision, verdict)
-        return hit.build
-    build = build_sources(sources, label)
-    verdicts = tuple(governance_problems(d) for d in build.decisions) if build.ok else ()
-    store.put(key, StoredBuild(build, verdicts))
+    if hit is not None and hit.verdicts is not None and len(hit.verdicts) != len(hit.build.decisions):
+        hit = None  # pragma: no cover - not written by this code
+    if hit is not None:
+        build = hit.build
+        if hit.verdicts is not None:
+            for decision, verdict in zip(build.decisions, hit.verdicts):
+                remember(decision, verdict)
+            return build
+        if not verdicts or not build.ok:
+            return build
+    else:
+        build = build_sources(sources, label)
+    known = tuple(governance_problems(d) for d in build.decisions) if verdicts and build.ok else None
+    if hit is None or known is not None:
+        store.put(key, StoredBuild(build, known))
     return build
 
 

@@ -14,8 +14,9 @@ root of the rules directory).  A change to any of them is a new key, so an entry
 never updated in place and never trusted across versions of nbrules.
 
 An entry holds the :class:`~nbrules.pipeline.RuleSetBuild` (checked decisions, every
-diagnostic) and the governance verdict of each decision (verify and example cases,
-:func:`~nbrules.governance.governance_problems`), pickled.  Pickle is acceptable here
+diagnostic) and, once an engine has needed them, the governance verdict of each
+decision (verify and example cases, :func:`~nbrules.governance.governance_problems`),
+pickled.  Pickle is acceptable here
 because the cache directory is the user's own: it is created with mode 0700, and a
 directory not owned by the user, or writable by group or others, is not used at all.
 Anyone able to write into it could equally edit the user's shell start-up files.  Each
@@ -68,29 +69,35 @@ _OFF = ("off", "0", "no", "false")
 @dataclass(frozen=True)
 class StoredBuild:
     """What one cache entry holds: the checked build and the governance verdict of each
-    of its decisions, in the same order (empty when it may run; none when the build
-    has errors, as no engine runs it)."""
+    of its decisions, in the same order (empty when it may run), or None when they have
+    not been computed (``nbrules validate`` does not need them)."""
 
     build: "RuleSetBuild"
-    verdicts: "tuple[tuple[Diagnostic, ...], ...]"
+    verdicts: "tuple[tuple[Diagnostic, ...], ...] | None"
 
 
-def default_directory() -> Path:
-    """``$NBRULES_CACHE_DIR``, else ``$XDG_CACHE_HOME/nbrules``, else ``~/.cache/nbrules``."""
+def default_directory() -> Path | None:
+    """``$NBRULES_CACHE_DIR``, else ``$XDG_CACHE_HOME/nbrules``, else ``~/.cache/nbrules``;
+    None when there is no home directory to put it in."""
     named = os.environ.get(ENV_DIR)
     if named:
         return Path(named)
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "nbrules"
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "nbrules"
+    try:
+        return Path.home() / ".cache" / "nbrules"
+    except (RuntimeError, KeyError):  # no HOME and no password entry
+        return None
 
 
 def open_store(directory: str | Path | None = None) -> "BuildStore | None":
     """The cache at ``directory`` (default :func:`default_directory`), or None when
-    ``NBRULES_CACHE`` turns it off."""
+    ``NBRULES_CACHE`` turns it off or there is nowhere to put it."""
     if os.environ.get(ENV_SWITCH, "").strip().lower() in _OFF:
         return None
-    return BuildStore(Path(directory) if directory is not None else default_directory())
+    where = Path(directory) if directory is not None else default_directory()
+    return BuildStore(where) if where is not None else None
 
 
 def _stamp(path: Path) -> str:

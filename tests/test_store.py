@@ -4,6 +4,7 @@ that cannot be trusted is rebuilt; and nothing a user sees depends on the cache.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -199,7 +200,7 @@ def test_concurrent_writers_leave_one_whole_entry(cache: Path, rules_dir: Callab
 def test_old_entries_are_removed(cache: Path, rules_dir: Callable[..., Path]) -> None:
     build = build_directory(rules_dir(demo=DEMO))
     bs = BuildStore(cache)
-    value = StoredBuild(build, ())
+    value = StoredBuild(build, None)
     for i in range(store_mod.MAX_ENTRIES + 3):
         assert bs.put(f"{i:064x}", value)
     assert len(_entries(cache)) == store_mod.MAX_ENTRIES
@@ -234,3 +235,31 @@ def test_validate_reports_the_same_problems_from_a_warm_cache(cache: Path, rules
     assert off[0] == 1 and "NB203" in off[1]  # the unknown key 'titel', located
     assert cold == warm == off
     assert len(_entries(cache)) == 1
+
+
+def test_validate_stores_no_verdicts_and_the_first_engine_adds_them(cache: Path, rules_dir: Callable[..., Path],
+                                                                    forget: Callable[[], None],
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """validate needs no verify or cases (an editor runs it after every edit); an engine
+    does, once, and writes them into the entry."""
+    root = rules_dir(demo=DEMO)
+    patient = root.parent / "p.json"
+    patient.write_text('{"age_days": 100, "mycn_status": "not_amplified"}', encoding="utf-8")
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("validate ran verify or the cases")
+
+    with monkeypatch.context() as m:
+        m.setattr(verify, "verify_decision", boom)
+        m.setattr(cases, "run_cases", boom)
+        assert _cli(["validate", str(root)], capsys)[0] == 0
+    (entry,) = _entries(cache)
+    hit = BuildStore(cache).get(entry.stem)
+    assert hit is not None and hit.verdicts is None
+    first = _cli(["evaluate", str(patient), "--rules", str(root)], capsys)
+    hit = BuildStore(cache).get(entry.stem)
+    assert hit is not None and hit.verdicts == ((),)  # the demo decision is clean
+    forget()
+    assert _cli(["evaluate", str(patient), "--rules", str(root)], capsys) == first
+    assert first[0] == 0 and json.loads(first[1])["outputs"] == {"demo_out": "low"}  # 100 days < 547
