@@ -22,13 +22,17 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from .cohort import Row, read_rows
 from .diagnostics import Diagnostic
 from .errors import NbrulesError, PatientInputError
 from .patient import DEFAULT_MAX_INPUT, not_text
+from .protocols import Evaluator
 from .results import Result
+
+if TYPE_CHECKING:
+    from .runtime import RuleEngine
 
 __all__ = ["BatchSummary", "EngineSpec", "run_batch", "row_record", "status_of"]
 
@@ -46,7 +50,7 @@ class EngineSpec:
     as_of: datetime.date | None = None  # the parent's evaluation date, so workers choose the same versions
     profile: str | None = None
 
-    def build(self) -> Any:
+    def build(self) -> RuleEngine:
         from .runtime import RuleEngine
 
         if self.rules is None:
@@ -87,7 +91,7 @@ def _text(line: str) -> str:
     return line.encode("utf-8", "backslashreplace").decode("utf-8") if not_text(line) else line
 
 
-def row_record(row: Row, engine: Any) -> tuple[str, str]:
+def row_record(row: Row, engine: Evaluator) -> tuple[str, str]:
     """(status, one JSON line) for a row: ``ok``/``indeterminate`` with the result,
     ``invalid`` with the problems of bad input, ``error`` when the evaluation failed."""
     problems = row.problems
@@ -151,10 +155,11 @@ def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
         yield chunk
 
 
-def _records(rows: Iterable[Row], spec: EngineSpec, workers: int, engine: Any = None) -> Iterator[tuple[str, str]]:
+def _records(rows: Iterable[Row], spec: EngineSpec, workers: int,
+             engine: Evaluator | None = None) -> Iterator[tuple[str, str]]:
     if workers <= 1:
         own = engine is None
-        engine = spec.build() if own else engine
+        engine = spec.build() if engine is None else engine
         try:
             for row in rows:
                 yield row_record(row, engine)
@@ -216,7 +221,7 @@ class _Progress:
 
 
 def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: int = 1, id_column: str = "id",
-              progress: IO[str] | None = None, engine: Any = None, max_row: int = DEFAULT_MAX_INPUT) -> BatchSummary:
+              progress: IO[str] | None = None, engine: Evaluator | None = None, max_row: int = DEFAULT_MAX_INPUT) -> BatchSummary:
     """Evaluate every row of ``source`` (a path, or ``-`` for stdin) and write JSON lines to ``out``.
 
     Every row gets one line, in input order; a row over ``max_row`` bytes gets an
@@ -256,7 +261,7 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     return summary
 
 
-def _write(rows: Iterable[Row], out: IO[str], spec: EngineSpec, workers: int, engine: Any, summary: BatchSummary,
+def _write(rows: Iterable[Row], out: IO[str], spec: EngineSpec, workers: int, engine: Evaluator | None, summary: BatchSummary,
            bar: _Progress | None, counter: _CountingReader | None) -> None:
     for status, line in _records(rows, spec, workers, engine):
         out.write(line + "\n")

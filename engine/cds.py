@@ -13,15 +13,19 @@ gets no cards.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import PatientInputError
 from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, map_resources
 from .fhir_out import WrittenBack, input_time, write_back
 from .model import Decision
+from .protocols import Evaluator
 from .reference import anchor_id, split_citation
 from .results import APPLIES_IF_GIVEN, Result
+
+if TYPE_CHECKING:
+    from .fhir_fetch import FetchReport
 
 __all__ = ["SERVICE_ID", "service_id", "discovery", "cards_for"]
 
@@ -32,12 +36,12 @@ _NS = uuid.UUID("6b1e6a3c-2d0f-4c7e-9a51-3f0d1c2b4a77")
 _SYSTEM_NAMES = {"http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl": "NCIt", "http://snomed.info/sct": "SNOMED CT"}
 
 
-def service_id(engine: Any) -> str:
+def service_id(engine: Evaluator) -> str:
     """The CDS Hooks service id: the name of the knowledge package in force."""
     return str(engine.build.package.name) or SERVICE_ID
 
 
-def discovery(engine: Any = None) -> dict[str, Any]:
+def discovery(engine: Evaluator | None = None) -> dict[str, Any]:
     """The CDS Hooks discovery document; title and description are those of the
     knowledge package in force (package.yaml)."""
     package = engine.build.package if engine is not None else None
@@ -56,13 +60,13 @@ def discovery(engine: Any = None) -> dict[str, Any]:
     }]}
 
 
-def _label(engine: Any, name: str) -> str:
+def _label(engine: Evaluator, name: str) -> str:
     """The short title of an output, from the vocabulary of the package in force."""
     spec = engine.build.vocabulary.get(name)
     return spec.title if spec is not None and spec.title and spec.title != name else name.replace("_", " ")
 
 
-def _value_label(engine: Any, name: str, value: Any) -> str:
+def _value_label(engine: Evaluator, name: str, value: Any) -> str:
     """The words for a value of an output (its label in the vocabulary), e.g. ``very low``;
     a label that only puts a name before the value (``PRETEXT II``) gives the value, which
     the card shows after the output's title (``PRETEXT group II``)."""
@@ -75,8 +79,9 @@ def _card_id(seed: str) -> str:
     return str(uuid.uuid5(_NS, seed))
 
 
-def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
-              reference_base: str | None = None, recorded: str | None = None) -> dict[str, Any]:
+def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any],
+              reference_base: str | None = None, recorded: str | None = None,
+              fetched: FetchReport | None = None) -> dict[str, Any]:
     """The CDS Hooks response for a ``patient-view`` request with prefetch.
 
     ``reference_base`` is the service's own URL (``http://host:8000``): with it, each
@@ -87,12 +92,20 @@ def cards_for(engine: Any, mapping: FhirMapping, request: Mapping[str, Any],
     Provenance (:mod:`nbrules.fhir_out`).  ``Provenance.recorded`` is the latest time the
     prefetch states (Bundle ``timestamp``, ``meta.lastUpdated``), so the same request
     gets byte-identical cards; ``recorded`` only when the prefetch states no time.
+    ``fetched``: what :func:`nbrules.fhir_fetch.fetch_missing` fetched into the request's
+    prefetch; its failures and incomplete searches are reported like those of the
+    prefetch, and ``extension.nbrules.fetched`` lists each fetch.
     """
     context: Mapping[str, Any] = request["context"] if isinstance(request.get("context"), dict) else {}
     patient_id = context.get("patientId") if isinstance(context.get("patientId"), str) else None
     mapped = map_resources(request.get("prefetch") or {}, mapping, patient_id)
+    if fetched is not None:
+        mapped.failed += fetched.failed
+        mapped.incomplete += fetched.incomplete
     title = engine.build.package.title or "Classification"
     extension = {"nbrules": _record(mapped)}
+    if fetched is not None:
+        extension["nbrules"]["fetched"] = fetched.fetched
     if mapped.diagnosis is None:
         if not (mapped.failed or mapped.incomplete):
             return {"cards": [], "extension": extension}  # no diagnosis in the mapping: nothing to say
@@ -141,7 +154,7 @@ def _record(mapped: MappedFacts) -> dict[str, Any]:
             "conflicts": mapped.conflicts, "failedFetches": mapped.failed, "incomplete": mapped.incomplete}
 
 
-def _suggestion(engine: Any, w: WrittenBack, result: Result) -> dict[str, Any]:
+def _suggestion(engine: Evaluator, w: WrittenBack, result: Result) -> dict[str, Any]:
     """A CDS Hooks suggestion creating one result and its Provenance."""
     what = f"{_label(engine, w.output)} {_value_label(engine, w.output, result.outputs[w.output])}"
     return {"label": f"Record {what} in the chart", "uuid": _card_id(w.full_url),
@@ -173,8 +186,8 @@ def _summary(text: str, limit: int = 140) -> str:
 
 def _fetch_card(mapped: MappedFacts, title: str) -> dict[str, Any]:
     """The record could not be read whole and no diagnosis was found in what was read."""
-    lines = [f"- prefetch {f} (a failed fetch)" for f in mapped.failed]
-    lines += [f"- prefetch {i}" for i in mapped.incomplete]
+    lines = [f"- {f} (a failed fetch)" for f in mapped.failed]
+    lines += [f"- {i}" for i in mapped.incomplete]
     return {
         "uuid": _card_id("fetch:" + "|".join(mapped.failed + mapped.incomplete)),
         "summary": _summary(f"{title}: the record could not be read whole; no diagnosis found in what was read"),

@@ -22,10 +22,10 @@ rules under the parameters in force).  That one form serves every use:
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .cache import SizedCache
 from .conditions import NNF, Atom, And, Or, _and, _or, atom_truth, atoms, evaluate, to_nnf
 from .diagnostics import Diagnostic
 from .model import All, Condition, Constraint, Decision, DecisionRef, Not
@@ -71,6 +71,12 @@ class BoundConstraint:
         return self.constraint.severity == "error"
 
 
+#: Bound of the memo of bindings of one constraint set: the bundled constraints bound under
+#: one set of parameters take ~40 KB (estimated), so some 25 bindings (profiles, the
+#: workbench's parameter overrides) stay.
+_BOUND_BYTES = 1024 * 1024
+
+
 def _params_key(params: Mapping[str, Mapping[str, Any]]) -> tuple[Any, ...]:
     return tuple(sorted((d, tuple(sorted((k, repr(v)) for k, v in p.items()))) for d, p in params.items()))
 
@@ -95,17 +101,18 @@ class ConstraintSet:
         self.conditions = dict(conditions or {})
         self.sources = dict(sources or {})
         self.display = display
-        self._memo: dict[tuple[Any, ...], tuple[BoundConstraint, ...]] = {}
-        self._lock = threading.Lock()
+        #: Bindings by parameters (one policy: :mod:`nbrules.cache`); owned by this set, so
+        #: by the engine state it was rebound for, and freed with it.
+        self._memo: SizedCache[tuple[Any, ...], tuple[BoundConstraint, ...]] = SizedCache("constraints.bound",
+                                                                                          _BOUND_BYTES)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled without its memo and lock (:mod:`nbrules.store` keeps checked packages on disk)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("_memo", "_lock")}
+        """Pickled without its memo (:mod:`nbrules.store` keeps checked packages on disk)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._memo = {}
-        self._lock = threading.Lock()
+        self._memo = SizedCache("constraints.bound", _BOUND_BYTES)
 
     def rebind(self, decisions: Iterable[Decision]) -> "ConstraintSet":
         """The same constraints referring to other versions of the decisions (pins)."""
@@ -122,15 +129,8 @@ class ConstraintSet:
         """Every constraint as a violation condition; ``params`` overrides the parameters
         of referenced decisions, by decision id."""
         params = params or {}
-        key = _params_key(params)
-        with self._lock:
-            hit = self._memo.get(key)
-        if hit is not None:
-            return hit
-        out = tuple(self._bind(c, params) for c in self.constraints)
-        with self._lock:
-            self._memo[key] = out
-        return out
+        return self._memo.get_or_build(_params_key(params),
+                                       lambda: tuple(self._bind(c, params) for c in self.constraints))
 
     def for_decision(self, decision: Decision, params: Mapping[str, Any] | None = None) -> tuple[BoundConstraint, ...]:
         """The violation conditions as seen while ``decision`` runs with ``params``."""

@@ -156,6 +156,9 @@ CODES: dict[str, Code] = _registry(
     Code("NB620", "reload-failed", E, "a reload failed for a reason that is not a finding in the rule files"),
     # test (example cases)
     Code("NB701", "case-failed", E, "an example case gives other outputs or rules than expected"),
+    # CDS Hooks: fetching from the request's fhirServer
+    Code("NB740", "fhir-fetch-failed", E, "nothing the CDS service needs could be fetched from fhirServer"),
+    Code("NB741", "fhir-server-not-url", E, "a CDS request's fhirServer is not an http(s) base URL"),
     # governance
     Code("NB801", "active-not-clean", E, "an active rule file does not validate, verify or pass its cases"),
     Code("NB802", "version-conflict", E, "a pinned version is not installed or not allowed"),

@@ -25,6 +25,7 @@ from .domain import joint_domain
 from .errors import PatientInputError
 from .explain import show_facts, show_value
 from .model import Decision
+from .protocols import Evaluator
 from .render import condition_text
 from .results import Result
 from .verify import DecisionSpace
@@ -288,7 +289,7 @@ class CohortDiff:
                 "invalid_rows": list(self.bad_rows())}
 
 
-def diff_cohort(old_engine: Any, new_engine: Any, rows: Iterable[Any], outputs: Sequence[str]) -> CohortDiff:
+def diff_cohort(old_engine: Evaluator, new_engine: Evaluator, rows: Iterable[Any], outputs: Sequence[str]) -> CohortDiff:
     """Run every row through both engines and count the output transitions."""
     report = CohortDiff(outputs)
     for row in rows:

@@ -21,7 +21,7 @@ from .sources import RuleSource
 from .validator import SCHEMA_CODES, schema_problems, schema_validator
 from .vocabulary import FactSpec, input_facts
 
-__all__ = ["FhirMapping", "MappedFacts", "load_mapping", "map_resources"]
+__all__ = ["FhirMapping", "MappedFacts", "load_mapping", "map_resources", "outcome_text"]
 
 @dataclass(frozen=True)
 class FhirMapping:
@@ -215,7 +215,7 @@ def _resources(prefetch: Mapping[str, Any], out: MappedFacts) -> Iterable[Mappin
         if not isinstance(value, dict):
             continue
         if value.get("resourceType") == "OperationOutcome":
-            out.failed.append(f"{key}: {_outcome(value)}")
+            out.failed.append(f"{key}: {outcome_text(value)}")
         elif value.get("resourceType") == "Bundle":
             links: list[Any] = value["link"] if isinstance(value.get("link"), list) else []
             if any(isinstance(link, dict) and link.get("relation") == "next" for link in links):
@@ -223,7 +223,7 @@ def _resources(prefetch: Mapping[str, Any], out: MappedFacts) -> Iterable[Mappin
             for entry in value.get("entry", []) or []:
                 res = entry.get("resource") if isinstance(entry, dict) else None
                 if isinstance(res, dict) and res.get("resourceType") == "OperationOutcome":
-                    out.not_used.append(f"{key}: the server's OperationOutcome says {_outcome(res)}")
+                    out.not_used.append(f"{key}: the server's OperationOutcome says {outcome_text(res)}")
                 elif isinstance(res, dict):
                     yield res
         else:
@@ -234,10 +234,13 @@ def _obj(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _outcome(res: Mapping[str, Any]) -> str:
+def outcome_text(res: Mapping[str, Any]) -> str:
+    """The issues of an OperationOutcome in words: ``severity code: diagnostics; ...``
+    (``details.text`` when an issue has no ``diagnostics``)."""
     issues: list[Any] = res["issue"] if isinstance(res.get("issue"), list) else []
     said = [" ".join(str(i.get(k)) for k in ("severity", "code") if i.get(k)) + (
-        f": {i['diagnostics']}" if i.get("diagnostics") else "") for i in issues if isinstance(i, dict)]
+        f": {i['diagnostics']}" if i.get("diagnostics") else f": {_obj(i.get('details')).get('text')}"
+        if _obj(i.get("details")).get("text") else "") for i in issues if isinstance(i, dict)]
     return "; ".join(s for s in said if s) or "an OperationOutcome with no issue"
 
 

@@ -28,6 +28,7 @@ from .diagnostics import Diagnostic
 from .errors import PatientInputError
 from .fhir import FhirMapping, MappedFacts, map_resources
 from .patient import parse_patient_json
+from .protocols import Evaluator
 from .results import Result
 
 __all__ = ["WrittenBack", "input_time", "write_back", "transaction_bundle", "evaluate_fhir", "evaluate_fhir_json"]
@@ -91,7 +92,7 @@ def _ref(source: str) -> str:
     return f"{type_}/{rest.split('.', 1)[0]}"
 
 
-def _concept(engine: Any, output: str, value: str) -> dict[str, Any]:
+def _concept(engine: Evaluator, output: str, value: str) -> dict[str, Any]:
     spec = engine.build.vocabulary.get(output)
     label = dict(spec.labels).get(value, value) if spec is not None else value
     codings = [{"system": SYSTEM_URIS.get(c.system, c.system), "code": c.code, **({"display": c.display} if c.display else {})}
@@ -101,7 +102,7 @@ def _concept(engine: Any, output: str, value: str) -> dict[str, Any]:
     return {"coding": codings, "text": label}
 
 
-def stage_value(engine: Any, mapping: FhirMapping, output: str, value: str) -> dict[str, Any]:
+def stage_value(engine: Evaluator, mapping: FhirMapping, output: str, value: str) -> dict[str, Any]:
     """The valueCodeableConcept of a stage Observation: every code the mapping reads as
     ``value`` of ``output`` (its ``stages`` entries), codes of standard systems first, so
     that the Observation written is read back as the same stage; the vocabulary's codes
@@ -115,7 +116,7 @@ def stage_value(engine: Any, mapping: FhirMapping, output: str, value: str) -> d
             "text": spec.label(value) if spec is not None else value}
 
 
-def write_back(engine: Any, result: Result, mapping: FhirMapping, mapped: MappedFacts, patient_id: str,
+def write_back(engine: Evaluator, result: Result, mapping: FhirMapping, mapped: MappedFacts, patient_id: str,
                recorded: str, ids: bool = False) -> list[WrittenBack]:
     """The determined outputs named in ``mapping.results`` as FHIR resources, in the
     mapping's order.  ``patient_id`` is the Patient's id; ``recorded`` the FHIR instant
@@ -199,7 +200,7 @@ def transaction_bundle(written: list[WrittenBack]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-def evaluate_fhir(engine: Any, bundle: Mapping[str, Any], mapping: FhirMapping, recorded: str,
+def evaluate_fhir(engine: Evaluator, bundle: Mapping[str, Any], mapping: FhirMapping, recorded: str,
                   patient_id: str | None = None) -> tuple[Result, MappedFacts, dict[str, Any]]:
     """Evaluate a patient given as a FHIR Bundle (or any resource the mapping reads).
 
@@ -220,7 +221,7 @@ def evaluate_fhir(engine: Any, bundle: Mapping[str, Any], mapping: FhirMapping, 
     return result, mapped, transaction_bundle(written)
 
 
-def evaluate_fhir_json(engine: Any, text: str | bytes, mapping: FhirMapping, recorded: str,
+def evaluate_fhir_json(engine: Evaluator, text: str | bytes, mapping: FhirMapping, recorded: str,
                        max_bytes: int | None = None) -> dict[str, Any]:
     """``nbrules evaluate --fhir``: a FHIR Bundle (or resource) as JSON text in;
     ``{"result", "read", "fhir"}`` out: the nbrules result, what was read from the

@@ -13,11 +13,10 @@ place without raising its version.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .cache import SHARED, SizedCache
 from .diagnostics import Diagnostic
 from .model import Decision
 
@@ -80,8 +79,9 @@ def write_lock(root: Path, decisions: Iterable[Decision], recorded: Mapping[str,
     (Path(root) / LOCK_FILE).write_text(_LOCK_HEADER + body, encoding="utf-8")
     return len(merged)
 
-_MEMO: "OrderedDict[Any, tuple[Diagnostic, ...]]" = OrderedDict()
-_LOCK = threading.Lock()
+#: Verdicts by file, content hash and the facts read (one policy: :mod:`nbrules.cache`);
+#: held by the live engines, cleared when the last one closes.
+_VERDICTS: "SizedCache[Any, tuple[Diagnostic, ...]]" = SHARED.cache("governance.verdicts", 4 * 1024 * 1024)
 
 
 def _key(decision: Decision) -> Any:
@@ -93,10 +93,7 @@ def remember(decision: Decision, verdict: tuple[Diagnostic, ...]) -> None:
     read back from the on-disk cache, :mod:`nbrules.store`, computed for the same bytes)."""
     if decision.status != "active":
         return
-    with _LOCK:
-        _MEMO[_key(decision)] = verdict
-        if len(_MEMO) > 256:
-            _MEMO.popitem(last=False)
+    _VERDICTS.put(_key(decision), verdict)
 
 
 def governance_problems(decision: Decision) -> tuple[Diagnostic, ...]:
@@ -104,8 +101,7 @@ def governance_problems(decision: Decision) -> tuple[Diagnostic, ...]:
     if decision.status != "active":
         return ()
     key = _key(decision)
-    with _LOCK:
-        hit = _MEMO.get(key)
+    hit = _VERDICTS.get(key)
     if hit is not None:
         return hit
     from .cases import run_cases  # only when a verdict is not known (not from the on-disk cache)
@@ -126,8 +122,4 @@ def governance_problems(decision: Decision) -> tuple[Diagnostic, ...]:
             "NB801", f"{decision.key} is active but not clean: {', '.join(reasons)}", "/status",
             hint="fix it, or set status: draft until it passes validate, test and verify")
         result = (head, *problems)
-    with _LOCK:
-        _MEMO[key] = result
-        if len(_MEMO) > 256:
-            _MEMO.popitem(last=False)
-    return result
+    return _VERDICTS.put(key, result)

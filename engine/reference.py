@@ -17,11 +17,12 @@ a package may carry its own), then among the documents bundled with nbrules
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
+from .cache import SHARED, SizedCache
 from .resources import docs_dir
 
 __all__ = ["Reference", "anchor_id", "find_reference", "render_reference", "split_citation"]
@@ -61,9 +62,13 @@ class Reference:
         return anchor_id(locator) in self.anchors
 
 
-@lru_cache(maxsize=8)
+#: Anchors of each document read, by the sha256 of its text (one policy: :mod:`nbrules.cache`).
+_ANCHORS: "SizedCache[bytes, frozenset[str]]" = SHARED.cache("reference.anchors", 1024 * 1024)
+
+
 def _anchors(text: str) -> frozenset[str]:
-    return frozenset(_ANCHOR.findall(text))
+    return _ANCHORS.get_or_build(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest(),
+                                 lambda: frozenset(_ANCHOR.findall(text)))
 
 
 def _read(name: str, path: Path, display: str) -> Reference | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ._version import __version__
+from .cache import SHARED
 from .compiler import compile_decision
 from .diagnostics import Diagnostic, has_errors
 from .errors import NbrulesError, PatientInputError, RuleSetError, VersionError
@@ -304,6 +305,8 @@ class RuleEngine:
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
         self._last_reload: ReloadReport | None = None
+        SHARED.hold()  # the shared memos of file contents (nbrules.cache), let go by close()
+        self._holds_shared = True
 
     # -- construction ------------------------------------------------------------------
 
@@ -514,9 +517,16 @@ class RuleEngine:
             self._watcher = None
 
     def close(self) -> None:
-        """Stop watching and free the compiled rulesets (after evaluations in flight end)."""
+        """Stop watching and free the compiled rulesets (after evaluations in flight end)
+        with the state's caches; the last engine of the process to close also clears the
+        memos of file contents shared by every build (:mod:`nbrules.cache`).  Closing
+        twice is harmless."""
         self.stop_watching()
         self._retire(self._state)
+        with self._lock:
+            holds, self._holds_shared = self._holds_shared, False
+        if holds:
+            SHARED.release()
 
     def __enter__(self) -> "RuleEngine":
         return self

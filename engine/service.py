@@ -21,7 +21,7 @@ import datetime
 import json
 import logging
 import threading
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -43,6 +43,9 @@ from .runtime import RuleEngine
 from .validator import schema_problems, schema_validator
 from .vocabulary import input_facts, patient_schema
 from .workbench import workbench_routes
+
+if TYPE_CHECKING:
+    from .fhir_fetch import FetchLimits, FetchReport
 
 __all__ = ["create_app", "openapi_document", "header_timeout_protocol", "DEFAULT_MAX_BODY", "DEFAULT_MAX_PATIENTS",
            "DEFAULT_HEADER_TIMEOUT", "DEFAULT_BODY_TIMEOUT"]
@@ -261,7 +264,8 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
                                 "responses": {"200": {"description": "ok"}}}},
             "/cds-services": {"get": {"summary": "CDS Hooks discovery", "responses": {"200": {"description": "services"}}}},
             f"/cds-services/{service_id(engine) if engine is not None else SERVICE_ID}": {"post": {
-                "summary": "CDS Hooks patient-view: FHIR R4 Patient, Condition, Observation in prefetch",
+                "summary": "CDS Hooks patient-view: FHIR R4 Patient, Condition, Observation in prefetch, or fetched "
+                           "from fhirServer",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/CdsRequest"}}}},
                 "responses": {"200": {"description": "cards"}, "400": bad, "408": bad, "412": bad, "413": bad,
@@ -272,8 +276,11 @@ def openapi_document(engine: RuleEngine | None = None) -> dict[str, Any]:
 
 
 def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_body: int = DEFAULT_MAX_BODY,
-               max_patients: int = DEFAULT_MAX_PATIENTS, body_timeout: float = DEFAULT_BODY_TIMEOUT) -> Starlette:
-    """The ASGI application around one engine (shared by all requests)."""
+               max_patients: int = DEFAULT_MAX_PATIENTS, body_timeout: float = DEFAULT_BODY_TIMEOUT,
+               fetch_limits: FetchLimits | None = None) -> Starlette:
+    """The ASGI application around one engine (shared by all requests).  ``fetch_limits``
+    bound what a CDS request may fetch from its ``fhirServer`` (default
+    :class:`nbrules.fhir_fetch.FetchLimits`)."""
     fhir = mapping or load_mapping(facts=engine.build.package.facts, outputs=engine.build.vocabulary)
     profiled: dict[tuple[str, int], RuleEngine] = {}
     profiled_lock = threading.Lock()
@@ -354,10 +361,19 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         if data.get("hook") != "patient-view":
             problems.append({"pointer": "/hook", "code": "NB504", "detail": f"expected 'patient-view', found {shown(repr(data.get('hook')))}"})
         prefetch = data.get("prefetch")
-        if not problems and (prefetch is None or (isinstance(prefetch, dict) and all(v is None for v in prefetch.values()))):
+        server = data.get("fhirServer")
+        if server is not None:
+            from .fhir_fetch import server_problem
+
+            why = server_problem(server)
+            if why is not None:
+                problems.append({"pointer": "/fhirServer", "code": "NB741",
+                                 "detail": f"{why} (the base URL of a FHIR server), found {shown(repr(server))}"})
+        if not problems and server is None and (
+                prefetch is None or (isinstance(prefetch, dict) and all(v is None for v in prefetch.values()))):
             # CDS Hooks 2.0: a service that cannot obtain the data it needs answers 412
-            raise _Problem(412, "the prefetch of patient, conditions and observations (see /cds-services) is missing; "
-                                "this service does not query FHIR servers, even when fhirServer is given")
+            raise _Problem(412, "the prefetch of patient, conditions and observations (see /cds-services) is missing, "
+                                "and no fhirServer is given to fetch them from")
         if prefetch is not None and not isinstance(prefetch, dict):
             problems.append({"pointer": "/prefetch", "code": "NB502", "detail": "expected an object of prefetch results"})
         elif isinstance(prefetch, dict):
@@ -373,10 +389,29 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
                 problems.append({"pointer": p.pointer, "code": _CDS_CODES[p.kind], "detail": p.message})
         if problems:
             raise _Problem(400, "invalid CDS Hooks request", problems)
+        fetched = await _fetch(data) if server is not None else None
         base = str(request.base_url).rstrip("/")
         recorded = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return await run_in_threadpool(lambda: _json(cards_for(engine, fhir, data, reference_base=base,
-                                                               recorded=recorded)))
+                                                               recorded=recorded, fetched=fetched)))
+
+    async def _fetch(data: dict[str, Any]) -> FetchReport | None:
+        """Complete ``data["prefetch"]`` from its fhirServer (in place); 412 when nothing
+        about the patient could be obtained at all."""
+        from .fhir_fetch import FetchLimits, fetch_missing, needs_fetch
+
+        templates = discovery(engine)["services"][0]["prefetch"]
+        prefetch = data.get("prefetch") or {}
+        if not any(needs_fetch(prefetch.get(k)) for k in templates):
+            return None
+        completed, report = await fetch_missing(data, templates, fetch_limits or FetchLimits())
+        if not any(isinstance(v, dict) and v.get("resourceType") not in (None, "OperationOutcome")
+                   for v in completed.values()):
+            raise _Problem(412, "the data this service needs is not in the prefetch and could not be fetched from "
+                                "fhirServer", [{"pointer": "/fhirServer", "code": "NB740", "detail": line}
+                                               for line in report.failed + report.incomplete])
+        data["prefetch"] = completed
+        return report
 
     @_guard
     async def cds_feedback(request: Request) -> Response:

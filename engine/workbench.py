@@ -43,6 +43,7 @@ from .diff import diff_cohort, diff_decisions
 from .errors import PatientInputError
 from .explain import pending_given
 from .model import Decision
+from .protocols import Evaluator
 from .reference import anchor_id
 from .render import templates
 from .results import Result
@@ -181,7 +182,7 @@ def _field_views(vocabulary: Mapping[str, FactSpec], params: Mapping[str, str],
     return out
 
 
-def _result_view(result: Result, engine: RuleEngine, query: Mapping[str, str],
+def _result_view(result: Result, engine: Evaluator, query: Mapping[str, str],
                  multi: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     decisions = {d.id: d for d in engine.decisions}
     specs: dict[str, FactSpec] = dict(engine.build.vocabulary)  # input facts and the words of outputs

@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import pytest
 
 from nbrules import RuleEngine
+from nbrules.cache import SHARED
 
 # The on-disk cache of checked packages (nbrules.store) is off for the suite: no test
 # writes into the user's cache or reads an entry another left.  tests/test_store.py
@@ -19,6 +20,16 @@ os.environ["NBRULES_CACHE"] = "off"
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_memos() -> Iterator[None]:
+    """The suite builds and closes hundreds of engines one after another: it holds the
+    memos of file contents shared by all builds (nbrules.cache.SHARED) for the whole
+    session, as any such process may, so that closing one engine does not clear them."""
+    SHARED.hold()
+    yield
+    SHARED.release()
 
 
 @pytest.fixture(scope="session")

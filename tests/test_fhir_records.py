@@ -255,3 +255,25 @@ def test_results_must_name_outputs_in_force(tmp_path: Path, engine: RuleEngine) 
     [problem] = err.value.diagnostics
     assert problem.code == "NB301" and "cog_rsk" in problem.message and "cog_risk" in (problem.hint or "")
     assert load_mapping(outputs=engine.build.vocabulary).results["cog_risk"] == {"as": "risk"}
+
+
+# --- 7. incoming FHIR checked by a FHIR model library (in the tests) ---------------------
+
+def test_the_test_records_are_valid_fhir_by_the_fhir_resources_models() -> None:
+    """Every resource of the CDS test requests is valid by fhir.resources (R4B models; the
+    elements nbrules reads are the same in R4), except the one written without a subject
+    on purpose.  At run time the service does not validate whole resources with it (see
+    benchmarks/fhir_validation.py and README "CDS Hooks"): the elements read are typed by
+    schemas/cds-request.schema.json, answered with JSON pointers."""
+    r4b = pytest.importorskip("fhir.resources.R4B")
+    invalid = []
+    for path in sorted(FHIR.glob("*.json")):
+        for value in (json.loads(path.read_text()).get("prefetch") or {}).values():
+            if not value:
+                continue
+            for res in [e["resource"] for e in value.get("entry", [])] if value["resourceType"] == "Bundle" else [value]:
+                try:
+                    r4b.get_fhir_model_class(res["resourceType"]).model_validate(res)
+                except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                    invalid.append((path.name, f"{res['resourceType']}/{res.get('id')}", str(exc).split("\n")[1]))
+    assert invalid == [("l1-amplified-not-operated.json", "Condition/asthma", "subject")]

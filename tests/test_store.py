@@ -10,13 +10,13 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from nbrules import cases, governance, pipeline, store as store_mod, verify
+from nbrules.cache import SizedCache
 from nbrules.cli import main
 from nbrules.pipeline import build_bundled, build_directory
 from nbrules.resources import bundled_rules_dir
@@ -42,7 +42,7 @@ def forget(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     verifying or running cases fail loudly: what a hit returns comes from the disk."""
 
     def arm() -> None:
-        monkeypatch.setattr(governance, "_MEMO", OrderedDict())
+        monkeypatch.setattr(governance, "_VERDICTS", SizedCache("governance.verdicts", 4 * 1024 * 1024))
 
         def boom(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("rebuilt although the cache holds the build")
