@@ -17,8 +17,10 @@ Errors raised on purpose derive from :class:`NbrulesError` and carry diagnostics
 """
 
 from ._version import __version__
+from .commands import (RulesHaveErrors, diff_rules, evaluate_batch, open_engine, patient_schema_of, render_rules,
+                       run_rule_cases, validate_rules, verify_rules)
 from .diagnostics import CODES, Diagnostic, Severity, format_diagnostic
-from .errors import EngineError, MappingError, NbrulesError, PatientInputError, RuleSetError, VersionError
+from .errors import EngineError, MappingError, NbrulesError, PatientInputError, RuleSetError, UsageError, VersionError
 from .pipeline import RuleSetBuild, build_bundled, build_directory, build_sources
 from .results import FiredRule, FromInput, Indeterminate, NotApplicable, Result, RulesetInfo, Settled
 from .runtime import RuleEngine
@@ -38,13 +40,23 @@ __all__ = [
     "RuleEngine",
     "RuleSetBuild",
     "RuleSetError",
+    "RulesHaveErrors",
     "RulesetInfo",
     "Settled",
     "Severity",
+    "UsageError",
     "VersionError",
     "__version__",
     "build_bundled",
     "build_directory",
     "build_sources",
+    "diff_rules",
+    "evaluate_batch",
     "format_diagnostic",
+    "open_engine",
+    "patient_schema_of",
+    "render_rules",
+    "run_rule_cases",
+    "validate_rules",
+    "verify_rules",
 ]

@@ -112,8 +112,7 @@ def row_record(row: Row, engine: Evaluator) -> tuple[str, str]:
             return status, _text(f'{head[:-1]},"result":{result.to_compact_json()}}}')
 
     record = {"row": row.number, "id": row.id, "status": status,
-              "problems": [{"pointer": d.pointer or "", "code": d.code, "name": d.name, "message": d.message,
-                            **({"hint": d.hint} if d.hint else {})} for d in problems]}
+              "problems": [d.to_record() for d in problems]}
     return status, _text(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
 
 

@@ -8,23 +8,21 @@ from __future__ import annotations
 import argparse
 import datetime
 import errno
-import io
 import json
 import os
 import sys
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, NoReturn, Sequence, TextIO, cast
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence, TextIO, cast
 
 from ._version import __version__
-from .diagnostics import Diagnostic, format_diagnostic, has_errors, sort_diagnostics
+from .commands import (GuardedStream, RulesHaveErrors, diff_rules, evaluate_batch, open_engine, patient_schema_of,
+                       render_rules, run_rule_cases, validate_rules, verify_rules)
+from .diagnostics import Diagnostic, Severity, count_summary, format_diagnostic, sort_diagnostics
 from .errors import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_LISTEN, EXIT_OK, EXIT_PATIENT, EXIT_RULES, EXIT_USAGE,
                      NbrulesError, PatientInputError)
-from .pipeline import RuleSetBuild, build_bundled, build_directory, build_file
-from .model import Decision
 from .patient import DEFAULT_MAX_INPUT, escape_controls
-from .resources import bundled_rules_dir
-from .runtime import DEFAULT_CACHE_SIZE, RuleEngine, select_versions
-from .store import open_store
+from .runtime import DEFAULT_CACHE_SIZE, RuleEngine
+from .store import BuildStore, open_store
 
 if TYPE_CHECKING:  # pragma: no cover - imported by serve only (a one-shot evaluate does not need it)
     import socket
@@ -39,41 +37,6 @@ class _UsageError(Exception):
 
 class _ListenError(Exception):
     """``serve`` cannot listen on the address it was given (exit 5)."""
-
-
-class _OutputError(Exception):
-    """The output (standard output, or a file being written) cannot be written (exit 4)."""
-
-
-class _Guarded:
-    """A text stream whose write errors become :class:`_OutputError` naming the output
-    (a closed pipe stays a ``BrokenPipeError``, ended quietly by :func:`main`)."""
-
-    def __init__(self, stream: TextIO, name: str) -> None:
-        self._stream = stream
-        self._name = name
-
-    def _failed(self, exc: OSError) -> _OutputError:
-        return _OutputError(f"nbrules: cannot write {self._name}: {exc.strerror or exc}")
-
-    def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise self._failed(exc) from exc
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise self._failed(exc) from exc
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,49 +55,21 @@ def _rules_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
                         "$XDG_CACHE_HOME/nbrules or ~/.cache/nbrules; NBRULES_CACHE=off turns it off)")
 
 
+def _store(args: argparse.Namespace) -> BuildStore | None:
+    """The on-disk cache of checked packages (:mod:`nbrules.store`) of ``--cache-dir``."""
+    return open_store(getattr(args, "cache_dir", None))
+
+
 def _profile_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", metavar="NAME",
                    help="read the parameters as profile NAME of the package's parameters.yaml says")
 
 
-def _profile(args: argparse.Namespace, build: RuleSetBuild) -> dict[str, object]:
-    """The readings of --profile (none when not given); a usage error when it is unknown."""
-    name = getattr(args, "profile", None)
-    try:
-        return build.profile(name)
-    except KeyError:
-        raise _UsageError(f"NB545 [unknown-profile] no profile '{name}' in {build.label}; profiles: "
-                          + (", ".join(build.profiles) or "none")) from None
 
-
-def _build(args: argparse.Namespace, verdicts: bool = False) -> RuleSetBuild:
-    path = getattr(args, "dir", None) or args.rules
-    store = open_store(getattr(args, "cache_dir", None))
-    if path is None:
-        return build_bundled(store, verdicts)
-    if not Path(path).is_dir():
-        raise _UsageError(f"rules directory '{path}' does not exist")
-    return build_directory(path, store=store, verdicts=verdicts)
-
-
-def _target(args: argparse.Namespace) -> tuple[RuleSetBuild, str | None]:
-    """The build a verb works on, and the display path of the one rule file it was given
-    (None for a whole directory).  A file is checked together with the other rule files
-    of ``--rules`` (default: the bundled ones), whose outputs it may read."""
-    path = getattr(args, "dir", None)
-    if path is None or not Path(path).is_file():
-        return _build(args), None
-    if args.rules is not None and not Path(args.rules).is_dir():
-        raise _UsageError(f"rules directory '{args.rules}' does not exist")
-    return build_file(path, args.rules)
-
-
-def _of(diags: Sequence[Diagnostic], display: str | None) -> list[Diagnostic]:
-    return list(diags) if display is None else [d for d in diags if d.path == display]
-
-
-def _decisions_of(build: RuleSetBuild, display: str | None) -> list[Decision]:
-    return [d for d in build.decisions if display is None or d.source.display == display]
+def _rules_of(args: argparse.Namespace) -> str | None:
+    """The rules directory a verb works on: DIR (or FILE) when given, else --rules."""
+    path: str | None = getattr(args, "dir", None) or args.rules
+    return path
 
 
 def _decision_list(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -157,37 +92,11 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _counts(diags: Sequence[Diagnostic]) -> str:
-    errors = sum(1 for d in diags if d.is_error)
-    warnings = sum(1 for d in diags if d.severity and d.severity.value == "warning")
-    return f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}"
-
-
 def _engine(args: argparse.Namespace) -> RuleEngine:
-    build = _build(args, verdicts=True)
-    if not build.ok:
-        _print_diagnostics(build.diagnostics, sys.stderr)
-        raise _RulesInvalid(build)
-    use = getattr(args, "use", None) or ()
-    cache = getattr(args, "cache_size", DEFAULT_CACHE_SIZE)
-    chosen = _decision_list(args)
-    if chosen is not None:
-        in_force = [d.id for d in select_versions(build.decisions, use)[0]]
-        unknown = [i for i in chosen if i not in in_force]
-        if unknown:
-            raise _UsageError(f"--decisions: no decision {', '.join(repr(i) for i in unknown)} in force; "
-                              f"in force: {', '.join(in_force)}")
-    as_of = getattr(args, "as_of", None)
-    path = getattr(args, "dir", None) or args.rules
-    profile = getattr(args, "profile", None)
-    _profile(args, build)
-    # the engine starts from the build checked above, and remembers where it came from for reload/watch
-    store = open_store(getattr(args, "cache_dir", None))
-    root = Path(path) if path is not None else bundled_rules_dir()
-    origin = ((lambda: build_bundled(store, True)) if path is None
-              else (lambda: build_directory(root, store=store, verdicts=True)))
-    return RuleEngine(build, use=use, cache_size=cache, origin=origin, directory=root, decisions=chosen,
-                      as_of=as_of, profile=profile)
+    return open_engine(_rules_of(args), use=getattr(args, "use", None) or (),
+                       cache_size=getattr(args, "cache_size", DEFAULT_CACHE_SIZE), decisions=_decision_list(args),
+                       as_of=getattr(args, "as_of", None), profile=getattr(args, "profile", None),
+                       store=_store(args))
 
 
 def _date(text: str) -> datetime.date:
@@ -200,65 +109,35 @@ def _date(text: str) -> datetime.date:
 _AS_OF_HELP = "choose the versions in force on this date, YYYY-MM-DD (default: today; recorded in the result)"
 
 
-class _RulesInvalid(Exception):
-    def __init__(self, build: RuleSetBuild) -> None:
-        super().__init__(build.label)
-        self.build = build
-
-
-# -- verbs -----------------------------------------------------------------------------
+# -- verbs: each calls a function of nbrules.commands, prints what it returns ---------------
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .governance import LOCK_FILE, LockFileError, lock_problems, read_lock, write_lock
-    from .resources import bundled_rules_dir
-
-    path = getattr(args, "dir", None) or args.rules
-    if args.record and (path is None or Path(path).is_file()):
-        raise _UsageError("nbrules validate --record: name the rules directory to record (DIR or --rules)")
-    build, display = _target(args)
-    root = Path(path) if path is not None and not Path(path).is_file() else bundled_rules_dir()
-    try:
-        recorded = read_lock(root)
-    except LockFileError as exc:
-        raise _UsageError(str(exc)) from exc
-    diags = _of(sort_diagnostics([*build.diagnostics, *lock_problems(build.decisions, recorded)]), display)
+    report = validate_rules(args.dir, args.rules, record=args.record, store=_store(args))
     if args.format == "json":
-        print(json.dumps([d.to_dict() for d in diags], indent=2, ensure_ascii=False))
+        print(json.dumps([d.to_dict() for d in report.diagnostics], indent=2, ensure_ascii=False))
     else:
-        _print_diagnostics(diags, sys.stdout)
-        clean = [d for d in _decisions_of(build, display) if build.file_ok(d.source.display)]
-        files = len(build.files) if display is None else 1
-        print(f"{display or build.label}: {_plural(files, 'file')}, {_plural(len(clean), 'valid decision')}, "
-              f"{_counts(diags)}")
-    failing = any(d.is_error for d in diags) or (args.strict and diags)
-    if args.record:
-        if build.errors():
-            print("nbrules validate --record: nothing recorded, the rule files have errors", file=sys.stderr)
-        else:
-            n = write_lock(root, build.decisions, recorded)
-            print(f"recorded the sha256 of {_plural(len(build.decisions), 'version')} in {root / LOCK_FILE} "
-                  f"({n} in all)", file=sys.stderr)
-    return EXIT_FINDINGS if failing else EXIT_OK
+        _print_diagnostics(report.diagnostics, sys.stdout)
+        print(report.summary())
+    if report.record_refused:
+        print("nbrules validate --record: nothing recorded, the rule files have errors", file=sys.stderr)
+    elif report.recorded is not None:
+        versions, total, lock = report.recorded
+        print(f"recorded the sha256 of {_plural(versions, 'version')} in {lock} ({total} in all)", file=sys.stderr)
+    return EXIT_FINDINGS if report.failing(args.strict) else EXIT_OK
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from .cases import run_cases
-
-    build, display = _target(args)
-    if not build.ok:
-        _print_diagnostics(_of(build.diagnostics, display) or build.diagnostics, sys.stdout)
-        print(f"{display or build.label}: cannot run cases, the rule files have errors ({_counts(build.diagnostics)})")
+    report = run_rule_cases(args.dir, args.rules, args.profile, store=_store(args))
+    if not report.runnable:
+        _print_diagnostics(report.diagnostics, sys.stdout)
+        print(f"{report.label}: cannot run cases, the rule files have errors "
+              f"({count_summary(report.build_diagnostics)})")
         return EXIT_RULES
-    total = failed = 0
-    readings = _profile(args, build)
-    for decision in _decisions_of(build, display):
-        results = list(run_cases([decision], readings))
-        bad = [r for r in results if not r.passed]
-        total += len(results)
-        failed += len(bad)
+    for one in report.decisions:
+        results, bad = one.results, one.failed
         status = "ok" if not bad else "FAILED"
-        print(f"{decision.source.display}  {decision.key}  {_plural(len(results), 'case')}, "
+        print(f"{one.decision.source.display}  {one.decision.key}  {_plural(len(results), 'case')}, "
               f"{len(results) - len(bad)} passed  {status}")
         for r in bad:
             print(format_diagnostic(r.diagnostic()))
@@ -268,8 +147,10 @@ def cmd_test(args: argparse.Namespace) -> int:
             for r in results:
                 if r.passed:
                     print(f"    ok  {r.case.name}")
+    total, failed = report.total, report.failed
     print(f"{_plural(total, 'case')}, {total - failed} passed, {failed} failed")
     return EXIT_FINDINGS if failed else EXIT_OK
+
 
 
 def _read_input(path: str, limit: int) -> bytes:
@@ -318,9 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = engine.evaluate_json(data, max_bytes=args.max_input)
     except PatientInputError as exc:
         for d in exc.diagnostics:
-            hint = f" ({d.hint})" if d.hint else ""
-            line = f"{d.pointer or '(record)'}: {d.code} [{d.name}] {d.message}{hint}"
-            print(escape_controls(line), file=sys.stderr)
+            print(escape_controls(d.patient_line()), file=sys.stderr)
         return EXIT_PATIENT
     if args.format == "text":
         from .explain import explain
@@ -347,79 +226,36 @@ def _evaluate_fhir(engine: RuleEngine, data: bytes, args: argparse.Namespace) ->
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    import time
-
-    from .verify import verify_decision
-
-    build, display = _target(args)
-    readings = _profile(args, build)
-    if not build.ok:
-        _print_diagnostics(_of(build.diagnostics, display) or build.diagnostics, sys.stdout)
-    # Errors inside example cases do not stop the analysis of the rules themselves.
-    broken = {d.path for d in build.errors() if not (d.pointer or "").startswith("/cases")}
-    start = time.perf_counter()
-    reports = []
-    targets = _decisions_of(build, display)
-    skipped = [d for d in targets if d.source.display in broken]
-    for d in skipped:
+    report = verify_rules(args.dir, args.rules, args.profile, all_parameters=args.all_parameters, store=_store(args))
+    if report.diagnostics:
+        _print_diagnostics(report.diagnostics, sys.stdout)
+    for d in report.skipped:
         print(f"{d.key}: not verified, {d.source.display} has errors")
-    for d in targets:
-        if d in skipped:
-            continue
-        base = {k: v for k, v in readings.items() if k in d.parameters}
-        runs: list[tuple[str, dict[str, object] | None]] = [
-            (f" with profile {args.profile}" if base else "", dict(readings) if base else None)]
-        if args.all_parameters:
-            runs += [(f" with {name} = {json.dumps(v)}", {**readings, name: v})
-                     for name, p in d.parameters.items() for v, _ in p.alternatives if v != base.get(name)]
-            runs += [(f" with profile {prof}", build.profile(prof)) for prof in build.profiles
-                     if prof != args.profile and any(k in d.parameters for k in build.profile(prof))]
-        for label, params in runs:
-            report = verify_decision(d, params)
-            reports.append((label, report))
-    failed = False
+    failed = report.failed
     if args.format == "json":
-        print(json.dumps([{"decision": r.decision.id, "version": r.decision.version, "parameters": label.strip(),
-                           "complete_cells": r.known_cells, "cells": r.cells, "ok": r.ok,
-                           "findings": r.findings} for label, r in reports], indent=2, ensure_ascii=False))
-        failed = any(not r.ok for _, r in reports)
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
-        for label, r in reports:
-            shown = [d for d in r.diagnostics if args.verbose or d.severity.value != "info"]  # type: ignore[union-attr]
+        for label, r in report.runs:
+            shown = [d for d in r.diagnostics if args.verbose or d.severity is not Severity.INFO]
             _print_diagnostics(shown, sys.stdout)
             print(r.summary().replace(":", label + ":", 1))
-            failed = failed or not r.ok
-        total = sum(r.known_cells for _, r in reports)
+        runs, skipped = len(report.runs), len(report.skipped)
         verdict = "errors found" if failed else "no gaps, overlaps or dead rules"
-        if not reports and (skipped or not build.ok):  # never read as clean: nothing was verified
+        if not runs and (skipped or not report.built_ok):  # never read as clean: nothing was verified
             verdict = "nothing verified, the rule files have errors"
         elif skipped:
-            verdict += f"; {len(skipped)} decision{'s' if len(skipped) != 1 else ''} not verified, their files have errors"
-        elif any(d.is_error for d in _of(build.diagnostics, display)):
+            verdict += f"; {skipped} decision{'s' if skipped != 1 else ''} not verified, their files have errors"
+        elif report.rule_errors:
             verdict += ", but the rule files have errors"
-        print(f"{len(reports)} verification{'s' if len(reports) != 1 else ''}, {total} complete cells in "
-              f"{time.perf_counter() - start:.2f} s: {verdict}")
-    if skipped:
+        print(f"{runs} verification{'s' if runs != 1 else ''}, {report.complete_cells} complete cells in "
+              f"{report.seconds:.2f} s: {verdict}")
+    if report.skipped:
         return EXIT_RULES  # a decision could not be verified; the others were all the same
-    return EXIT_FINDINGS if failed or any(d.is_error for d in _of(build.diagnostics, display)) else EXIT_OK
+    return EXIT_FINDINGS if failed or report.rule_errors else EXIT_OK
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .render import render_html, render_markdown
-
-    build = _build(args)
-    if not build.ok:
-        _print_diagnostics(build.diagnostics, sys.stderr)
-        raise _RulesInvalid(build)
-    _profile(args, build)
-    chosen = [build.profiled(d, args.profile) for d in build.decisions]
-    if args.decision:
-        chosen = [d for d in chosen if args.decision in (d.id, d.key)]
-        if not chosen:
-            raise _UsageError(f"no decision '{args.decision}'; installed: "
-                              + ", ".join(d.key for d in build.decisions))
-    text = (render_html(chosen, vocabulary=build.vocabulary) if args.format == "html"
-            else render_markdown(chosen, vocabulary=build.vocabulary))
+    text = render_rules(args.rules, args.decision, args.format, args.profile)
     if args.out:
         try:
             Path(args.out).write_text(text, encoding="utf-8")
@@ -430,174 +266,37 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _checked(build: RuleSetBuild) -> RuleSetBuild:
-    if not build.ok:
-        _print_diagnostics(build.diagnostics, sys.stderr)
-        raise _RulesInvalid(build)
-    return build
-
-
-def _side(ref: str, args: argparse.Namespace) -> tuple[RuleSetBuild, Decision]:
-    """One side of a diff: a rule file anywhere (checked with the rules of --rules), or
-    decision@version installed in --rules."""
-    if Path(ref).is_file():
-        build, display = build_file(ref, args.rules)
-        found = _decisions_of(_checked(build), display)
-        if not found:
-            raise _UsageError(f"'{ref}' defines no decision")
-        return build, found[0]
-    if "@" in ref:
-        build = _checked(_build(args))
-        match = [d for d in build.decisions if d.key == ref]
-        if not match:
-            raise _UsageError(f"'{ref}' is not installed; installed: " + ", ".join(d.key for d in build.decisions))
-        return build, match[0]
-    raise _UsageError(f"'{ref}' is neither decision@version, a rule file nor a rules directory")
-
-
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .cohort import CohortFormatError, detect_format, read_rows
-    from .diff import DecisionDiff, diff_cohort, diff_decisions
-
     if args.cohort is None:
         given = [flag for flag, v in (("--input-format", args.input_format), ("--id-column", args.id_column)) if v]
         if given:
             raise _UsageError(f"nbrules diff: {', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --cohort")
-    old_dir, new_dir = Path(args.old), Path(args.new)
-    pairs = []
-    if old_dir.is_dir() != new_dir.is_dir():
-        raise _UsageError("nbrules diff: compare two rules directories, or two versions of one decision "
-                          f"(found '{args.old}' and '{args.new}')")
-    if old_dir.is_dir() and new_dir.is_dir():
-        old_build, new_build = _checked(build_directory(old_dir)), _checked(build_directory(new_dir))
-        for one in (old_build, new_build):
-            _profile(args, one)
-        old_sel = [old_build.profiled(d, args.profile) for d in select_versions(old_build.decisions)[0]]
-        new_sel = [new_build.profiled(d, args.profile) for d in select_versions(new_build.decisions)[0]]
-        old_by = {d.id: d for d in old_sel}
-        new_by = {d.id: d for d in new_sel}
-        ids = list(old_by) + [i for i in new_by if i not in old_by]
-        pairs = [(old_by.get(i), new_by.get(i)) for i in ids]
-        engines = (lambda: RuleEngine(old_build, cache_size=_COHORT_CACHE, profile=args.profile),
-                   lambda: RuleEngine(new_build, cache_size=_COHORT_CACHE, profile=args.profile))
-    else:
-        (ob, old), (nb, new) = _side(args.old, args), _side(args.new, args)
-        if old.id != new.id:
-            raise _UsageError(f"nbrules diff: '{args.old}' is decision {old.id} and '{args.new}' is decision "
-                              f"{new.id}; diff compares two versions of one decision")
-        _profile(args, ob)
-        _profile(args, nb)
-        pairs = [(ob.profiled(old, args.profile), nb.profiled(new, args.profile))]
-        engines = (lambda: RuleEngine(ob, use=[old.key], cache_size=_COHORT_CACHE, profile=args.profile),
-                   lambda: RuleEngine(nb, use=[new.key], cache_size=_COHORT_CACHE, profile=args.profile))
-    diffs = [diff_decisions(a, b) if a is not None and b is not None else DecisionDiff(a, b) for a, b in pairs]
-    cohort = None
-    if args.cohort:
-        fmt = args.input_format or ("jsonl" if args.cohort == "-" else _format_of(args.cohort, detect_format))
-        old_engine, new_engine = engines[0](), engines[1]()
-        # every output, downstream decisions included: a new stage can change the risk groups
-        outputs = list(dict.fromkeys(o for e in (old_engine, new_engine) for d in e.decisions for o in d.decides))
-        try:
-            with _open_text(args.cohort) as stream:
-                cohort = diff_cohort(old_engine, new_engine,
-                                     read_rows(stream, fmt, args.id_column or "id", new_engine.build.package.facts),
-                                     outputs)
-        except CohortFormatError as exc:
-            raise _UsageError(str(exc)) from exc
-        finally:
-            old_engine.close()
-            new_engine.close()
-    if args.format == "json":
-        payload: dict[str, object] = {"decisions": [d.to_dict() for d in diffs]}
-        if cohort is not None:
-            payload["cohort"] = cohort.to_dict()
-        print(json.dumps(payload, indent=2, ensure_ascii=False))
-    else:
-        print("\n\n".join(d.text() for d in diffs))
-        if cohort is not None:
-            print()
-            print(cohort.text(args.cohort))
-    if cohort is not None:
-        cohort.close()
+    report = diff_rules(args.old, args.new, args.rules, args.profile, cohort=args.cohort,
+                        cohort_format=args.input_format, id_column=args.id_column or "id")
+    try:
+        if args.format == "json":
+            print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            print("\n\n".join(d.text() for d in report.decisions))
+            if report.cohort is not None:
+                print()
+                print(report.cohort.text(args.cohort))
+    finally:
+        report.close()
     return EXIT_OK
-
-
-_COHORT_CACHE = 65536
-
-
-def _format_of(path: str, detect: Callable[[str], str]) -> str:
-    from .cohort import CohortFormatError
-
-    try:
-        return detect(path)
-    except CohortFormatError as exc:
-        raise _UsageError(str(exc)) from exc
-
-
-def _open_text(path: str) -> IO[bytes]:
-    """A cohort, opened in binary: rows are decoded one by one (a bad line costs that row)."""
-    if path == "-":
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise _UsageError(f"cannot read '{path}': {exc.strerror or exc}") from exc
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import EngineSpec, run_batch
-    from .cohort import CohortFormatError, detect_format
-
-    # standard input has no name to tell the format by: JSONL unless --input-format says csv
-    bulk = args.batch != "-" and Path(args.batch).is_dir()  # a FHIR Bulk Data export (NDJSON per resource type)
-    fmt = args.input_format or ("fhir-ndjson" if bulk else "jsonl" if args.batch == "-"
-                                else _format_of(args.batch, detect_format))
-    if (fmt == "fhir-ndjson") != bulk:
-        raise _UsageError(f"nbrules evaluate: --batch {args.batch}: a FHIR Bulk Data export is a directory of "
-                          ".ndjson files; a cohort is a JSONL or CSV file")
-    if args.batch != "-" and not bulk and not Path(args.batch).is_file():
-        raise _UsageError(f"cannot read '{args.batch}': no such file")
-    path = getattr(args, "dir", None) or args.rules
-    # one evaluation date for the whole cohort, in every worker, even across midnight
-    args.as_of = args.as_of or datetime.date.today()
-    engine = _engine(args)  # the rules are checked here, once, before any worker starts
-    spec = EngineSpec(rules=path, use=tuple(args.use or ()), cache_size=args.cache_size, decisions=_decision_list(args),
-                      as_of=engine.as_of, profile=args.profile)
-    out: TextIO = sys.stdout
-    # A file is written as OUT.partial and renamed to OUT only when every row is written:
-    # a run that is killed or fails leaves OUT.partial, never a truncated OUT.
-    partial = f"{args.out}.partial" if args.out not in (None, "-") else None
-    if partial is not None and (os.path.islink(args.out) or (os.path.lexists(args.out) and
-                                                             not os.path.isfile(args.out))):
-        # the rename would replace a device, FIFO or symlink with a regular file
-        raise _UsageError(f"nbrules evaluate: --out {args.out}: it exists and is not a regular file; "
-                          "give the path of a regular file (or - for standard output)")
-    done = False
-    try:
-        if partial is not None:
-            try:
-                out = cast(TextIO, _Guarded(open(partial, "w", encoding="utf-8"), f"'{partial}'"))
-            except OSError as exc:
-                raise _UsageError(f"cannot write '{partial}': {exc.strerror or exc}") from exc
-        progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
-        summary = run_batch(args.batch, out, fmt, spec, workers=args.workers or 1, id_column=args.id_column or "id",
-                            progress=progress, engine=engine, max_row=args.max_input)
-        done = True
-    except CohortFormatError as exc:
-        raise _UsageError(str(exc)) from exc
-    finally:
-        engine.close()
-        if out is not sys.stdout:
-            try:
-                out.close()
-            except OSError as exc:  # the last buffered rows could not be written: OUT.partial stays
-                if done:
-                    raise _OutputError(f"nbrules: cannot write '{partial}': {exc.strerror or exc}") from exc
-            if done and partial is not None:
-                os.replace(partial, args.out)
+    progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
+    summary = evaluate_batch(args.batch, sys.stdout if args.out in (None, "-") else args.out, args.input_format,
+                             rules=args.rules, use=args.use or (), decisions=_decision_list(args), as_of=args.as_of,
+                             profile=args.profile, cache_size=args.cache_size, workers=args.workers or 1,
+                             id_column=args.id_column or "id", max_row=args.max_input, progress=progress,
+                             store=_store(args))
     if not args.quiet:
         print(summary.text(), file=sys.stderr)
     return EXIT_OK
+
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -695,16 +394,9 @@ def cmd_docs(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from .editing import schema_names
     from .resources import schemas_dir
-    from .vocabulary import patient_schema
 
     if args.name == "patient":
-        build = _build(args)
-        if not build.ok:
-            _print_diagnostics(build.diagnostics, sys.stderr)
-            raise _RulesInvalid(build)
-        pkg = build.package
-        schema = patient_schema(pkg.facts, package=f"{pkg.name} {pkg.version}" if pkg.name else "")
-        print(json.dumps(schema, indent=2, ensure_ascii=False))
+        print(json.dumps(patient_schema_of(args.rules), indent=2, ensure_ascii=False))
     elif args.name in schema_names():
         print((schemas_dir() / f"{args.name}.schema.json").read_text(encoding="utf-8"), end="")
     else:
@@ -878,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used as the console script)."""
     parser = _parser()
     stdout = sys.stdout
-    sys.stdout = cast(TextIO, _Guarded(stdout, "standard output"))
+    sys.stdout = cast(TextIO, GuardedStream(stdout, "standard output"))
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -887,9 +579,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args))
         sys.stdout.flush()  # here, not at exit, so that a write error is reported
         return code
-    except _OutputError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_USAGE
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, but not as a success
         _quiet_stdout(stdout)
         return EXIT_USAGE
@@ -899,9 +588,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _ListenError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_LISTEN
-    except _RulesInvalid as exc:
-        print(f"{exc.build.label}: the rule files have errors ({_counts(exc.build.diagnostics)}); "
-              f"run 'nbrules validate' for details", file=sys.stderr)
+    except RulesHaveErrors as exc:
+        _print_diagnostics(exc.diagnostics, sys.stderr)
+        print(f"{exc.message}; run 'nbrules validate' for details", file=sys.stderr)
         return EXIT_RULES
     except NbrulesError as exc:
         print(exc.report(), file=sys.stderr)

@@ -17,11 +17,13 @@ from typing import Iterable, Sequence
 __all__ = [
     "CODES",
     "Code",
+    "count_summary",
     "Diagnostic",
     "Severity",
     "did_you_mean",
     "format_diagnostic",
     "has_errors",
+    "problem_details",
     "sort_diagnostics",
 ]
 
@@ -173,31 +175,38 @@ CODES: dict[str, Code] = _registry(
 del E, W, I
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Diagnostic:
     """One finding.
 
     ``path``/``line``/``column`` locate it in a rule file (1-based);
     ``pointer`` is the JSON pointer of the offending node or patient fact.
     ``end_column`` (exclusive) lets the caret underline the whole token.
+    ``severity`` is always set: the registry's severity of ``code`` unless given.
+    Raises ValueError for a code missing from :data:`CODES`.
     """
 
     code: str
     message: str
-    path: str | None = None
-    line: int | None = None
-    column: int | None = None
-    end_column: int | None = None
-    pointer: str | None = None
-    hint: str | None = None
-    source_line: str | None = None
-    severity: Severity | None = None
+    path: str | None
+    line: int | None
+    column: int | None
+    end_column: int | None
+    pointer: str | None
+    hint: str | None
+    source_line: str | None
+    severity: Severity
 
-    def __post_init__(self) -> None:
-        if self.code not in CODES:
-            raise ValueError(f"unregistered diagnostic code {self.code}")
-        if self.severity is None:
-            object.__setattr__(self, "severity", CODES[self.code].severity)
+    def __init__(self, code: str, message: str, path: str | None = None, line: int | None = None,
+                 column: int | None = None, end_column: int | None = None, pointer: str | None = None,
+                 hint: str | None = None, source_line: str | None = None, severity: Severity | None = None) -> None:
+        if code not in CODES:
+            raise ValueError(f"unregistered diagnostic code {code}")
+        for key, value in (("code", code), ("message", message), ("path", path), ("line", line),
+                           ("column", column), ("end_column", end_column), ("pointer", pointer), ("hint", hint),
+                           ("source_line", source_line),
+                           ("severity", CODES[code].severity if severity is None else severity)):
+            object.__setattr__(self, key, value)
 
     @property
     def name(self) -> str:
@@ -221,7 +230,7 @@ class Diagnostic:
 
     def headline(self) -> str:
         """The one-line form: ``path:line:col: severity CODE [name] message``."""
-        sev = self.severity.value if self.severity else "error"
+        sev = self.severity.value
         loc = self.location()
         prefix = f"{loc}: " if loc else ""
         return f"{prefix}{sev} {self.code} [{self.name}] {self.message}"
@@ -230,7 +239,7 @@ class Diagnostic:
         out: dict[str, object] = {
             "code": self.code,
             "name": self.name,
-            "severity": self.severity.value if self.severity else "error",
+            "severity": self.severity.value,
             "message": self.message,
         }
         for key in ("path", "line", "column", "pointer", "hint"):
@@ -238,6 +247,47 @@ class Diagnostic:
             if value is not None:
                 out[key] = value
         return out
+
+
+    def to_problem(self, prefix: str = "") -> dict[str, object]:
+        """The entry of an ``errors`` list of a problem-details document (RFC 9457,
+        ``application/problem+json``): ``pointer`` (``prefix`` + the JSON pointer, ``""``
+        for the whole record), ``code``, ``name``, ``detail`` and ``hint`` when there is one."""
+        out: dict[str, object] = {"pointer": prefix + (self.pointer or ""), "code": self.code, "name": self.name,
+                                  "detail": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+    def to_record(self) -> dict[str, object]:
+        """The entry of ``problems`` of a batch row's JSON line: ``pointer`` (``""`` for
+        the whole row), ``code``, ``name``, ``message`` and ``hint`` when there is one."""
+        out: dict[str, object] = {"pointer": self.pointer or "", "code": self.code, "name": self.name,
+                                  "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+    def patient_line(self) -> str:
+        """The one-line form of a patient-input problem:
+        ``/pointer: CODE [name] message (hint)`` (``(record)`` for the whole record)."""
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{self.pointer or '(record)'}: {self.code} [{self.name}] {self.message}{hint}"
+
+
+def problem_details(status: int, title: str, errors: Sequence[dict[str, object]]) -> dict[str, object]:
+    """A problem-details document (RFC 9457): ``type`` about:blank, ``title``, the HTTP
+    ``status`` and ``errors`` (entries as :meth:`Diagnostic.to_problem` makes them)."""
+    return {"type": "about:blank", "title": title, "status": status, "errors": list(errors)}
+
+
+def count_summary(diags: Iterable[Diagnostic]) -> str:
+    """``N errors, M warnings`` (singular for one)."""
+    errors = warnings = 0
+    for d in diags:
+        errors += d.severity is Severity.ERROR
+        warnings += d.severity is Severity.WARNING
+    return f"{errors} error{'' if errors == 1 else 's'}, {warnings} warning{'' if warnings == 1 else 's'}"
 
 
 def format_diagnostic(d: Diagnostic) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from .diagnostics import Diagnostic, format_diagnostic
 
-__all__ = ["NbrulesError", "RuleSetError", "PatientInputError", "EngineError", "VersionError", "MappingError",
+__all__ = ["NbrulesError", "RuleSetError", "UsageError", "PatientInputError", "EngineError", "VersionError", "MappingError",
            "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_LISTEN", "EXIT_INTERNAL", "EXIT_CODES"]
 
 # -- exit codes of the command line (the README's table is checked against EXIT_CODES) --------
@@ -66,6 +66,13 @@ class RuleSetError(NbrulesError):
     """Rule files failed to load, validate or check; ``diagnostics`` says where and why."""
 
     exit_code = EXIT_RULES
+
+
+class UsageError(NbrulesError):
+    """A request the caller can correct: a rules directory that does not exist, a profile
+    or decision that is not declared, an unreadable input or an unwritable output."""
+
+    exit_code = EXIT_USAGE
 
 
 class PatientInputError(NbrulesError):

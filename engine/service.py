@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from ._version import __version__
 from .cds import SERVICE_ID, cards_for, discovery, service_id
-from .diagnostics import Diagnostic
+from .diagnostics import Diagnostic, problem_details
 from .errors import PatientInputError
 from .fhir import FhirMapping, load_mapping
 from .loader import join_pointer
@@ -81,17 +81,11 @@ def _json(data: Any, status: int = 200, media_type: str = "application/json") ->
 
 
 def _problem(p: _Problem) -> Response:
-    return _json({"type": "about:blank", "title": p.title, "status": p.status, "errors": p.errors}, p.status, _PROBLEM)
+    return _json(problem_details(p.status, p.title, p.errors), p.status, _PROBLEM)
 
 
 def _errors(diags: tuple[Diagnostic, ...] | list[Diagnostic], prefix: str = "") -> list[dict[str, Any]]:
-    out = []
-    for d in diags:
-        e: dict[str, Any] = {"pointer": prefix + (d.pointer or ""), "code": d.code, "name": d.name, "detail": d.message}
-        if d.hint:
-            e["hint"] = d.hint
-        out.append(e)
-    return out
+    return [d.to_problem(prefix) for d in diags]
 
 
 async def _read(request: Request, limit: int) -> bytes:
@@ -101,7 +95,7 @@ async def _read(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise _Problem(413, f"the body is larger than the limit of {limit} bytes",
-                           [{"pointer": "", "code": "NB509", "detail": f"expected at most {limit} bytes"}])
+                           _errors([Diagnostic("NB509", f"expected at most {limit} bytes")]))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -113,12 +107,12 @@ async def _body(request: Request, limit: int, timeout: float) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _Problem(413, f"the body is {declared} bytes; the limit is {limit}",
-                       [{"pointer": "", "code": "NB509", "detail": f"expected at most {limit} bytes"}])
+                       _errors([Diagnostic("NB509", f"expected at most {limit} bytes")]))
     try:
         raw = await asyncio.wait_for(_read(request, limit), timeout)
     except asyncio.TimeoutError:
         raise _Problem(408, f"the body did not arrive within {timeout:g} seconds",
-                       [{"pointer": "", "code": "NB552", "detail": f"expected the whole body within {timeout:g} s"}])
+                       _errors([Diagnostic("NB552", f"expected the whole body within {timeout:g} s")]))
     except ClientDisconnect:
         _LOG.warning("nbrules: client %s disconnected during the request body of %s %s",
                      request.client.host if request.client else "?", request.method, request.url.path)
@@ -319,7 +313,7 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
                 errors += found[:room]
                 more += len(found) - len(found[:room])
         if more:
-            errors.append({"pointer": "", "code": "NB550", "detail": f"{more} more problems not listed"})
+            errors += _errors([Diagnostic("NB550", f"{more} more problems not listed")])
         if errors:
             raise _Problem(422, "the patient record is invalid" if single else "some patient records are invalid",
                            errors)

@@ -37,7 +37,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .cohort import CohortFormatError, read_rows
-from .diagnostics import Diagnostic, did_you_mean
+from .diagnostics import Diagnostic, did_you_mean, problem_details
 from .patient import shown
 from .diff import diff_cohort, diff_decisions
 from .errors import PatientInputError
@@ -329,8 +329,7 @@ def workbench_routes(engine: RuleEngine) -> list[Route]:
     async def evaluate_json(request: Request) -> Response:
         facts, result, problems = await run_in_threadpool(_evaluate, request)
         if result is None:
-            body = {"type": "about:blank", "title": "the patient record is invalid", "status": 422,
-                    "errors": [{"pointer": p.pointer, "code": p.code, "detail": p.message} for p in problems]}
+            body = problem_details(422, "the patient record is invalid", [p.to_problem() for p in problems])
             return Response(json.dumps(body, ensure_ascii=False), 422, media_type="application/problem+json")
         return Response(result.to_json(), media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="nbrules-{result.input_sha256[:12]}.json"'})

@@ -4,6 +4,7 @@ but durable-rules rulesets are process-wide resources)."""
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from pathlib import Path
 from typing import Callable, Iterator
@@ -37,6 +38,18 @@ def engine() -> Iterator[RuleEngine]:
     eng = RuleEngine.default()
     yield eng
     eng.close()
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path) -> Path:
+    """A copy of the bundled rules plus a draft INRGSS 1.1.0 whose MS age limit is 548 days."""
+    root = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", root)
+    text = (root / "staging/inrgss.yaml").read_text()
+    new = text.replace("version: 1.0.0\nstatus: active", "version: 1.1.0\nstatus: draft") \
+        .replace("  ms_age_limit_days:\n    value: 547", "  ms_age_limit_days:\n    value: 548")
+    (root / "staging/inrgss-1.1.0.yaml").write_text(new)
+    return root
 
 
 @pytest.fixture

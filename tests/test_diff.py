@@ -18,17 +18,6 @@ from nbrules.diff import diff_cohort, diff_decisions
 from .conftest import REPO
 
 
-@pytest.fixture
-def two_versions(tmp_path: Path) -> Path:
-    root = tmp_path / "rules"
-    shutil.copytree(REPO / "rules", root)
-    text = (root / "staging/inrgss.yaml").read_text()
-    new = text.replace("version: 1.0.0\nstatus: active", "version: 1.1.0\nstatus: draft") \
-        .replace("  ms_age_limit_days:\n    value: 547", "  ms_age_limit_days:\n    value: 548")
-    (root / "staging/inrgss-1.1.0.yaml").write_text(new)
-    return root
-
-
 def _pair(root: Path):  # type: ignore[no-untyped-def]
     build = build_directory(root)
     by = {d.key: d for d in build.decisions}

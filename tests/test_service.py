@@ -105,7 +105,10 @@ def test_bad_input_gets_problem_details_with_pointers(server: tuple[str, int]) -
 
 def test_size_limits(server: tuple[str, int]) -> None:
     url, _ = server
-    assert call(url, "POST", "/evaluate", raw=b" " * 30000 + b"{}")[0] == 413
+    status, _, body = call(url, "POST", "/evaluate", raw=b" " * 30000 + b"{}")
+    # every error entry has the same shape as a patient problem's (Diagnostic.to_problem)
+    assert status == 413 and body["errors"] == [{"pointer": "", "code": "NB509", "name": "input-too-large",
+                                                 "detail": "expected at most 20000 bytes"}]
     status, _, body = call(url, "POST", "/evaluate", [{"age_days": 1}] * 51)
     assert status == 413 and "limit is 50" in body["title"]
 
