@@ -120,8 +120,11 @@ def _listing(directory: Path, keep: "tuple[str, ...] | None" = None, skip: tuple
         if n.startswith(".") or (keep is not None and not n.endswith(keep)) or n.endswith(skip):
             continue
         p = directory / n
-        if p.is_file():
-            out.append(p)
+        try:
+            if stat.S_ISREG(os.stat(p).st_mode):
+                out.append(p)
+        except OSError:
+            continue
     return out
 
 
@@ -175,7 +178,10 @@ class BuildStore:
         part("schemas")
         for p in _listing(schemas_dir(), keep=(".json",)):
             part(p.name)
-            part(hashlib.sha256(p.read_bytes()).hexdigest())
+            try:
+                part(hashlib.sha256(p.read_bytes()).hexdigest())
+            except OSError as exc:  # validation will say so; the key only has to differ
+                part(f"unreadable: {exc.strerror or exc}")
         part("documents")
         for p in _listing(docs_dir(), keep=(".md",)):
             part(_stamp(p))
