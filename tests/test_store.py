@@ -263,3 +263,15 @@ def test_validate_stores_no_verdicts_and_the_first_engine_adds_them(cache: Path,
     forget()
     assert _cli(["evaluate", str(patient), "--rules", str(root)], capsys) == first
     assert first[0] == 0 and json.loads(first[1])["outputs"] == {"demo_out": "low"}  # 100 days < 547
+
+
+def test_the_library_writes_nothing_unless_given_a_store(cache: Path, rules_dir: Callable[..., Path]) -> None:
+    from nbrules.commands import open_engine, validate_rules
+
+    root = rules_dir(demo=DEMO)
+    validate_rules(str(root))
+    open_engine(str(root)).close()
+    assert not cache.exists()
+    open_engine(str(root), store=open_store()).close()
+    hit = BuildStore(cache).get(_entries(cache)[0].stem)
+    assert hit is not None and hit.verdicts == ((),)
