@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  cache off / warm cache     {med['evaluate, cache off'] / warm:6.2f}x")
     print(f"  cold cache / warm cache    {med['evaluate, cold cache'] / warm:6.2f}x")
     if args.before:
-        print(f"  at {args.before} / warm cache {med[f'evaluate at {args.before}'] / warm:6.2f}x")
+        print(f"  {'at ' + args.before + ' / warm cache':<26} {med[f'evaluate at {args.before}'] / warm:6.2f}x")
     print(f"  warm cache / import        {warm / med[IMPORT]:6.2f}x")
     print(f"  warm cache / python alone  {warm / med['python -c pass']:6.2f}x")
     verdict = "met" if warm <= GOAL_MS else "NOT met"
