@@ -32,7 +32,7 @@ class CaseResult:
 
     def diagnostic(self) -> Diagnostic:
         lines = "; ".join(self.failures)
-        return self.decision.file.diag("NB701", f"case '{self.case.name}' failed: {lines}", self.case.pointer,
+        return self.decision.positions.diag("NB701", f"case '{self.case.name}' failed: {lines}", self.case.pointer,
                                        hint="the expectation comes from the criteria table; fix the rule, or the case "
                                             "if the table was misread")
 

@@ -1,9 +1,12 @@
-"""Stage 3, *check*: the meaning of rule files, within and across files.
+"""Stage 3, *check*: the meaning of rule files.
 
 Input: files that loaded and validated.  Output: frozen :class:`Decision` objects
 and NB3xx diagnostics — unknown facts, values outside a value set, comparisons
 that do not fit a fact's type, duplicate ids, undeclared parameters, citations
-that point nowhere, outputs decided twice and cycles between decisions.
+that point nowhere, example cases that do not fit the file.  The checks across files
+(outputs decided twice, cycles between decisions) and the order decisions run in are
+in :mod:`nbrules.crossfile`; those of ``constraints.yaml`` and ``parameters.yaml`` in
+:mod:`nbrules.package_checks`.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Mapping, Sequence
 
-from .conditions import condition_refs, params_in, tests_in
-from .constraints import PLACEHOLDER, ConstraintSet
+from .conditions import ConditionVisitor, condition_refs, params_in, tests_in
+from .crossfile import cross_file, dependency_order, in_force  # the last two re-exported
 from .diagnostics import Diagnostic, did_you_mean
 from .loader import LoadedFile, join_pointer
 from .model import (
@@ -27,27 +30,27 @@ from .model import (
     ExpectIndeterminate,
     Not,
     ParamRef,
-    Constraint,
     DecisionRef,
+    ParamOp,
     ParamTest,
     Parameter,
-    Profile,
     Rule,
     Scope,
     SharedParameters,
+    TEST_OPERATORS,
     Test,
+    TestOp,
 )
 from .patient import PatientValidator
 from .reference import Reference, anchor_id, find_reference, split_citation
 from .validator import describe_value
 from .vocabulary import FactSpec
 
-__all__ = ["CheckResult", "check_files", "check_constraints", "check_parameters", "check_profiles", "dependency_order",
-           "in_force", "output_vocabulary", "undeclared_fact_hint"]
+__all__ = ["CheckResult", "check_files", "dependency_order", "in_force", "output_vocabulary", "undeclared_fact_hint"]
 
-_SCALAR_OPS = ("is", "in")
-_NUMBER_OPS = ("less_than", "at_most", "greater_than", "at_least")
-_SET_OPS = ("contains_any", "contains_all", "subset_of", "empty")
+_SCALAR_OPS: tuple[TestOp, ...] = ("is", "in")
+_NUMBER_OPS: tuple[TestOp, ...] = ("less_than", "at_most", "greater_than", "at_least")
+_SET_OPS: tuple[TestOp, ...] = ("contains_any", "contains_all", "subset_of", "empty")
 #: Deepest all/any/not nesting of a condition once its named conditions are expanded
 #: (NB123): later stages recurse over conditions, so this keeps them far from Python's
 #: recursion limit.
@@ -107,97 +110,8 @@ def check_files(files: Sequence[LoadedFile], inputs: Mapping[str, FactSpec],
         diags.extend(fc.diags)
         if decision is not None:
             decisions.append(decision)
-    diags.extend(_cross_file(decisions))
+    diags.extend(cross_file(decisions))
     return CheckResult(tuple(decisions), tuple(diags), vocab)
-
-
-def _cross_file(decisions: Sequence[Decision]) -> list[Diagnostic]:
-    diags: list[Diagnostic] = []
-    seen: dict[str, Decision] = {}
-    for d in decisions:
-        if d.key in seen:
-            other = seen[d.key]
-            diags.append(d.file.diag("NB311", f"decision {d.key} is also defined in {other.source.display}",
-                                     "/version", hint="bump the version of one of the files"))
-        else:
-            seen[d.key] = d
-    owner: dict[str, Decision] = {}
-    for d in decisions:
-        for out in d.decides:
-            prev = owner.get(out)
-            if prev is not None and prev.id != d.id:
-                diags.append(d.file.diag(
-                    "NB307", f"output '{out}' is decided by both '{prev.id}' ({prev.source.display}) and '{d.id}'",
-                    join_pointer("/decides", out), key=True,
-                    hint="one output belongs to one decision; rename one of them"))
-            else:
-                owner.setdefault(out, d)
-    graph = _graph(decisions)
-    for cycle in _cycles(graph):
-        first = next(d for d in decisions if d.id == cycle[0])
-        path = " -> ".join(cycle + [cycle[0]])
-        idx = next((i for i, r in enumerate(first.reads) if owner.get(r) and owner[r].id == cycle[1 % len(cycle)]), 0)
-        diags.append(first.file.diag("NB308", f"decisions depend on each other in a cycle: {path}",
-                                     f"/reads/{idx}", hint="a decision may only read outputs of decisions it does not feed"))
-    return diags
-
-
-def _graph(decisions: Sequence[Decision]) -> dict[str, set[str]]:
-    """decision id -> ids of the decisions whose outputs it reads."""
-    owner: dict[str, str] = {}
-    for d in decisions:
-        for out in d.decides:
-            owner.setdefault(out, d.id)
-    graph: dict[str, set[str]] = {}
-    for d in decisions:
-        deps = graph.setdefault(d.id, set())
-        for fact in d.reads:
-            o = owner.get(fact)
-            if o is not None and o != d.id:
-                deps.add(o)
-    return graph
-
-
-def _cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
-    found: list[list[str]] = []
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n: str) -> None:
-        state[n] = 1
-        stack.append(n)
-        for m in sorted(graph.get(n, ())):
-            if state.get(m) == 1:
-                found.append(stack[stack.index(m):])
-            elif m not in state:
-                visit(m)
-        stack.pop()
-        state[n] = 2
-
-    for n in sorted(graph):
-        if n not in state:
-            visit(n)
-    return found
-
-
-def dependency_order(decisions: Sequence[Decision]) -> list[Decision]:
-    """Decisions ordered so each runs after those it reads from (ties: by id)."""
-    graph = _graph(decisions)
-    by_id: dict[str, list[Decision]] = {}
-    for d in decisions:
-        by_id.setdefault(d.id, []).append(d)
-    done: set[str] = set()
-    order: list[Decision] = []
-    pending = set(graph)
-    while pending:
-        ready = sorted(n for n in pending if graph[n] <= done)
-        if not ready:  # a cycle; the checker has reported it
-            ready = sorted(pending)
-        n = ready[0]
-        pending.discard(n)
-        done.add(n)
-        order.extend(sorted(by_id[n], key=lambda d: d.version_key))
-    return order
 
 
 class _FileChecker:
@@ -205,6 +119,7 @@ class _FileChecker:
                  case_validator: PatientValidator, ignored: set[str],
                  shared: Mapping[str, Parameter] | None = None) -> None:
         self.f = f
+        self.pos = f.positions
         self.shared = dict(shared or {})
         self.ignored = ignored
         self.data: dict[str, Any] = f.data
@@ -237,7 +152,7 @@ class _FileChecker:
             name: str | None = None) -> None:
         if name is not None and name in self.ignored:
             return  # refers to a part dropped after a schema error, already reported
-        self.diags.append(self.f.diag(code, message, pointer, key=key, hint=hint))
+        self.diags.append(self.pos.diag(code, message, pointer, key=key, hint=hint))
 
     # -- the file --------------------------------------------------------------------
 
@@ -268,16 +183,15 @@ class _FileChecker:
         pending = self._pending()
         applies_if = self._applies_if()
         facts = {r: self.vocab[r] for r in self.reads if r in self.vocab}
+        cases = tuple(self._case(i, c, rules) for i, c in enumerate(d["cases"]))
         decision = Decision(
             id=d["decision"], title=d["title"], description=d.get("description", ""), version=d["version"],
             status=d["status"], effective=d["effective"], sources=self.sources, references=self.references,
             hit_policy=d.get("hit_policy", "unique"), parameters=self.params, conditions=conditions,
             reads=self.reads, facts=facts, pending=pending, decides=self.decides, scopes=scopes, rules=rules,
-            cases=(), source=self.f.source, file=self.f, applies_if=applies_if,
+            cases=cases, source=self.f.source, positions=self.pos, applies_if=applies_if,
             applies_reason=d.get("applies_if_given", {}).get("reason", ""),
         )
-        cases = tuple(self._case(i, c, decision) for i, c in enumerate(d["cases"]))
-        object.__setattr__(decision, "cases", cases)
         self._unused(decision)
         return decision
 
@@ -417,13 +331,7 @@ class _FileChecker:
     def _nesting(self, c: Condition) -> int:
         """How deep ``c`` nests all/any/not, a named condition counting as its own depth + 1.
         (Recursion is bounded by the loader's nesting limit; named depths are known already.)"""
-        if isinstance(c, (All, AnyOf)):
-            return 1 + max((self._nesting(x) for x in c.items), default=0)
-        if isinstance(c, Not):
-            return 1 + self._nesting(c.item)
-        if isinstance(c, CondRef):
-            return 1 + self._depth.get(c.name, 0)
-        return 0
+        return _Nesting(self._depth).visit(c)
 
     def _too_deep_refs(self, c: Condition) -> bool:
         return any(self._depth.get(r.name, 0) > MAX_CONDITION_DEPTH for r in condition_refs(c))
@@ -455,7 +363,7 @@ class _FileChecker:
 
     def _param_test(self, c: Mapping[str, Any], ptr: str) -> ParamTest:
         name = c["param"]
-        op = "is" if "is" in c else "in"
+        op: ParamOp = "is" if "is" in c else "in"
         value = _freeze(c[op])
         p = self._param(name)
         if p is None:
@@ -477,7 +385,7 @@ class _FileChecker:
 
     def _test(self, c: Mapping[str, Any], ptr: str) -> Test:
         fact = c["fact"]
-        op = next(k for k in c if k != "fact")
+        op = next(k for k in TEST_OPERATORS if k in c)  # the schema allows exactly one
         raw = c[op]
         value: Any = _freeze(raw)
         if isinstance(raw, dict):
@@ -514,7 +422,7 @@ class _FileChecker:
                           f"constraints (constraints.yaml)", ptr,
                  hint="a rule reads another decision's output as a fact: add the output to reads and test it")
 
-    def _op_fits(self, spec: FactSpec, op: str, ptr: str) -> bool:
+    def _op_fits(self, spec: FactSpec, op: TestOp, ptr: str) -> bool:
         kind = spec.kind
         if op in _SCALAR_OPS and kind == "set":
             self.err("NB303", f"'{op}' compares one value, but {spec.name} is a list", f"{ptr}/{op}", key=True,
@@ -530,7 +438,7 @@ class _FileChecker:
             return False
         return True
 
-    def _value_fits(self, spec: FactSpec, op: str, value: Any, ptr: str, prefix: str) -> None:
+    def _value_fits(self, spec: FactSpec, op: TestOp, value: Any, ptr: str, prefix: str) -> None:
         if op in ("empty", "known"):
             return
         if op in ("in", "contains_any", "contains_all", "subset_of"):
@@ -581,7 +489,7 @@ class _FileChecker:
                 self.err("NB302", f"'{value}' is not a value of {out} (one of {', '.join(self.decides[out])})", optr,
                          hint=did_you_mean(value, self.decides[out]))
             then[out] = value
-        span = self.f.span(ptr)
+        span = self.pos.span(ptr)
         return Rule(r["id"], cite, when, then, ptr, span.line if span else 1, r.get("description", ""))
 
     def _scope(self, i: int, s: Mapping[str, Any], named: Mapping[str, Condition]) -> Scope:
@@ -589,7 +497,7 @@ class _FileChecker:
         cite = self._cites(s.get("cite", []), f"{ptr}/cite")
         when = self._condition(s["when"], f"{ptr}/when", self.data.get("conditions", {}))
         self._check_nesting(when, f"{ptr}/when")
-        span = self.f.span(ptr)
+        span = self.pos.span(ptr)
         return Scope(s["id"], when, s["reason"], cite, ptr, span.line if span else 1)
 
     def _check_ids(self, rules: Sequence[Rule], scopes: Sequence[Scope]) -> None:
@@ -601,7 +509,7 @@ class _FileChecker:
             else:
                 seen[item.id] = item.line
 
-    def _case(self, i: int, c: Mapping[str, Any], decision: Decision) -> Case:
+    def _case(self, i: int, c: Mapping[str, Any], rules: Sequence[Rule]) -> Case:
         ptr = f"/cases/{i}"
         given = dict(c["given"])
         for fact in given:
@@ -612,7 +520,7 @@ class _FileChecker:
             if d.code == "NB503":
                 continue  # reported above as a fact the decision does not read
             target = f"{ptr}/given{d.pointer}"
-            self.diags.append(self.f.diag("NB312", f"case '{c['name']}': {d.message}", target, hint=d.hint,
+            self.diags.append(self.pos.diag("NB312", f"case '{c['name']}': {d.message}", target, hint=d.hint,
                                           severity=d.severity))
         params: dict[str, Any] = {}
         for name, value in c.get("parameters", {}).items():
@@ -627,7 +535,7 @@ class _FileChecker:
             params[name] = _freeze(value)
         expect: dict[str, str | None | ExpectIndeterminate] = {}
         fired: tuple[str, ...] | None = None
-        rule_ids = {r.id for r in decision.rules}
+        rule_ids = {r.id for r in rules}
         for key, value in c["expect"].items():
             eptr = join_pointer(f"{ptr}/expect", key)
             if key == "fired":
@@ -657,7 +565,7 @@ class _FileChecker:
                     self.err("NB302", f"'{value}' is not a value of {key} (one of {', '.join(allowed)})", eptr,
                              hint=did_you_mean(value, allowed))
                 expect[key] = value
-        span = self.f.span(ptr)
+        span = self.pos.span(ptr)
         return Case(c["name"], given, expect, fired, params, ptr, span.line if span else 1, c.get("note", ""))
 
     # -- things declared but not used ----------------------------------------------------
@@ -679,20 +587,45 @@ class _FileChecker:
                         stack.append(d.conditions[ref.name])
         for name in d.parameters:
             if name not in used_params and name not in self.shared:
-                self.diags.append(self.f.diag("NB330", f"parameter '{name}' is declared but never used",
+                self.diags.append(self.pos.diag("NB330", f"parameter '{name}' is declared but never used",
                                               join_pointer("/parameters", name), key=True,
                                               hint="use it with {param: " + name + "} or remove it"))
         for key in d.sources:
             if key not in self.cited:
-                self.diags.append(self.f.diag("NB331", f"source '{key}' is never cited",
+                self.diags.append(self.pos.diag("NB331", f"source '{key}' is never cited",
                                               join_pointer("/sources", key), key=True))
         for i, fact in enumerate(d.reads):
             if fact not in used_facts and fact in self.vocab:
-                self.diags.append(self.f.diag("NB332", f"fact '{fact}' is in reads but no rule tests it", f"/reads/{i}"))
+                self.diags.append(self.pos.diag("NB332", f"fact '{fact}' is in reads but no rule tests it", f"/reads/{i}"))
         for name in d.conditions:
             if name not in used_named:
-                self.diags.append(self.f.diag("NB333", f"named condition '{name}' is never used",
+                self.diags.append(self.pos.diag("NB333", f"named condition '{name}' is never used",
                                               join_pointer("/conditions", name), key=True))
+
+
+class _Nesting(ConditionVisitor[int]):
+    """All/any/not depth of a condition; ``depth`` gives that of each named condition."""
+
+    def __init__(self, depth: Mapping[str, int]) -> None:
+        self.depth = depth
+
+    def test(self, c: Test) -> int:
+        return 0
+
+    def param_test(self, c: ParamTest) -> int:
+        return 0
+
+    def all(self, c: All) -> int:
+        return 1 + max(self.items(c), default=0)
+
+    def any(self, c: AnyOf) -> int:
+        return 1 + max(self.items(c), default=0)
+
+    def not_(self, c: Not) -> int:
+        return 1 + self.visit(c.item)
+
+    def ref(self, c: CondRef) -> int:
+        return 1 + self.depth.get(c.name, 0)
 
 
 def _freeze(value: Any) -> Any:
@@ -709,175 +642,3 @@ def _kind(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "list"
     return "text"
-
-
-# -- input constraints (constraints.yaml) ------------------------------------------------
-
-
-class _ConstraintChecker(_FileChecker):
-    """Checks a package's ``constraints.yaml``: conditions as in rule files (any fact of the
-    vocabulary may be tested), decision references, message placeholders, citations."""
-
-    def __init__(self, f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
-                 decisions: Mapping[str, Decision], shared: Mapping[str, Parameter]) -> None:
-        super().__init__(f, vocab, inputs, PatientValidator(inputs), set(), shared)
-        self.reads = tuple(vocab)
-        self.decisions = decisions
-
-    def _decision_ref(self, spec: FactSpec, ref: DecisionRef, ptr: str) -> None:
-        d = self.decisions.get(ref.decision)
-        if d is None:
-            self.err("NB351", f"decision '{ref.decision}' is not defined in this package", f"{ptr}/decision",
-                     hint=did_you_mean(ref.decision, self.decisions) or f"decisions: {', '.join(sorted(self.decisions))}")
-            return
-        values = d.decides.get(ref.output)
-        if values is None:
-            self.err("NB351", f"decision '{ref.decision}' does not decide '{ref.output}'", f"{ptr}/output",
-                     hint=did_you_mean(ref.output, d.decides) or f"it decides: {', '.join(d.decides)}")
-            return
-        if spec.kind != "enum" or any(v not in spec.values for v in values):
-            self.err("NB352", f"{spec.name} is {spec.describe()}; {ref.decision} gives {ref.output} one of "
-                              f"{', '.join(values)}", ptr, hint="compare a fact with an output of the same value set")
-
-    def constraints(self) -> list[Constraint]:
-        out: list[Constraint] = []
-        seen: set[str] = set()
-        for i, c in enumerate(self.data.get("constraints", [])):
-            ptr = f"/constraints/{i}"
-            if c["id"] in seen:
-                self.err("NB353", f"constraint id '{c['id']}' is used twice", f"{ptr}/id",
-                         hint="give each constraint its own id")
-            seen.add(c["id"])
-            if c["fact"] not in self.inputs:
-                self.err("NB301", f"fact '{c['fact']}' is not a patient fact", f"{ptr}/fact",
-                         hint=did_you_mean(c["fact"], self.inputs) or "name the patient fact the message is about")
-            named = self.data.get("conditions", {})
-            when = self._condition(c["when"], f"{ptr}/when", named) if "when" in c else None
-            require = self._condition(c["require"], f"{ptr}/require", named)
-            for name in PLACEHOLDER.findall(c["message"]):
-                did, _, out_name = name.partition(".")
-                known = (out_name in self.decisions[did].decides) if out_name and did in self.decisions \
-                    else (not out_name and name in self.vocab)
-                if not known:
-                    self.err("NB354", f"'{{{name}}}' in the message names neither a fact nor a decision's output",
-                             f"{ptr}/message", hint="write {fact_name} or {decision-id.output}")
-            cite = self._cites(c["cite"], f"{ptr}/cite")
-            span = self.f.span(ptr)
-            out.append(Constraint(c["id"], c["fact"], c["severity"], when, require, c["message"], c.get("hint", ""),
-                                  cite, ptr, span.line if span else 1))
-        for key in self.sources:
-            if key not in self.cited:
-                self.diags.append(self.f.diag("NB331", f"source '{key}' is never cited",
-                                              join_pointer("/sources", key), key=True))
-        return out
-
-
-def in_force(decisions: Sequence[Decision]) -> dict[str, Decision]:
-    """Per decision id, the version a reference means by default: the newest active one,
-    else the newest of any status."""
-    out: dict[str, Decision] = {}
-    for d in decisions:
-        cur = out.get(d.id)
-        rank = (d.status == "active", d.version_key)
-        if cur is None or rank > (cur.status == "active", cur.version_key):
-            out[d.id] = d
-    return out
-
-
-def check_constraints(f: LoadedFile, vocab: Mapping[str, FactSpec], inputs: Mapping[str, FactSpec],
-                      decisions: Sequence[Decision],
-                      shared: SharedParameters | None = None) -> tuple[ConstraintSet | None, list[Diagnostic]]:
-    """Check a (loaded, schema-valid) ``constraints.yaml``; attach the set to every decision
-    and check the decisions' example cases against it (NB312).  The set is None when the
-    file has errors."""
-    by_id = in_force(decisions)
-    cc = _ConstraintChecker(f, vocab, inputs, by_id, shared.parameters if shared is not None else {})
-    named = cc._named_conditions()
-    items = cc.constraints()
-    diags = list(cc.diags)
-    if any(d.is_error for d in diags):
-        return None, diags
-    cset = ConstraintSet(items, by_id, named, cc.sources, f.source.display,
-                         {n: p.value for n, p in cc.params.items()})
-    for d in decisions:
-        object.__setattr__(d, "constraints", cset)
-        for case in d.cases:
-            for v in cset.check(case.given, {d.id: d.param_values(case.parameters)}):
-                if not v.is_error:
-                    continue  # a case may show how unlikely input is answered
-                diags.append(d.file.diag("NB312", f"case '{case.name}': {v.message}",
-                                         f"{case.pointer}/given{v.pointer}" if (v.pointer or "").lstrip("/") in case.given
-                                         else f"{case.pointer}/given", hint=v.hint, severity=v.severity))
-    return cset, diags
-
-
-# -- shared parameters and profiles (parameters.yaml) ---------------------------------------
-
-
-class _ParametersChecker(_FileChecker):
-    """Checks a package's ``parameters.yaml``: shared parameters (as in rule files) and
-    profiles (readings checked against the decisions by :func:`check_profiles`)."""
-
-    def __init__(self, f: LoadedFile, inputs: Mapping[str, FactSpec]) -> None:
-        super().__init__(f, inputs, inputs, PatientValidator(inputs), set())
-
-    def checked(self) -> SharedParameters:
-        for name, p in self.data.get("parameters", {}).items():
-            self.params[name] = self._parameter(name, p)
-        profiles: dict[str, Profile] = {}
-        for name, prof in self.data.get("profiles", {}).items():
-            ptr = join_pointer("/profiles", name)
-            cite = self._cites(prof["cite"], f"{ptr}/cite")
-            readings = {k: _freeze(v) for k, v in prof["readings"].items()}
-            profiles[name] = Profile(name, prof["title"], prof["note"], cite, readings, ptr)
-        for key in self.sources:
-            if key not in self.cited:
-                self.diags.append(self.f.diag("NB331", f"source '{key}' is never cited",
-                                              join_pointer("/sources", key), key=True))
-        return SharedParameters(dict(self.params), profiles, self.sources, self.f.source.display)
-
-
-def check_parameters(f: LoadedFile, inputs: Mapping[str, FactSpec]) -> tuple[SharedParameters, list[Diagnostic]]:
-    """Check a (loaded, schema-valid) ``parameters.yaml`` on its own."""
-    pc = _ParametersChecker(f, inputs)
-    shared = pc.checked()
-    return shared, list(pc.diags)
-
-
-def check_profiles(f: LoadedFile, shared: SharedParameters, decisions: Sequence[Decision],
-                   names_complete: bool = True) -> list[Diagnostic]:
-    """Every profile reading names a parameter (shared, or of a decision) and reads one of its
-    documented values (NB356); a shared parameter no decision uses is reported (NB330)."""
-    diags: list[Diagnostic] = []
-    known: dict[str, list[Parameter]] = {}
-    used: set[str] = set()
-    for d in decisions:
-        for name, p in d.parameters.items():
-            known.setdefault(name, []).append(p)
-            if name in shared.parameters:
-                used.add(name)
-    for name, p in shared.parameters.items():
-        known.setdefault(name, [p])
-        if name not in used:
-            diags.append(f.diag("NB330", f"shared parameter '{name}' is used by no decision",
-                                join_pointer("/parameters", name), key=True,
-                                hint="use it with {param: " + name + "} in a rule file, or remove it"))
-    for prof in shared.profiles.values():
-        for name, value in prof.readings.items():
-            ptr = join_pointer(f"{prof.pointer}/readings", name)
-            if name not in known:
-                if not names_complete:
-                    continue
-                diags.append(f.diag("NB356", f"profile '{prof.name}' reads parameter '{name}', which no decision "
-                                             f"or parameters.yaml declares", ptr, key=True,
-                                    hint=did_you_mean(name, known) or "name a shared parameter or a decision's"))
-                continue
-            for p in known[name]:
-                documented = [p.value] + [a for a, _ in p.alternatives]
-                if value not in documented:
-                    shown = ", ".join(describe_value(x) for x in documented)
-                    diags.append(f.diag("NB356", f"profile '{prof.name}' reads {name} = {describe_value(value)}, "
-                                                 f"which is not a documented reading ({shown})", ptr,
-                                        hint="add it as an alternative with its note, or correct the reading"))
-                    break
-    return diags

@@ -11,9 +11,9 @@ source map from engine rule names back to rule ids and ``file:line``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, assert_never
 
-from .conditions import FALSE, NNF, TRUE, And, Atom, Or, atoms, facts_in, params_in
+from .conditions import FALSE, NNF, TRUE, Atom, Or, atoms, facts_in, fold_nnf, params_in
 from .domain import DecisionDomain, decision_domain, decision_nnf
 from .model import Decision, Rule, Scope
 from .vocabulary import FactSpec
@@ -110,38 +110,47 @@ def _no_item(field: str, values: Any) -> dict[str, Any]:
 def _atom(a: Atom, specs: Mapping[str, FactSpec]) -> dict[str, Any]:
     f, v, op = a.fact, a.value, a.op
     count = f + COUNT_SUFFIX
-    if op == "eq":
-        return {f: v}
-    if op == "ne":
-        return {"$neq": {f: v}}
-    if op == "in":
-        return {f: v[0]} if len(v) == 1 else {"$or": [{f: x} for x in v]}
-    if op == "nin":
-        return {"$neq": {f: v[0]}} if len(v) == 1 else {"$and": [{"$neq": {f: x}} for x in v]}
-    if op in ("lt", "le", "gt", "ge"):
-        return {{"lt": "$lt", "le": "$lte", "gt": "$gt", "ge": "$gte"}[op]: {f: v}}
-    if op == "known":
-        return {"$ex": {f: 1}}
-    if op == "unknown":
-        return {"$nex": {f: 1}}
-    if op == "empty":
-        return {count: 0}
-    if op == "nonempty":
-        return {"$gt": {count: 0}}
-    if op == "any":
-        return _any_item(f, v)
-    if op == "none":
-        return _no_item(f, v)
-    if op == "all":
-        return _and([{"$iany": {f: {"$i": x}}} for x in v])
-    if op == "notall":
-        return _or([_no_item(f, (x,)) for x in v])
-    rest = tuple(x for x in specs[f].values if x not in v)
-    if op == "subset":  # no item outside v
-        return _no_item(f, rest) if rest else {"$ex": {f: 1}}
-    if op == "notsubset":  # some item outside v
-        return _any_item(f, rest) if rest else {"$and": [{"$ex": {f: 1}}, {"$nex": {f: 1}}]}
-    raise ValueError(f"unknown atom operator {op}")  # pragma: no cover
+    match op:
+        case "eq":
+            return {f: v}
+        case "ne":
+            return {"$neq": {f: v}}
+        case "in":
+            return {f: v[0]} if len(v) == 1 else {"$or": [{f: x} for x in v]}
+        case "nin":
+            return {"$neq": {f: v[0]}} if len(v) == 1 else {"$and": [{"$neq": {f: x}} for x in v]}
+        case "lt":
+            return {"$lt": {f: v}}
+        case "le":
+            return {"$lte": {f: v}}
+        case "gt":
+            return {"$gt": {f: v}}
+        case "ge":
+            return {"$gte": {f: v}}
+        case "known":
+            return {"$ex": {f: 1}}
+        case "unknown":
+            return {"$nex": {f: 1}}
+        case "empty":
+            return {count: 0}
+        case "nonempty":
+            return {"$gt": {count: 0}}
+        case "any":
+            return _any_item(f, v)
+        case "none":
+            return _no_item(f, v)
+        case "all":
+            return _and([{"$iany": {f: {"$i": x}}} for x in v])
+        case "notall":
+            return _or([_no_item(f, (x,)) for x in v])
+        case "subset":  # no item outside v
+            rest = tuple(x for x in specs[f].values if x not in v)
+            return _no_item(f, rest) if rest else {"$ex": {f: 1}}
+        case "notsubset":  # some item outside v
+            rest = tuple(x for x in specs[f].values if x not in v)
+            return _any_item(f, rest) if rest else {"$and": [{"$ex": {f: 1}}, {"$nex": {f: 1}}]}
+        case _:
+            assert_never(op)
 
 
 def _and(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -152,14 +161,13 @@ def _or(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return parts[0] if len(parts) == 1 else {"$or": parts}
 
 
-def _pattern(node: NNF, specs: Mapping[str, FactSpec]) -> dict[str, Any]:
-    if isinstance(node, Atom):
-        return _atom(node, specs)
-    if isinstance(node, And):
-        return _and([_pattern(x, specs) for x in node.items])
-    if isinstance(node, Or):
-        return _or([_pattern(x, specs) for x in node.items])
+def _folded(value: bool) -> dict[str, Any]:
     raise ValueError("constants are folded before compiling")  # pragma: no cover
+
+
+def _pattern(node: NNF, specs: Mapping[str, FactSpec]) -> dict[str, Any]:
+    return fold_nnf(node, lambda a: _atom(a, specs), lambda items: _and(list(items)), lambda items: _or(list(items)),
+                    _folded)
 
 
 def _rule_json(node: NNF, specs: Mapping[str, FactSpec]) -> dict[str, Any] | None:

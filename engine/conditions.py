@@ -16,18 +16,26 @@ a missing field never matches.
 
 from __future__ import annotations
 
+import operator
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Union
+from functools import partial
+from typing import Any, Callable, Generic, Iterator, Literal, Mapping, TypeVar, Union, assert_never, get_args
 
-from .model import All, AnyOf, CondRef, Condition, Not, ParamRef, ParamTest, Test
+from .model import All, AnyOf, CondRef, Condition, Not, ParamRef, ParamTest, Test, TestOp
 
 __all__ = [
     "Atom",
+    "AtomOp",
     "And",
     "Or",
     "TRUE",
     "FALSE",
     "NNF",
+    "ConditionVisitor",
+    "fold_nnf",
+    "atom_op",
+    "value_test",
     "to_nnf",
     "evaluate",
     "atom_truth",
@@ -37,7 +45,14 @@ __all__ = [
     "params_in",
     "condition_refs",
     "resolve_value",
+    "normal_form",
 ]
+
+T = TypeVar("T")
+
+#: Operators of an NNF atom: each operator of a written test and its negation.
+AtomOp = Literal["eq", "ne", "in", "nin", "lt", "le", "gt", "ge", "any", "none", "all", "notall",
+                 "subset", "notsubset", "empty", "nonempty", "known", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +60,7 @@ class Atom:
     """A test on one fact in NNF.  ``origin`` is the pointer of the written test."""
 
     fact: str
-    op: str
+    op: AtomOp
     value: Any
     origin: str
 
@@ -73,27 +88,108 @@ FALSE = _Const(False)
 
 NNF = Union[Atom, And, Or, _Const]
 
-# (operator, negated) -> NNF atom operator
-_ATOM_OPS: dict[tuple[str, bool], str] = {
-    ("is", False): "eq",
-    ("is", True): "ne",
-    ("in", False): "in",
-    ("in", True): "nin",
-    ("less_than", False): "lt",
-    ("less_than", True): "ge",
-    ("at_most", False): "le",
-    ("at_most", True): "gt",
-    ("greater_than", False): "gt",
-    ("greater_than", True): "le",
-    ("at_least", False): "ge",
-    ("at_least", True): "lt",
-    ("contains_any", False): "any",
-    ("contains_any", True): "none",
-    ("contains_all", False): "all",
-    ("contains_all", True): "notall",
-    ("subset_of", False): "subset",
-    ("subset_of", True): "notsubset",
-}
+
+# --- the one visitor over written conditions ------------------------------------------
+
+
+class ConditionVisitor(ABC, Generic[T]):
+    """A visitor over written conditions (:data:`nbrules.model.Condition`), producing a ``T``.
+
+    :meth:`visit` dispatches on the node type with an exhaustive ``match`` (``mypy --strict``
+    reports a node type it does not handle); a subclass implements one method per node type
+    and decides itself whether and how to visit children (:meth:`visit`, or :meth:`items`
+    for the results of ``all``/``any`` items, lazily, so a visitor may stop early).
+    Named conditions are not followed unless :meth:`ref` follows them.
+    """
+
+    def visit(self, c: Condition) -> T:
+        match c:
+            case Test():
+                return self.test(c)
+            case ParamTest():
+                return self.param_test(c)
+            case All():
+                return self.all(c)
+            case AnyOf():
+                return self.any(c)
+            case Not():
+                return self.not_(c)
+            case CondRef():
+                return self.ref(c)
+            case _:
+                assert_never(c)
+
+    def items(self, c: All | AnyOf) -> Iterator[T]:
+        """The results of visiting the items of ``c``, in order, one at a time."""
+        return (self.visit(x) for x in c.items)
+
+    @abstractmethod
+    def test(self, c: Test) -> T: ...
+
+    @abstractmethod
+    def param_test(self, c: ParamTest) -> T: ...
+
+    @abstractmethod
+    def all(self, c: All) -> T: ...
+
+    @abstractmethod
+    def any(self, c: AnyOf) -> T: ...
+
+    @abstractmethod
+    def not_(self, c: Not) -> T: ...
+
+    @abstractmethod
+    def ref(self, c: CondRef) -> T: ...
+
+
+def fold_nnf(node: NNF, atom: Callable[[Atom], T], conj: Callable[[Iterator[T]], T],
+             disj: Callable[[Iterator[T]], T], const: Callable[[bool], T]) -> T:
+    """The one fold over NNF trees: ``atom`` of each atom, ``conj``/``disj`` of the (lazily
+    computed) results of an ``and``/``or``'s items, ``const`` of ``TRUE``/``FALSE``."""
+
+    def fold(n: NNF) -> T:
+        match n:
+            case Atom():
+                return atom(n)
+            case And():
+                return conj(map(fold, n.items))
+            case Or():
+                return disj(map(fold, n.items))
+            case _Const():
+                return const(n.value)
+            case _:
+                assert_never(n)
+
+    return fold(node)
+
+
+def atom_op(op: TestOp, negated: bool) -> AtomOp:
+    """The NNF operator of a written test (other than ``empty``/``known``) or of its negation."""
+    match op:
+        case "is":
+            return "ne" if negated else "eq"
+        case "in":
+            return "nin" if negated else "in"
+        case "less_than":
+            return "ge" if negated else "lt"
+        case "at_most":
+            return "gt" if negated else "le"
+        case "greater_than":
+            return "le" if negated else "gt"
+        case "at_least":
+            return "lt" if negated else "ge"
+        case "contains_any":
+            return "none" if negated else "any"
+        case "contains_all":
+            return "notall" if negated else "all"
+        case "subset_of":
+            return "notsubset" if negated else "subset"
+        case "empty":
+            return "nonempty" if negated else "empty"
+        case "known":
+            return "unknown" if negated else "known"
+        case _:
+            assert_never(op)
 
 
 def resolve_value(value: Any, params: Mapping[str, Any]) -> Any:
@@ -131,6 +227,35 @@ def _or(items: list[NNF]) -> NNF:
     return flat[0] if len(flat) == 1 else Or(tuple(flat))
 
 
+class _ToNNF(ConditionVisitor[NNF]):
+    def __init__(self, named: Mapping[str, Condition], params: Mapping[str, Any], negate: bool) -> None:
+        self.named = named
+        self.params = params
+        self.negate = negate
+
+    def test(self, c: Test) -> NNF:
+        if c.op in ("empty", "known"):
+            return Atom(c.fact, atom_op(c.op, bool(c.value) == self.negate), None, c.pointer)
+        return Atom(c.fact, atom_op(c.op, self.negate), resolve_value(c.value, self.params), c.pointer)
+
+    def param_test(self, c: ParamTest) -> NNF:
+        actual = self.params[c.param]
+        truth = actual == c.value if c.op == "is" else actual in tuple(c.value)
+        return TRUE if truth != self.negate else FALSE
+
+    def all(self, c: All) -> NNF:
+        return (_or if self.negate else _and)(list(self.items(c)))
+
+    def any(self, c: AnyOf) -> NNF:
+        return (_and if self.negate else _or)(list(self.items(c)))
+
+    def not_(self, c: Not) -> NNF:
+        return _ToNNF(self.named, self.params, not self.negate).visit(c.item)
+
+    def ref(self, c: CondRef) -> NNF:
+        return self.visit(self.named[c.name])
+
+
 def to_nnf(
     cond: Condition,
     named: Mapping[str, Condition],
@@ -138,33 +263,67 @@ def to_nnf(
     negate: bool = False,
 ) -> NNF:
     """Negation normal form of ``cond`` with parameters bound to ``params``."""
-    if isinstance(cond, All):
-        parts = [to_nnf(c, named, params, negate) for c in cond.items]
-        return _or(parts) if negate else _and(parts)
-    if isinstance(cond, AnyOf):
-        parts = [to_nnf(c, named, params, negate) for c in cond.items]
-        return _and(parts) if negate else _or(parts)
-    if isinstance(cond, Not):
-        return to_nnf(cond.item, named, params, not negate)
-    if isinstance(cond, CondRef):
-        return to_nnf(named[cond.name], named, params, negate)
-    if isinstance(cond, ParamTest):
-        actual = params[cond.param]
-        if cond.op == "is":
-            truth = actual == cond.value
-        else:
-            truth = actual in tuple(cond.value)
-        return TRUE if truth != negate else FALSE
-    if isinstance(cond, Test):
-        if cond.op == "empty":
-            positive = bool(cond.value) != negate
-            return Atom(cond.fact, "empty" if positive else "nonempty", None, cond.pointer)
-        if cond.op == "known":
-            positive = bool(cond.value) != negate
-            return Atom(cond.fact, "known" if positive else "unknown", None, cond.pointer)
-        value = resolve_value(cond.value, params)
-        return Atom(cond.fact, _ATOM_OPS[(cond.op, negate)], value, cond.pointer)
-    raise TypeError(f"not a condition: {cond!r}")  # pragma: no cover
+    return _ToNNF(named, params, negate).visit(cond)
+
+
+def _set(x: Any) -> frozenset[Any]:
+    return x if type(x) is frozenset else frozenset(x)
+
+
+def _value_test(op: AtomOp) -> Callable[[Any, Any], bool]:
+    """``test(x, v)``: what an atom with operator ``op`` and value ``x`` says of a present
+    value ``v`` (a list for the list operators).  The atom's value comes first so that
+    ``partial(test, x)`` is the test of one value (C functions of :mod:`operator` where
+    they fit: ``lt`` is ``v < x``, so ``x > v``)."""
+    match op:
+        case "eq":
+            return operator.eq
+        case "ne":
+            return operator.ne
+        case "in":
+            return operator.contains
+        case "nin":
+            return lambda x, v: v not in x
+        case "lt":
+            return operator.gt
+        case "le":
+            return operator.ge
+        case "gt":
+            return operator.lt
+        case "ge":
+            return operator.le
+        case "empty":
+            return lambda x, v: not v
+        case "nonempty":
+            return lambda x, v: bool(v)
+        case "any":
+            return lambda x, v: not _set(x).isdisjoint(v)
+        case "none":
+            return lambda x, v: _set(x).isdisjoint(v)
+        case "all":
+            return lambda x, v: _set(x).issubset(v)
+        case "notall":
+            return lambda x, v: not _set(x).issubset(v)
+        case "subset":
+            return lambda x, v: _set(x).issuperset(v)
+        case "notsubset":
+            return lambda x, v: not _set(x).issuperset(v)
+        case "known" | "unknown":
+            raise ValueError(f"'{op}' tests whether a fact is given, not its value")
+        case _:
+            assert_never(op)
+
+
+#: Every operator's test of a present value (``known``/``unknown`` test presence instead).
+_VALUE_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    op: _value_test(op) for op in get_args(AtomOp) if op not in ("known", "unknown")}
+_LIST_OPS = frozenset({"any", "none", "all", "notall", "subset", "notsubset"})
+
+
+def value_test(op: AtomOp, x: Any) -> Callable[[Any], bool]:
+    """The test an atom with operator ``op`` and value ``x`` makes of a fact's (present)
+    value; ``known``/``unknown`` test presence, not a value (a ``ValueError``)."""
+    return partial(_value_test(op), frozenset(x) if op in _LIST_OPS else x)
 
 
 def atom_truth(atom: Atom, facts: Mapping[str, Any]) -> bool | None:
@@ -176,90 +335,159 @@ def atom_truth(atom: Atom, facts: Mapping[str, Any]) -> bool | None:
         return atom.fact not in facts
     if atom.fact not in facts:
         return None
-    v = facts[atom.fact]
-    x = atom.value
-    if op == "eq":
-        return bool(v == x)
-    if op == "ne":
-        return bool(v != x)
-    if op == "in":
-        return v in x
-    if op == "nin":
-        return v not in x
-    if op == "lt":
-        return bool(v < x)
-    if op == "le":
-        return bool(v <= x)
-    if op == "gt":
-        return bool(v > x)
-    if op == "ge":
-        return bool(v >= x)
-    items = set(v)
-    wanted = set(x) if x is not None else set()
-    if op == "any":
-        return bool(items & wanted)
-    if op == "none":
-        return not items & wanted
-    if op == "all":
-        return wanted <= items
-    if op == "notall":
-        return not wanted <= items
-    if op == "subset":
-        return items <= wanted
-    if op == "notsubset":
-        return not items <= wanted
-    if op == "empty":
-        return not items
-    if op == "nonempty":
-        return bool(items)
-    raise ValueError(f"unknown atom operator {op}")  # pragma: no cover
+    return bool(_VALUE_TESTS[op](atom.value, facts[atom.fact]))
+
+
+def _kleene(stop: bool) -> Callable[[Iterator[bool | None]], bool | None]:
+    """Kleene ``and`` (``stop`` False) or ``or`` (``stop`` True) of lazily computed truths."""
+
+    def combine(truths: Iterator[bool | None]) -> bool | None:
+        result: bool | None = not stop
+        for t in truths:
+            if t is stop:
+                return stop
+            if t is None:
+                result = None
+        return result
+
+    return combine
+
+
+_KLEENE_AND = _kleene(False)
+_KLEENE_OR = _kleene(True)
 
 
 def evaluate(node: NNF, facts: Mapping[str, Any], truth: Callable[[Atom, Mapping[str, Any]], bool | None] = atom_truth) -> bool | None:
     """Kleene evaluation of an NNF condition over (possibly incomplete) facts."""
-    if isinstance(node, Atom):
-        return truth(node, facts)
-    if isinstance(node, And):
-        result: bool | None = True
-        for it in node.items:
-            t = evaluate(it, facts, truth)
-            if t is False:
-                return False
-            if t is None:
-                result = None
-        return result
-    if isinstance(node, Or):
-        result = False
-        for it in node.items:
-            t = evaluate(it, facts, truth)
-            if t is True:
-                return True
-            if t is None:
-                result = None
-        return result
-    return node.value
+    return fold_nnf(node, lambda a: truth(a, facts), _KLEENE_AND, _KLEENE_OR, lambda v: v)
+
+
+def _chain(parts: Iterator[Iterator[T]]) -> Iterator[T]:
+    for p in parts:
+        yield from p
 
 
 def atoms(node: NNF) -> Iterator[Atom]:
-    if isinstance(node, Atom):
-        yield node
-    elif isinstance(node, (And, Or)):
-        for it in node.items:
-            yield from atoms(it)
+    """Every atom of ``node``, in order."""
+    return fold_nnf(node, lambda a: iter((a,)), _chain, _chain, lambda _: iter(()))
+
+
+# --- a normal form for comparing conditions (diff) ---------------------------------------
+
+#: A condition in normal form: ``("and"|"or", items)``, ``("fact", fact, op, value)``,
+#: ``("param", name, "in"|"nin", values)``, ``("true",)`` or ``("false",)``; nested tuples,
+#: so two normal forms compare with ``==``.
+Normal = tuple[Any, ...]
+
+_SET_VALUED: frozenset[AtomOp] = frozenset({"in", "nin", "any", "none", "all", "notall", "subset", "notsubset"})
+#: A list of one value: ``in [x]`` is ``is x``, ``contains_all [x]`` is ``contains_any [x]``.
+_ONE_VALUE: dict[AtomOp, AtomOp] = {"in": "eq", "nin": "ne", "all": "any", "notall": "none"}
+
+
+def _sorted(values: Any) -> tuple[Any, ...]:
+    return tuple(sorted(set(values), key=repr))
+
+
+class _Normal(ConditionVisitor[Normal]):
+    """:func:`normal_form`: negation pushed to the tests, ``all``/``any`` flattened, their items
+    sorted and without repeats, named conditions expanded, parameter tests kept (not folded)."""
+
+    def __init__(self, named: Mapping[str, Condition], params: Mapping[str, Any], negate: bool = False) -> None:
+        self.named = named
+        self.params = params
+        self.negate = negate
+
+    def test(self, c: Test) -> Normal:
+        if c.op in ("empty", "known"):
+            return ("fact", c.fact, atom_op(c.op, bool(c.value) == self.negate), None)
+        op = atom_op(c.op, self.negate)
+        value = c.value
+        if isinstance(value, ParamRef):  # the parameter and the value it reads
+            return ("fact", c.fact, op, ("param", value.name, resolve_value(value, self.params)))
+        if op in _SET_VALUED and isinstance(value, (tuple, list)):
+            value = _sorted(value)
+            if len(value) == 1 and op in _ONE_VALUE:
+                op, value = _ONE_VALUE[op], (value[0] if op in ("in", "nin") else value)
+        return ("fact", c.fact, op, value)
+
+    def param_test(self, c: ParamTest) -> Normal:
+        values = _sorted(c.value if c.op == "in" else (c.value,))
+        return ("param", c.param, "nin" if self.negate else "in", values)
+
+    def _junction(self, kind: str, c: All | AnyOf) -> Normal:
+        items: set[Normal] = set()
+        for x in self.items(c):
+            items.update(x[1] if x[0] == kind else (x,))
+        absorbing, neutral = (("false",), ("true",)) if kind == "and" else (("true",), ("false",))
+        if absorbing in items:
+            return absorbing
+        items.discard(neutral)
+        if not items:
+            return neutral
+        return next(iter(items)) if len(items) == 1 else (kind, tuple(sorted(items, key=repr)))
+
+    def all(self, c: All) -> Normal:
+        return self._junction("or" if self.negate else "and", c)
+
+    def any(self, c: AnyOf) -> Normal:
+        return self._junction("and" if self.negate else "or", c)
+
+    def not_(self, c: Not) -> Normal:
+        return _Normal(self.named, self.params, not self.negate).visit(c.item)
+
+    def ref(self, c: CondRef) -> Normal:
+        return self.visit(self.named[c.name]) if c.name in self.named else ("condition", c.name, self.negate)
+
+
+def normal_form(cond: Condition, named: Mapping[str, Condition], params: Mapping[str, Any]) -> Normal:
+    """``cond`` in a normal form in which equivalent ways of writing it are equal: the order of
+    ``all``/``any`` items, repeated items, nesting of ``all`` in ``all`` (``any`` in ``any``),
+    ``not`` written outside or pushed in (``not is`` = ``is`` negated, ``not all`` = ``any`` of
+    the negations), named conditions or their definitions written out, a list of one value
+    (``in [x]`` = ``is x``) or the order of a list's values.  Parameter tests are kept, so a
+    change under parameters not in force still shows; a parameter used as a value is compared
+    by name and by the value ``params`` gives it."""
+    return _Normal(named, params).visit(cond)
 
 
 # --- walkers over the written (non-normalised) conditions -------------------
 
 
-def _walk(cond: Condition, named: Mapping[str, Condition], seen: frozenset[str] = frozenset()) -> Iterator[Condition]:
-    yield cond
-    if isinstance(cond, (All, AnyOf)):
-        for c in cond.items:
-            yield from _walk(c, named, seen)
-    elif isinstance(cond, Not):
-        yield from _walk(cond.item, named, seen)
-    elif isinstance(cond, CondRef) and cond.name in named and cond.name not in seen:
-        yield from _walk(named[cond.name], named, seen | {cond.name})
+class _Nodes(ConditionVisitor[Iterator[Condition]]):
+    """Every node, pre-order; named conditions followed (once per path) when ``named`` is given."""
+
+    def __init__(self, named: Mapping[str, Condition] | None, seen: frozenset[str] = frozenset()) -> None:
+        self.named = named
+        self.seen = seen
+
+    def test(self, c: Test) -> Iterator[Condition]:
+        yield c
+
+    def param_test(self, c: ParamTest) -> Iterator[Condition]:
+        yield c
+
+    def all(self, c: All) -> Iterator[Condition]:
+        yield c
+        for it in self.items(c):
+            yield from it
+
+    def any(self, c: AnyOf) -> Iterator[Condition]:
+        yield c
+        for it in self.items(c):
+            yield from it
+
+    def not_(self, c: Not) -> Iterator[Condition]:
+        yield c
+        yield from self.visit(c.item)
+
+    def ref(self, c: CondRef) -> Iterator[Condition]:
+        yield c
+        if self.named is not None and c.name in self.named and c.name not in self.seen:
+            yield from _Nodes(self.named, self.seen | {c.name}).visit(self.named[c.name])
+
+
+def _walk(cond: Condition, named: Mapping[str, Condition]) -> Iterator[Condition]:
+    return _Nodes(named).visit(cond)
 
 
 def tests_in(cond: Condition, named: Mapping[str, Condition]) -> Iterator[Test]:
@@ -294,10 +522,6 @@ def params_in(cond: Condition, named: Mapping[str, Condition]) -> list[str]:
 
 def condition_refs(cond: Condition) -> Iterator[CondRef]:
     """Named-condition references written directly in ``cond`` (not followed)."""
-    if isinstance(cond, CondRef):
-        yield cond
-    elif isinstance(cond, (All, AnyOf)):
-        for c in cond.items:
-            yield from condition_refs(c)
-    elif isinstance(cond, Not):
-        yield from condition_refs(cond.item)
+    for c in _Nodes(None).visit(cond):
+        if isinstance(c, CondRef):
+            yield c

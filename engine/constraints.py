@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .cache import SizedCache
-from .conditions import NNF, Atom, And, Or, _and, _or, atom_truth, atoms, evaluate, to_nnf
+from .conditions import FALSE, NNF, TRUE, Atom, _and, _or, atoms, evaluate, fold_nnf, to_nnf, value_test
 from .diagnostics import Diagnostic
 from .model import All, Condition, Constraint, Decision, DecisionRef, Not
 
@@ -161,19 +161,17 @@ class ConstraintSet:
         return out
 
     def _expand(self, node: NNF, params: Mapping[str, Mapping[str, Any]], derived: dict[str, dict[str, NNF]]) -> NNF:
-        if isinstance(node, Atom):
-            if not isinstance(node.value, DecisionRef):
-                return node
-            fires = self._fires(node.value, params, derived)
-            if node.op == "eq":  # f = v and d derives v, for some v
-                return _or([_and([Atom(node.fact, "eq", v, node.origin), pos]) for v, (pos, _) in fires.items()])
+        def atom(a: Atom) -> NNF:
+            if not isinstance(a.value, DecisionRef):
+                return a
+            fires = self._fires(a.value, params, derived)
+            if a.op == "eq":  # f = v and d derives v, for some v
+                return _or([_and([Atom(a.fact, "eq", v, a.origin), pos]) for v, (pos, _) in fires.items()])
             # f != derived: for every v, f is not v or d does not derive v
-            return _and([_or([Atom(node.fact, "ne", v, node.origin), neg]) for v, (_, neg) in fires.items()])
-        if isinstance(node, And):
-            return _and([self._expand(n, params, derived) for n in node.items])
-        if isinstance(node, Or):
-            return _or([self._expand(n, params, derived) for n in node.items])
-        return node
+            return _and([_or([Atom(a.fact, "ne", v, a.origin), neg]) for v, (_, neg) in fires.items()])
+
+        return fold_nnf(node, atom, lambda items: _and(list(items)), lambda items: _or(list(items)),
+                        lambda v: TRUE if v else FALSE)
 
     # -- patient records -----------------------------------------------------------------
 
@@ -227,34 +225,28 @@ class ConstraintSet:
 
 def _compile(node: NNF) -> Callable[[Mapping[str, Any]], bool | None]:
     """A closure computing the Kleene truth of ``node`` (constraints run on every record)."""
-    if isinstance(node, Atom):
-        fact, op, x = node.fact, node.op, node.value
-        if op == "known":
-            return lambda f: fact in f
-        if op == "unknown":
-            return lambda f: fact not in f
-        if op in ("eq", "ne", "in", "nin", "lt", "le", "gt", "ge"):
-            cmp: Callable[[Any], bool] = {
-                "eq": lambda v: bool(v == x), "ne": lambda v: bool(v != x), "in": lambda v: v in x,
-                "nin": lambda v: v not in x, "lt": lambda v: bool(v < x), "le": lambda v: bool(v <= x),
-                "gt": lambda v: bool(v > x), "ge": lambda v: bool(v >= x)}[op]
-            return lambda f: cmp(f[fact]) if fact in f else None
-        wanted = frozenset(x) if isinstance(x, (tuple, list, frozenset)) else frozenset()
-        lists: dict[str, Callable[[Any], bool]] = {
-            "empty": lambda v: not v, "nonempty": lambda v: bool(v),
-            "any": lambda v: not wanted.isdisjoint(v), "none": lambda v: wanted.isdisjoint(v),
-            "all": lambda v: wanted.issubset(v), "notall": lambda v: not wanted.issubset(v),
-            "subset": lambda v: wanted.issuperset(v), "notsubset": lambda v: not wanted.issuperset(v)}
-        if op in lists:
-            test = lists[op]
-            return lambda f: test(f[fact]) if fact in f else None
-        return lambda f: atom_truth(node, f)  # pragma: no cover - every operator is listed above
-    if isinstance(node, (And, Or)):
-        parts = [_compile(it) for it in node.items]
-        stop, other = (False, True) if isinstance(node, And) else (True, False)
+    return fold_nnf(node, _compile_atom, _combine(False), _combine(True), lambda value: lambda f: value)
+
+
+def _compile_atom(node: Atom) -> Callable[[Mapping[str, Any]], bool | None]:
+    fact = node.fact
+    if node.op == "known":
+        return lambda f: fact in f
+    if node.op == "unknown":
+        return lambda f: fact not in f
+    test = value_test(node.op, node.value)
+    return lambda f: test(f[fact]) if fact in f else None
+
+
+def _combine(stop: bool) -> Callable[[Iterator[Callable[[Mapping[str, Any]], bool | None]]],
+                                     Callable[[Mapping[str, Any]], bool | None]]:
+    """Kleene ``and`` (``stop`` False) or ``or`` (``stop`` True) of compiled items."""
+
+    def build(items: Iterator[Callable[[Mapping[str, Any]], bool | None]]) -> Callable[[Mapping[str, Any]], bool | None]:
+        parts = list(items)
 
         def combine(f: Mapping[str, Any]) -> bool | None:
-            result: bool | None = other
+            result: bool | None = not stop
             for part in parts:
                 t = part(f)
                 if t is stop:
@@ -264,24 +256,17 @@ def _compile(node: NNF) -> Callable[[Mapping[str, Any]], bool | None]:
             return result
 
         return combine
-    value = bool(getattr(node, "value", False))
-    return lambda f: value
+
+    return build
 
 
 def _needs(node: NNF) -> frozenset[str]:
     """Facts that must be present for ``node`` to be true (Kleene: a test on a missing
     fact is unknown, except ``known``/``unknown``)."""
-    if isinstance(node, Atom):
-        return frozenset((node.fact,)) if node.op != "unknown" else frozenset()
-    if isinstance(node, And):
-        out: frozenset[str] = frozenset()
-        for it in node.items:
-            out |= _needs(it)
-        return out
-    if isinstance(node, Or):
-        parts = [_needs(it) for it in node.items]
-        return frozenset.intersection(*parts) if parts else frozenset()
-    return frozenset()
+    return fold_nnf(node, lambda a: frozenset((a.fact,)) if a.op != "unknown" else frozenset(),
+                    lambda items: frozenset().union(*items),
+                    lambda items: frozenset.intersection(*parts) if (parts := list(items)) else frozenset(),
+                    lambda _: frozenset())
 
 
 def _show(value: Any) -> str:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable, Mapping, Sequence
+from typing import IO, Any, Iterable, Literal, Mapping, Sequence
 
 from .diagnostics import Diagnostic, format_diagnostic
 from .domain import joint_domain
 from .errors import PatientInputError
 from .explain import show_facts, show_value
-from .model import Decision
+from .conditions import normal_form
+from .model import Condition, Decision
 from .protocols import Evaluator
 from .render import condition_text
 from .results import Result
@@ -33,6 +34,8 @@ from .verify import DecisionSpace
 __all__ = ["Transition", "Impact", "DecisionDiff", "diff_decisions", "CohortDiff", "diff_cohort", "output_label"]
 
 NO_VALUE = "no value"
+#: The cells an impact counts: complete ones, or those with unknown facts.
+Region = Literal["complete", "with unknown facts"]
 UNDETERMINED = "undetermined"
 
 
@@ -48,7 +51,7 @@ class Transition:
 @dataclass(frozen=True)
 class Impact:
     output: str
-    region: str  # "complete" | "with unknown facts"
+    region: Region
     total: int
     unchanged: int
     transitions: tuple[Transition, ...]
@@ -123,13 +126,25 @@ def _text_changes(old: Decision, new: Decision) -> list[str]:
             elif a.note != b.note or a.alternatives != b.alternatives:
                 out.append(f"parameter {name}: note or alternatives changed")
     for name in sorted(set(old.conditions) | set(new.conditions)):
-        a_text = condition_text(old.conditions[name], old.conditions, old.param_values()) if name in old.conditions else None
-        b_text = condition_text(new.conditions[name], new.conditions, new.param_values()) if name in new.conditions else None
-        if a_text != b_text:
-            out += _changed(f"named condition {name}", a_text, b_text)
+        if not _same_condition(old, new, old.conditions.get(name), new.conditions.get(name)):
+            out += _changed(f"named condition {name}", _text(old, old.conditions.get(name)),
+                            _text(new, new.conditions.get(name)))
     out += _items(old, new, "rule", list(old.rules), list(new.rules))
     out += _items(old, new, "scope exclusion", list(old.scopes), list(new.scopes))
     return out
+
+
+def _text(d: Decision, c: Condition | None) -> str | None:
+    """A condition of ``d`` in words, as the diff shows it."""
+    return condition_text(c, d.conditions, d.param_values()) if c is not None else None
+
+
+def _same_condition(old: Decision, new: Decision, a: Condition | None, b: Condition | None) -> bool:
+    """Whether two written conditions say the same: their normal forms are equal (a reordered
+    ``all``, a ``not`` pushed inside, a named condition written out … is no change)."""
+    if a is None or b is None:
+        return a is b
+    return normal_form(a, old.conditions, old.param_values()) == normal_form(b, new.conditions, new.param_values())
 
 
 def _changed(label: str, a: str | None, b: str | None) -> list[str]:
@@ -146,13 +161,11 @@ def _items(old: Decision, new: Decision, kind: str, a_items: list[Any], b_items:
     b_by = {x.id: x for x in b_items}
     for rid in [x.id for x in a_items] + [x.id for x in b_items if x.id not in a_by]:
         a, b = a_by.get(rid), b_by.get(rid)
-        a_when = condition_text(a.when, old.conditions, old.param_values()) if a else None
-        b_when = condition_text(b.when, new.conditions, new.param_values()) if b else None
         if a is None or b is None:
-            out += _changed(f"{kind} {rid}", a_when, b_when)
+            out += _changed(f"{kind} {rid}", _text(old, a.when if a else None), _text(new, b.when if b else None))
             continue
-        if a_when != b_when:
-            out += _changed(f"{kind} {rid}: condition", a_when, b_when)
+        if not _same_condition(old, new, a.when, b.when):
+            out += _changed(f"{kind} {rid}: condition", _text(old, a.when), _text(new, b.when))
         a_then = getattr(a, "then", None) or getattr(a, "reason", None)
         b_then = getattr(b, "then", None) or getattr(b, "reason", None)
         if a_then != b_then:
@@ -180,7 +193,7 @@ def diff_decisions(old: Decision, new: Decision, examples: int = 3) -> DecisionD
     """Text changes and cell-by-cell impact between two versions of a decision."""
     result = DecisionDiff(old, new, _text_changes(old, new))
     if old.key == new.key and old.sha256 != new.sha256:
-        result.warnings.append(new.file.diag(
+        result.warnings.append(new.positions.diag(
             "NB812", f"{new.key} differs from {old.key} in {old.source.display} (sha256 {old.sha256[:12]} -> "
                      f"{new.sha256[:12]}) but has the same version", "/version",
             hint="raise the version of the edited file: results name a decision by its version"))
@@ -190,8 +203,9 @@ def diff_decisions(old: Decision, new: Decision, examples: int = 3) -> DecisionD
     for output in [o for o in old.decides if o in new.decides]:
         a = _labels(old_space, old, output)
         b = _labels(new_space, new, output)
-        for region, mask in (("complete", old_space.complete), ("with unknown facts",
-                                                                 old_space.feasible & ~old_space.complete)):
+        regions: tuple[tuple[Region, int], ...] = (("complete", old_space.complete),
+                                                    ("with unknown facts", old_space.feasible & ~old_space.complete))
+        for region, mask in regions:
             transitions = []
             changed = 0
             for la, ma in a.items():

@@ -61,7 +61,7 @@ def lock_problems(decisions: Iterable[Decision], recorded: Mapping[str, str]) ->
     for d in decisions:
         was = recorded.get(d.key)
         if was is not None and was != d.sha256:
-            out.append(d.file.diag(
+            out.append(d.positions.diag(
                 "NB812", f"{d.key} changed since its hash was recorded in {LOCK_FILE} (sha256 {was[:12]} -> "
                          f"{d.sha256[:12]}) but its version did not", "/version",
                 hint="raise the version of the edited file; if the change is meant to keep this version, "
@@ -118,7 +118,7 @@ def governance_problems(decision: Decision) -> tuple[Diagnostic, ...]:
             reasons.append(f"{sum(1 for d in report.diagnostics if d.is_error)} verify error(s)")
         if failing:
             reasons.append(f"{len(failing)} failing case(s)")
-        head = decision.file.diag(
+        head = decision.positions.diag(
             "NB801", f"{decision.key} is active but not clean: {', '.join(reasons)}", "/status",
             hint="fix it, or set status: draft until it passes validate, test and verify")
         result = (head, *problems)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 from yaml.events import (
@@ -33,7 +33,7 @@ from yaml.events import (
 from .diagnostics import Diagnostic, Severity
 from .sources import MAX_RULE_FILE_BYTES, RuleSource
 
-__all__ = ["Span", "LoadedFile", "load_source", "escape_pointer", "join_pointer"]
+__all__ = ["Span", "SourceMap", "LoadedFile", "load_source", "escape_pointer", "join_pointer"]
 
 
 @dataclass(frozen=True)
@@ -54,28 +54,21 @@ def join_pointer(base: str, token: str | int) -> str:
     return f"{base}/{escape_pointer(str(token))}"
 
 
-@dataclass
-class LoadedFile:
-    """The data of one rule file with its position index and load diagnostics."""
+class _Positions:
+    """Locating nodes of one file by JSON pointer (shared by :class:`SourceMap` and
+    :class:`LoadedFile`): ``values``/``keys`` map a pointer to the span of its value/key;
+    ``lines`` are the file's lines (the source line shown under a diagnostic); ``kept``
+    translates pointers of a copy with list items left out (see :attr:`LoadedFile.kept`)."""
 
     source: RuleSource
-    data: Any = None
-    values: dict[str, Span] = field(default_factory=dict)
-    keys: dict[str, Span] = field(default_factory=dict)
-    lines: list[str] = field(default_factory=list)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    #: For a copy of the data with list items left out (pipeline._prune): for each
-    #: top-level list, the index in the file of each item kept.  Pointers into the copy
-    #: are translated through it, so every location names the node in the file.
-    kept: dict[str, tuple[int, ...]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not any(d.is_error for d in self.diagnostics)
+    values: Mapping[str, Span]
+    keys: Mapping[str, Span]
+    lines: Sequence[str]
+    kept: Mapping[str, tuple[int, ...]]
 
     def in_file(self, pointer: str) -> str:
-        """``pointer`` into :attr:`data` as a pointer into the file (they differ only in
-        a copy with list items left out)."""
+        """``pointer`` into the data as a pointer into the file (they differ only in a copy
+        with list items left out)."""
         if not self.kept:
             return pointer
         parts = pointer.split("/", 3)
@@ -102,6 +95,11 @@ class LoadedFile:
             if p in self.values:
                 return self.values[p]
         return self.values.get("")
+
+    def line(self, pointer: str) -> int:
+        """The 1-based line of the node at ``pointer`` (1 when unknown)."""
+        span = self.span(pointer)
+        return span.line if span else 1
 
     def diag(
         self,
@@ -135,6 +133,43 @@ class LoadedFile:
             source_line=src,
             severity=severity,
         )
+
+
+@dataclass(frozen=True, eq=False)
+class SourceMap(_Positions):
+    """Where the nodes of one file are: what later stages keep of a loaded file to locate
+    their diagnostics (the checked model holds this, not the loaded data)."""
+
+    source: RuleSource
+    values: Mapping[str, Span]
+    keys: Mapping[str, Span]
+    lines: Sequence[str]
+    kept: Mapping[str, tuple[int, ...]]
+
+
+@dataclass
+class LoadedFile(_Positions):
+    """The data of one rule file with its position index and load diagnostics."""
+
+    source: RuleSource
+    data: Any = None
+    values: dict[str, Span] = field(default_factory=dict)
+    keys: dict[str, Span] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    #: For a copy of the data with list items left out (pipeline._prune): for each
+    #: top-level list, the index in the file of each item kept.  Pointers into the copy
+    #: are translated through it, so every location names the node in the file.
+    kept: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.is_error for d in self.diagnostics)
+
+    @property
+    def positions(self) -> SourceMap:
+        """The positions of this file's nodes, without its data (shares the tables)."""
+        return SourceMap(self.source, self.values, self.keys, self.lines, self.kept)
 
 
 # YAML 1.2 core schema, restricted to decimal numbers.

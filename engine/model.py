@@ -8,9 +8,9 @@ the JSON pointer of its origin so later stages can point back into the file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Union, get_args
 
-from .loader import LoadedFile
+from .loader import SourceMap
 from .reference import Reference, split_citation
 from .sources import RuleSource
 from .vocabulary import FactSpec
@@ -25,6 +25,10 @@ __all__ = [
     "CondRef",
     "Condition",
     "Constraint",
+    "HitPolicy",
+    "ParamOp",
+    "Status",
+    "TestOp",
     "Decision",
     "DecisionRef",
     "ExpectIndeterminate",
@@ -40,20 +44,17 @@ __all__ = [
     "TEST_OPERATORS",
 ]
 
+#: Operator of a test on one fact (the key next to ``fact`` in a rule file).
+TestOp = Literal["is", "in", "less_than", "at_most", "greater_than", "at_least", "contains_any", "contains_all",
+                 "subset_of", "empty", "known"]
 #: Operators of a test on one fact, in the order the docs list them.
-TEST_OPERATORS = (
-    "is",
-    "in",
-    "less_than",
-    "at_most",
-    "greater_than",
-    "at_least",
-    "contains_any",
-    "contains_all",
-    "subset_of",
-    "empty",
-    "known",
-)
+TEST_OPERATORS: tuple[TestOp, ...] = get_args(TestOp)
+#: Operator of a test on a parameter.
+ParamOp = Literal["is", "in"]
+#: ``unique``: at most one rule may fire; ``any``: several may, if they agree.
+HitPolicy = Literal["unique", "any"]
+#: ``draft`` and ``retired`` run only when pinned; ``active`` runs by default.
+Status = Literal["draft", "active", "retired"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Test:
     __test__ = False  # not a pytest test class
 
     fact: str
-    op: str
+    op: TestOp
     value: Any  # scalar, tuple of scalars, bool (empty/known), ParamRef or DecisionRef
     pointer: str
 
@@ -89,7 +90,7 @@ class ParamTest:
     """A test on a parameter, decided at compile time: ``{param: policy, is: unfavorable}``."""
 
     param: str
-    op: str  # "is" | "in"
+    op: ParamOp
     value: Any
     pointer: str
 
@@ -229,10 +230,10 @@ class Decision:
     title: str
     description: str
     version: str
-    status: str
+    status: Status
     effective: str
     sources: Mapping[str, str]
-    hit_policy: str
+    hit_policy: HitPolicy
     parameters: Mapping[str, Parameter]
     conditions: Mapping[str, Condition]
     reads: tuple[str, ...]
@@ -243,7 +244,8 @@ class Decision:
     rules: tuple[Rule, ...]
     cases: tuple[Case, ...]
     source: RuleSource
-    file: LoadedFile = field(repr=False)
+    #: Where each node is in the file (the checked model keeps positions, not the loaded data).
+    positions: SourceMap = field(repr=False)
     #: patient facts of which a record must give one for the decision to apply (``applies_if_given``)
     applies_if: tuple[str, ...] = ()
     #: why the outputs are not applicable when the record gives none of them
@@ -251,13 +253,19 @@ class Decision:
     #: Sources that are reference documents of the package, by source key.
     references: Mapping[str, Reference] = field(default_factory=dict, repr=False)
 
+    #: The package's input constraints (given by :func:`nbrules.package_checks.with_constraints`).
+    constraints: "ConstraintSet | None" = field(default=None, repr=False)
+
     def cite_link(self, cite: str) -> str | None:
         """Where a citation points: ``docs/criteria.md#S9``; ``None`` for a publication."""
         key, locator = split_citation(cite)
         ref = self.references.get(key)
         return ref.link(locator) if ref is not None else None
-    #: The package's input constraints (set once the constraints file is checked).
-    constraints: "ConstraintSet | None" = field(default=None, repr=False)
+
+    @property
+    def file(self) -> SourceMap:
+        """The same as :attr:`positions` (the name used before the model kept positions only)."""
+        return self.positions
 
     @property
     def key(self) -> str:
@@ -290,5 +298,4 @@ class Decision:
 
     def location(self, pointer: str) -> str:
         """``display-path:line`` of a node."""
-        span = self.file.span(pointer)
-        return f"{self.source.display}:{span.line if span else 1}"
+        return f"{self.source.display}:{self.positions.line(pointer)}"

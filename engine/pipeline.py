@@ -94,7 +94,9 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
     """Load, validate and check ``sources``: the knowledge-package files among them
     (:data:`nbrules.package.PACKAGE_FILES`), then the decision files against its vocabulary,
     then the profiles and input constraints against the decisions."""
-    from .checker import check_constraints, check_files, check_parameters, check_profiles, dependency_order
+    from .checker import check_files  # imported here: a build read from the on-disk cache needs none of them
+    from .crossfile import dependency_order
+    from .package_checks import check_constraints, check_parameters, check_profiles, with_constraints
 
     diags: list[Diagnostic] = []
     pkg = build_package(sources)
@@ -156,6 +158,8 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
     if constraints_file is not None:
         constraints, cdiags = check_constraints(constraints_file, checked.vocabulary, inputs, decisions, shared)
         diags.extend(cdiags)
+        if constraints is not None:
+            decisions = with_constraints(decisions, constraints)
     return RuleSetBuild(decisions, tuple(sort_diagnostics(diags)), vocabulary, pkg.files + tuple(loaded), label,
                         pkg.package, constraints, shared)
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .conditions import ConditionVisitor
 from .model import All, AnyOf, CondRef, Condition, Decision, Not, ParamRef, ParamTest, Test
 from .reference import Reference, anchor_id
-from .tables import Cell, Cite, decision_table
+from .tables import CASE_HEADINGS, PARAMETER_HEADINGS, Cell, Cite, decision_table
 from .vocabulary import FactSpec
 
 __all__ = ["render_markdown", "render_html", "condition_text"]
@@ -59,23 +60,36 @@ def _test_text(t: Test, with_fact: bool, params: Mapping[str, Any]) -> str:
 
 def condition_text(c: Condition, named: Mapping[str, Condition], params: Mapping[str, Any], with_fact: bool = True) -> str:
     """A condition in words, e.g. ``age_days < 547 (ms_age_limit_days) and mycn_status = amplified``."""
-    if isinstance(c, Test):
-        return _test_text(c, with_fact, params)
-    if isinstance(c, ParamTest):
+    return _Text(named, params, with_fact).visit(c)
+
+
+class _Text(ConditionVisitor[str]):
+    """:func:`condition_text`: named conditions written out, an ``any`` in parentheses."""
+
+    def __init__(self, named: Mapping[str, Condition], params: Mapping[str, Any], with_fact: bool) -> None:
+        self.named = named
+        self.params = params
+        self.with_fact = with_fact
+
+    def test(self, c: Test) -> str:
+        return _test_text(c, self.with_fact, self.params)
+
+    def param_test(self, c: ParamTest) -> str:
         return f"parameter {c.param} {'=' if c.op == 'is' else 'one of'} {_value(c.value)}"
-    if isinstance(c, CondRef):
-        return condition_text(named[c.name], named, params, with_fact) if c.name in named else c.name
-    if isinstance(c, Not):
-        return f"not ({condition_text(c.item, named, params, with_fact)})"
-    joiner = " and " if isinstance(c, All) else " or "
-    parts = []
-    for x in c.items:
-        text = condition_text(x, named, params, with_fact)
-        if isinstance(c, AnyOf) and _is_conjunction(x, named):
-            text = f"({text})"
-        parts.append(text)
-    text = joiner.join(parts)
-    return f"({text})" if isinstance(c, AnyOf) and len(parts) > 1 else text
+
+    def ref(self, c: CondRef) -> str:
+        return self.visit(self.named[c.name]) if c.name in self.named else c.name
+
+    def not_(self, c: Not) -> str:
+        return f"not ({self.visit(c.item)})"
+
+    def all(self, c: All) -> str:
+        return " and ".join(self.items(c))
+
+    def any(self, c: AnyOf) -> str:
+        parts = [f"({text})" if _is_conjunction(x, self.named) else text for text, x in zip(self.items(c), c.items)]
+        text = " or ".join(parts)
+        return f"({text})" if len(parts) > 1 else text
 
 
 def _is_conjunction(c: Condition, named: Mapping[str, Condition]) -> bool:
@@ -84,17 +98,12 @@ def _is_conjunction(c: Condition, named: Mapping[str, Condition]) -> bool:
     return isinstance(c, All) and len(c.items) > 1
 
 
-def _conjuncts(c: Condition, named: Mapping[str, Condition]) -> list[Condition]:
-    if isinstance(c, All):
-        return [x for item in c.items for x in _conjuncts(item, named)]
-    if isinstance(c, CondRef) and c.name in named:
-        return _conjuncts(named[c.name], named)
-    return [c]
-
-
-
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ") or " "
+
+
+def _md_head(headings: Sequence[str]) -> list[str]:
+    return ["| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
 
 
 def _cites_md(cites: Sequence[Cite]) -> str:
@@ -119,29 +128,26 @@ def render_markdown(decisions: Sequence[Decision], overrides: Mapping[str, Any] 
                 f"file `{d.source.display}`, sha256 `{d.sha256}`", ""]
         if d.description:
             out += [" ".join(d.description.split()), ""]
-        head = ["rule"] + [title for _, title in t.columns] + (["other conditions"] if t.has_other else []) \
-            + (["applies when"] if t.has_gates else []) + ["result", "cites"]
-        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += _md_head([heading for heading, _ in t.headings])
         for r in t.rows:
             cells = [r.id + (" *(declared gap)*" if r.kind != "rule" else "")]
             cells += [_cell_md(r.cells.get(f)) for f, _ in t.columns]
             cells += [_cell_md(r.other)] if t.has_other else []
             cells += ["; ".join(r.gates) + ("" if r.in_force else " (not in force)")] if t.has_gates else []
-            result = "; ".join(f"{k} = {v}" for k, v in r.outputs) if r.kind == "rule" else f"no value: {r.reason}"
-            cells += [result, _cites_md(r.cites)]
+            cells += ["; ".join(r.results), _cites_md(r.cites)]
             out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
         out.append("")
         if t.definitions:
             out += ["## Named conditions", ""] + [f"- *{df.name}*: {df.text}" for df in t.definitions] + [""]
         if t.parameters:
-            out += ["## Parameters", "", "| parameter | value | why | other readings | cites |", "|---|---|---|---|---|"]
+            out += ["## Parameters", ""] + _md_head(PARAMETER_HEADINGS)
             for p in t.parameters:
                 alts = "; ".join(f"{v}: {n}" for v, n in p.alternatives)
                 out.append("| " + " | ".join(_md_cell(x) for x in [p.name, p.value, p.note, alts, _cites_md(p.cites)])
                            + " |")
             out.append("")
         if t.cases:
-            out += ["## Example cases", "", "| case | given | expected | result |", "|---|---|---|---|"]
+            out += ["## Example cases", ""] + _md_head(CASE_HEADINGS)
             for c in t.cases:
                 res = "pass" if c.passed else "FAIL: " + "; ".join(c.failures)
                 out.append("| " + " | ".join(_md_cell(x) for x in [c.name, c.given, c.expect, res]) + " |")
@@ -162,6 +168,7 @@ def templates() -> Any:
 
         _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
                                   autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+        _ENV.globals.update(parameter_headings=PARAMETER_HEADINGS, case_headings=CASE_HEADINGS)
     return _ENV
 
 

@@ -15,16 +15,16 @@ workbench of ``nbrules serve`` (the same HTML template, served).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 from .cases import run_cases
-from .conditions import facts_in
+from .conditions import ConditionVisitor, facts_in
 from .model import All, AnyOf, CondRef, Condition, Decision, Not, ParamRef, ParamTest, Rule, Scope, Test
 from .reference import Reference, split_citation
 from .vocabulary import FactSpec
 
 __all__ = ["Cite", "Cell", "RuleRow", "Definition", "ParameterRow", "CaseRow", "DecisionTable", "decision_table",
-           "fact_title", "value_label"]
+           "fact_title", "value_label", "PARAMETER_HEADINGS", "CASE_HEADINGS"]
 
 _OPS = {
     "is": "{}",
@@ -76,7 +76,7 @@ class Cell:
 @dataclass(frozen=True)
 class RuleRow:
     id: str
-    kind: str  # "rule" | "out of scope"
+    kind: Literal["rule", "out of scope"]
     line: int
     description: str
     cells: Mapping[str, Cell]
@@ -86,6 +86,13 @@ class RuleRow:
     outputs: tuple[tuple[str, str], ...]
     reason: str
     cites: tuple[Cite, ...]
+
+    @property
+    def results(self) -> tuple[str, ...]:
+        """The result column, one line per output (``stage = M``), or why there is none."""
+        if self.kind == "rule":
+            return tuple(f"{out} = {v}" for out, v in self.outputs)
+        return (f"no value: {self.reason}",)
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,19 @@ class DecisionTable:
     has_other: bool
     has_gates: bool
 
+    @property
+    def headings(self) -> tuple[tuple[str, str | None], ...]:
+        """Column headings of the rule table, each with the fact of its column (else None):
+        rule, one per fact, then the optional columns, result and cites."""
+        return ((("rule", None),) + tuple((title, fact) for fact, title in self.columns)
+                + ((("other conditions", None),) if self.has_other else ())
+                + ((("applies when", None),) if self.has_gates else ()) + (("result", None), ("cites", None)))
+
+
+#: Column headings of the parameter table and of the example-case table.
+PARAMETER_HEADINGS = ("parameter", "value", "why", "other readings", "cites")
+CASE_HEADINGS = ("case", "given", "expected", "result")
+
 
 class _Words:
     """Conditions of one decision in words, with labels and the parameters in force."""
@@ -177,34 +197,66 @@ class _Words:
         return current in values
 
     def text(self, c: Condition, with_fact: bool = True) -> str:
-        if isinstance(c, Test):
-            return self.test(c, with_fact)
-        if isinstance(c, ParamTest):
-            return "when " + self.gate(c)
-        if isinstance(c, CondRef):
-            return c.name
-        if isinstance(c, Not):
-            return f"not ({self.text(c.item, with_fact)})"
-        joiner = " and " if isinstance(c, All) else " or "
-        parts = [self.text(x, with_fact) for x in c.items]
-        text = joiner.join(f"({p})" if isinstance(x, (All, AnyOf)) and len(x.items) > 1 else p
-                           for p, x in zip(parts, c.items))
-        return text
+        return _TableText(self, with_fact).visit(c)
 
 
-def simplify(c: Condition, holds: Any) -> Condition | bool:
+class _TableText(ConditionVisitor[str]):
+    """A condition in the table's words; named conditions by name."""
+
+    def __init__(self, words: _Words, with_fact: bool) -> None:
+        self.words = words
+        self.with_fact = with_fact
+
+    def test(self, c: Test) -> str:
+        return self.words.test(c, self.with_fact)
+
+    def param_test(self, c: ParamTest) -> str:
+        return "when " + self.words.gate(c)
+
+    def ref(self, c: CondRef) -> str:
+        return c.name
+
+    def not_(self, c: Not) -> str:
+        return f"not ({self.visit(c.item)})"
+
+    def _join(self, joiner: str, c: All | AnyOf) -> str:
+        return joiner.join(f"({p})" if isinstance(x, (All, AnyOf)) and len(x.items) > 1 else p
+                           for p, x in zip(self.items(c), c.items))
+
+    def all(self, c: All) -> str:
+        return self._join(" and ", c)
+
+    def any(self, c: AnyOf) -> str:
+        return self._join(" or ", c)
+
+
+def simplify(c: Condition, holds: Callable[[ParamTest], bool]) -> Condition | bool:
     """``c`` with every parameter test decided by ``holds(test)``: what the rule asks of the
     patient under the parameters chosen (``True``/``False`` when nothing is left)."""
-    if isinstance(c, ParamTest):
-        return bool(holds(c))
-    if isinstance(c, Not):
-        inner = simplify(c.item, holds)
+    return _Simplify(holds).visit(c)
+
+
+class _Simplify(ConditionVisitor["Condition | bool"]):
+    def __init__(self, holds: Callable[[ParamTest], bool]) -> None:
+        self.holds = holds
+
+    def test(self, c: Test) -> Condition | bool:
+        return c
+
+    def ref(self, c: CondRef) -> Condition | bool:
+        return c
+
+    def param_test(self, c: ParamTest) -> Condition | bool:
+        return bool(self.holds(c))
+
+    def not_(self, c: Not) -> Condition | bool:
+        inner = self.visit(c.item)
         return (not inner) if isinstance(inner, bool) else Not(inner, c.pointer)
-    if isinstance(c, (All, AnyOf)):
-        stop = not isinstance(c, All)  # the value that decides the whole: False for all, True for any
+
+    def _items(self, c: All | AnyOf, stop: bool) -> Condition | bool:
+        """``stop`` decides the whole: False for all, True for any."""
         kept: list[Condition] = []
-        for item in c.items:
-            x = simplify(item, holds)
+        for x in self.items(c):
             if isinstance(x, bool):
                 if x is stop:
                     return stop
@@ -213,13 +265,39 @@ def simplify(c: Condition, holds: Any) -> Condition | bool:
         if not kept:
             return not stop
         return kept[0] if len(kept) == 1 else type(c)(tuple(kept), c.pointer)
-    return c
+
+    def all(self, c: All) -> Condition | bool:
+        return self._items(c, False)
+
+    def any(self, c: AnyOf) -> Condition | bool:
+        return self._items(c, True)
+
+
+class _Conjuncts(ConditionVisitor[Iterator[Condition]]):
+    """The items of nested ``all`` (named conditions not followed)."""
+
+    def test(self, c: Test) -> Iterator[Condition]:
+        yield c
+
+    def param_test(self, c: ParamTest) -> Iterator[Condition]:
+        yield c
+
+    def ref(self, c: CondRef) -> Iterator[Condition]:
+        yield c
+
+    def not_(self, c: Not) -> Iterator[Condition]:
+        yield c
+
+    def any(self, c: AnyOf) -> Iterator[Condition]:
+        yield c
+
+    def all(self, c: All) -> Iterator[Condition]:
+        for it in self.items(c):
+            yield from it
 
 
 def _conjuncts(c: Condition) -> list[Condition]:
-    if isinstance(c, All):
-        return [x for item in c.items for x in _conjuncts(item)]
-    return [c]
+    return list(_Conjuncts().visit(c))
 
 
 def _cites(d: Decision, cites: Sequence[str]) -> tuple[Cite, ...]:

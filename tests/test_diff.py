@@ -155,3 +155,62 @@ def test_a_file_edited_without_raising_its_version_is_reported(tmp_path: Path,
     assert "parameter ms_age_limit_days: 547 -> 548" in out
     assert main(["diff", str(old), str(old), "--format", "json"]) == 0  # same content: nothing to report
     assert json.loads(capsys.readouterr().out)["decisions"][0]["warnings"] == []
+
+
+def _edited(tmp_path: Path, old: str, new: str) -> Path:
+    """The bundled rules plus inrgss 1.1.0, a copy of 1.0.0 with ``old`` replaced by ``new``."""
+    root = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", root)
+    text = (root / "staging/inrgss.yaml").read_text()
+    assert old in text
+    edited = text.replace("version: 1.0.0\nstatus: active", "version: 1.1.0\nstatus: draft").replace(old, new)
+    (root / "staging/inrgss-1.1.0.yaml").write_text(edited)
+    return root
+
+
+_M_MARROW = """      all:
+        - {fact: metastatic_sites, contains_any: [bone_marrow]}
+        - {fact: bone_marrow_tumor_percent, at_least: {param: ms_marrow_limit_percent}}
+        - not: {condition: marrow_at_inclusive_limit}
+"""
+
+
+def test_an_equivalent_rewrite_of_a_condition_is_no_change(tmp_path: Path) -> None:
+    # the same rule written otherwise: items reordered, nested all, 'not' pushed inside the
+    # named condition (De Morgan), a list of one value, 'not less_than' for 'at_least'
+    rewritten = """      all:
+        - all:
+          - not: {fact: bone_marrow_tumor_percent, less_than: {param: ms_marrow_limit_percent}}
+          - any:
+            - not: {param: ms_marrow_limit_inclusive, is: true}
+            - not: {fact: bone_marrow_tumor_percent, is: {param: ms_marrow_limit_percent}}
+        - {fact: metastatic_sites, contains_all: [bone_marrow]}
+"""
+    d = diff_decisions(*_pair(_edited(tmp_path, _M_MARROW, rewritten)))
+    assert d.changes == ["version: 1.0.0 -> 1.1.0", "status: active -> draft"]
+    assert "no change in the text of the rules" not in d.text()  # version and status did change
+    # the domain analysis agrees independently: no cell changes its stage
+    assert all(not i.transitions for i in d.impacts)
+
+
+def test_a_real_change_is_shown_in_words_as_before(tmp_path: Path) -> None:
+    changed = _M_MARROW.replace("bone_marrow_tumor_percent, at_least", "bone_marrow_tumor_percent, greater_than")
+    d = diff_decisions(*_pair(_edited(tmp_path, _M_MARROW, changed)))
+    i = d.changes.index("rule M-marrow: condition changed")
+    minus, plus = d.changes[i + 1], d.changes[i + 2]
+    assert minus.startswith("  - ") and "bone_marrow_tumor_percent ≥ 10 (ms_marrow_limit_percent)" in minus
+    assert plus.startswith("  + ") and "bone_marrow_tumor_percent > 10 (ms_marrow_limit_percent)" in plus
+    # S11: marrow at exactly 10 % is M; under "> 10" only those cells stop being M by this rule
+    [complete] = [x for x in d.impacts if x.region == "complete"]
+    assert complete.transitions and all(t.old == "M" for t in complete.transitions)
+    assert all(ex["bone_marrow_tumor_percent"] == 10 for t in complete.transitions for ex in t.examples)
+
+
+def test_a_change_under_a_parameter_not_in_force_still_shows(tmp_path: Path) -> None:
+    # marrow_at_inclusive_limit only counts under ms_marrow_limit_inclusive: true (not the default);
+    # its edit changes no cell under the defaults, but it is a change of the rules
+    old = "      - {fact: bone_marrow_tumor_percent, is: {param: ms_marrow_limit_percent}}\n"
+    new = "      - {fact: bone_marrow_tumor_percent, at_most: {param: ms_marrow_limit_percent}}\n"
+    d = diff_decisions(*_pair(_edited(tmp_path, old, new)))
+    assert "named condition marrow_at_inclusive_limit changed" in d.changes
+    assert "rule M-marrow: condition changed" in d.changes

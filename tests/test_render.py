@@ -100,3 +100,44 @@ def test_html_opens_in_a_headless_browser(tmp_path: Path) -> None:
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a rendered page, not a blank one
+
+
+def test_markdown_and_html_print_the_same_table_model() -> None:
+    """One table model, two renderers: the same headings, in order, and the same results."""
+    import html as html_lib
+
+    from nbrules.tables import CASE_HEADINGS, PARAMETER_HEADINGS, decision_table
+
+    d = next(x for x in BUILD.decisions if x.id == "inrgss")
+    t = decision_table(d, vocabulary=BUILD.vocabulary)
+    md = render_markdown([d], vocabulary=BUILD.vocabulary)
+    page = html_lib.unescape(render_html([d], vocabulary=BUILD.vocabulary))
+    headings = [h for h, _ in t.headings]
+    assert "| " + " | ".join(headings) + " |" in md.splitlines()
+    assert [h for h, _ in t.headings[1:len(t.columns) + 1]] == [title for _, title in t.columns]
+    th = re.findall(r"<th scope=\"col\"[^>]*>([^<]*)</th>", page)
+    assert th == headings + list(PARAMETER_HEADINGS) + list(CASE_HEADINGS)
+    assert "| " + " | ".join(PARAMETER_HEADINGS) + " |" in md and "| " + " | ".join(CASE_HEADINGS) + " |" in md
+    for r in t.rows:
+        assert r.results and ("; ".join(r.results) in md) and all(line in page for line in r.results)
+    # criteria S9: distant disease at 18 months or older is stage M
+    assert next(r for r in t.rows if r.id == "M-age").results == ("INRGSS stage = M",)
+
+
+def test_every_test_operator_has_words_in_both_wordings() -> None:
+    """The diff's wording (render.condition_text) and the table's (tables) cover every operator."""
+    from nbrules.model import TEST_OPERATORS, Test
+    from nbrules.render import condition_text
+    from nbrules.tables import _Words
+
+    d = next(x for x in BUILD.decisions if x.id == "inrgss")
+    words = _Words(d, d.param_values(), BUILD.vocabulary)
+    values = {"in": ("liver",), "contains_any": ("liver",), "contains_all": ("liver",), "subset_of": ("liver",),
+              "empty": True, "known": False}
+    seen = set()
+    for op in TEST_OPERATORS:
+        t = Test("metastatic_sites", op, values.get(op, 3), "/x")
+        diff_text, table_text = condition_text(t, {}, {}), words.test(t, True)
+        assert diff_text.startswith("metastatic_sites ") and len(diff_text) > len("metastatic_sites ")
+        assert table_text and table_text not in seen
+        seen.add(table_text)
