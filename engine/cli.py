@@ -10,10 +10,9 @@ import datetime
 import errno
 import json
 import os
-import socket
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence, TextIO, cast
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence, TextIO, cast
 
 from ._version import __version__
 from .commands import (GuardedStream, RulesHaveErrors, diff_rules, evaluate_batch, open_engine, patient_schema_of,
@@ -21,9 +20,12 @@ from .commands import (GuardedStream, RulesHaveErrors, diff_rules, evaluate_batc
 from .diagnostics import Diagnostic, Severity, count_summary, format_diagnostic, sort_diagnostics
 from .errors import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_LISTEN, EXIT_OK, EXIT_PATIENT, EXIT_RULES, EXIT_USAGE,
                      NbrulesError, PatientInputError)
-from .explain import explain
 from .patient import DEFAULT_MAX_INPUT, escape_controls
 from .runtime import DEFAULT_CACHE_SIZE, RuleEngine
+from .store import BuildStore, open_store
+
+if TYPE_CHECKING:  # pragma: no cover - imported by serve only (a one-shot evaluate does not need it)
+    import socket
 
 __all__ = ["main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_LISTEN",
            "EXIT_INTERNAL"]
@@ -48,6 +50,14 @@ def _rules_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
                        help="a rules directory, or one rule file checked with the rules of --rules (default: all the "
                             "bundled rules)")
     p.add_argument("--rules", metavar="DIR", help="rules directory (default: the bundled rules)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="on-disk cache of checked rule files (default: $NBRULES_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/nbrules or ~/.cache/nbrules; NBRULES_CACHE=off turns it off)")
+
+
+def _store(args: argparse.Namespace) -> BuildStore | None:
+    """The on-disk cache of checked packages (:mod:`nbrules.store`) of ``--cache-dir``."""
+    return open_store(getattr(args, "cache_dir", None))
 
 
 def _profile_arg(p: argparse.ArgumentParser) -> None:
@@ -85,7 +95,8 @@ def _plural(n: int, word: str) -> str:
 def _engine(args: argparse.Namespace) -> RuleEngine:
     return open_engine(_rules_of(args), use=getattr(args, "use", None) or (),
                        cache_size=getattr(args, "cache_size", DEFAULT_CACHE_SIZE), decisions=_decision_list(args),
-                       as_of=getattr(args, "as_of", None), profile=getattr(args, "profile", None))
+                       as_of=getattr(args, "as_of", None), profile=getattr(args, "profile", None),
+                       store=_store(args))
 
 
 def _date(text: str) -> datetime.date:
@@ -102,7 +113,7 @@ _AS_OF_HELP = "choose the versions in force on this date, YYYY-MM-DD (default: t
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    report = validate_rules(args.dir, args.rules, record=args.record)
+    report = validate_rules(args.dir, args.rules, record=args.record, store=_store(args))
     if args.format == "json":
         print(json.dumps([d.to_dict() for d in report.diagnostics], indent=2, ensure_ascii=False))
     else:
@@ -117,7 +128,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    report = run_rule_cases(args.dir, args.rules, args.profile)
+    report = run_rule_cases(args.dir, args.rules, args.profile, store=_store(args))
     if not report.runnable:
         _print_diagnostics(report.diagnostics, sys.stdout)
         print(f"{report.label}: cannot run cases, the rule files have errors "
@@ -191,6 +202,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(escape_controls(d.patient_line()), file=sys.stderr)
         return EXIT_PATIENT
     if args.format == "text":
+        from .explain import explain
+
         sys.stdout.write(explain(result, {d.id: d for d in engine.decisions}, engine.build.vocabulary))
     else:
         sys.stdout.write(result.to_json() + "\n")
@@ -213,7 +226,7 @@ def _evaluate_fhir(engine: RuleEngine, data: bytes, args: argparse.Namespace) ->
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    report = verify_rules(args.dir, args.rules, args.profile, all_parameters=args.all_parameters)
+    report = verify_rules(args.dir, args.rules, args.profile, all_parameters=args.all_parameters, store=_store(args))
     if report.diagnostics:
         _print_diagnostics(report.diagnostics, sys.stdout)
     for d in report.skipped:
@@ -278,7 +291,8 @@ def _batch(args: argparse.Namespace) -> int:
     summary = evaluate_batch(args.batch, sys.stdout if args.out in (None, "-") else args.out, args.input_format,
                              rules=args.rules, use=args.use or (), decisions=_decision_list(args), as_of=args.as_of,
                              profile=args.profile, cache_size=args.cache_size, workers=args.workers or 1,
-                             id_column=args.id_column or "id", max_row=args.max_input, progress=progress)
+                             id_column=args.id_column or "id", max_row=args.max_input, progress=progress,
+                             store=_store(args))
     if not args.quiet:
         print(summary.text(), file=sys.stderr)
     return EXIT_OK
@@ -288,6 +302,8 @@ def _batch(args: argparse.Namespace) -> int:
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``, bound before the server starts, so that a bad
     address is a usage error and a port in use is a one-line error, not a traceback."""
+    import socket
+
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
     except (socket.gaierror, UnicodeError) as exc:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # imported when used: the CLI's start-up stays light
     from .cases import CaseResult
     from .diff import CohortDiff, DecisionDiff
     from .runtime import RuleEngine
+    from .store import BuildStore
     from .verify import DecisionReport
 
 __all__ = ["CasesReport", "DecisionCases", "DiffReport", "GuardedStream", "LockRecord", "RulesHaveErrors",
@@ -72,20 +73,22 @@ def _checked(build: RuleSetBuild) -> RuleSetBuild:
     return build
 
 
-def _directory(path: str | Path | None) -> RuleSetBuild:
-    """The build of a rules directory (the bundled rules for None)."""
+def _directory(path: str | Path | None, store: BuildStore | None = None, verdicts: bool = False) -> RuleSetBuild:
+    """The build of a rules directory (the bundled rules for None), through the on-disk
+    cache ``store`` when given (:func:`nbrules.pipeline.build_directory`)."""
     if not path:
-        return build_bundled()
+        return build_bundled(store, verdicts)
     if not Path(path).is_dir():
         raise UsageError(f"rules directory '{path}' does not exist")
-    return build_directory(path)
+    return build_directory(path, store=store, verdicts=verdicts)
 
 
-def _target(target: str | Path | None, rules: str | Path | None) -> tuple[RuleSetBuild, str | None]:
+def _target(target: str | Path | None, rules: str | Path | None,
+            store: BuildStore | None = None) -> tuple[RuleSetBuild, str | None]:
     """The build a verb works on, and the display path of the one rule file it was given
     (None for a whole directory)."""
     if not target or not Path(target).is_file():
-        return _directory(target or rules), None
+        return _directory(target or rules, store), None
     if rules is not None and not Path(rules).is_dir():
         raise UsageError(f"rules directory '{rules}' does not exist")
     return build_file(target, rules)
@@ -154,7 +157,7 @@ class ValidationReport:
 
 
 def validate_rules(target: str | Path | None = None, rules: str | Path | None = None,
-                   record: bool = False) -> ValidationReport:
+                   record: bool = False, store: BuildStore | None = None) -> ValidationReport:
     """Load, validate and check the rule files of ``target`` (see the module docstring),
     and compare each decision@version with its sha256 recorded in ``versions.lock``
     (NB812).  ``record`` writes the lock of the directory ``target`` (or ``rules``) when
@@ -166,7 +169,7 @@ def validate_rules(target: str | Path | None = None, rules: str | Path | None = 
     path = target or rules
     if record and (path is None or Path(path).is_file()):
         raise UsageError("nbrules validate --record: name the rules directory to record (DIR or --rules)")
-    build, display = _target(target, rules)
+    build, display = _target(target, rules, store)
     root = Path(path) if path is not None and not Path(path).is_file() else bundled_rules_dir()
     try:
         recorded = read_lock(root)
@@ -228,13 +231,13 @@ class CasesReport:
 
 
 def run_rule_cases(target: str | Path | None = None, rules: str | Path | None = None,
-                   profile: str | None = None) -> CasesReport:
+                   profile: str | None = None, store: BuildStore | None = None) -> CasesReport:
     """Run the example cases of every rule file of ``target`` under ``profile`` (the
     parameters as that profile of parameters.yaml reads them).  UsageError: a missing
     directory, an unknown profile."""
     from .cases import run_cases
 
-    build, display = _target(target, rules)
+    build, display = _target(target, rules, store)
     label = display or build.label
     if not build.ok:
         return CasesReport(label, False, diagnostics=tuple(_of(build.diagnostics, display) or build.diagnostics),
@@ -284,7 +287,7 @@ class VerificationReport:
 
 
 def verify_rules(target: str | Path | None = None, rules: str | Path | None = None, profile: str | None = None,
-                 all_parameters: bool = False) -> VerificationReport:
+                 all_parameters: bool = False, store: BuildStore | None = None) -> VerificationReport:
     """Verify every decision of ``target`` over its whole input domain, under
     ``profile``; with ``all_parameters`` also under each documented alternative value of
     each parameter, and each other profile that reads one of its parameters.  Errors in
@@ -292,7 +295,7 @@ def verify_rules(target: str | Path | None = None, rules: str | Path | None = No
     directory, an unknown profile."""
     from .verify import verify_decision
 
-    build, display = _target(target, rules)
+    build, display = _target(target, rules, store)
     readings = _profile(build, profile)
     shown = tuple(_of(build.diagnostics, display) or build.diagnostics) if not build.ok else ()
     broken = {d.path for d in build.errors() if not (d.pointer or "").startswith("/cases")}
@@ -468,15 +471,17 @@ def diff_rules(old: str, new: str, rules: str | Path | None = None, profile: str
 
 def open_engine(rules: str | Path | None = None, use: Sequence[str] = (), cache_size: int | None = None,
                 decisions: Sequence[str] | None = None, as_of: datetime.date | None = None,
-                profile: str | None = None) -> RuleEngine:
+                profile: str | None = None, store: BuildStore | None = None) -> RuleEngine:
     """A :class:`~nbrules.runtime.RuleEngine` over ``rules`` (a directory, remembered for
     reload/watch; the bundled rules for None), after checking what the engine would
     otherwise refuse later or less clearly: RulesHaveErrors; UsageError for a missing
     directory, ``decisions`` naming a decision not in force, an unknown profile.
-    ``cache_size`` None is the engine's default."""
+    ``cache_size`` None is the engine's default.  ``store``: the on-disk cache the build
+    and the governance verdicts are read from and kept in (also on reload)."""
+    from .resources import bundled_rules_dir
     from .runtime import DEFAULT_CACHE_SIZE, RuleEngine, select_versions
 
-    build = _checked(_directory(rules))
+    build = _checked(_directory(rules, store, verdicts=True))
     cache = DEFAULT_CACHE_SIZE if cache_size is None else cache_size
     chosen = tuple(decisions) if decisions is not None else None
     if chosen is not None:
@@ -486,9 +491,13 @@ def open_engine(rules: str | Path | None = None, use: Sequence[str] = (), cache_
             raise UsageError(f"--decisions: no decision {', '.join(repr(i) for i in unknown)} in force; "
                              f"in force: {', '.join(in_force)}")
     _profile(build, profile)
-    if not rules:
-        return RuleEngine.default(use=use, cache_size=cache, decisions=chosen, as_of=as_of, profile=profile)
-    return RuleEngine.from_directory(rules, use=use, cache_size=cache, decisions=chosen, as_of=as_of, profile=profile)
+    # the engine starts from the build checked above (not building it again), and
+    # remembers where it came from for reload/watch
+    root = Path(rules) if rules else bundled_rules_dir()
+    origin = ((lambda: build_bundled(store, True)) if not rules
+              else (lambda: build_directory(root, store=store, verdicts=True)))
+    return RuleEngine(build, use=use, cache_size=cache, origin=origin, directory=root, decisions=chosen,
+                      as_of=as_of, profile=profile)
 
 
 class GuardedStream:
@@ -533,7 +542,7 @@ def evaluate_batch(source: str, out: str | IO[str], input_format: str | None = N
                    rules: str | None = None, use: Sequence[str] = (), decisions: Sequence[str] | None = None,
                    as_of: datetime.date | None = None, profile: str | None = None, cache_size: int | None = None,
                    workers: int = 1, id_column: str = "id", max_row: int | None = None,
-                   progress: IO[str] | None = None) -> BatchSummary:
+                   progress: IO[str] | None = None, store: BuildStore | None = None) -> BatchSummary:
     """Evaluate every row of ``source`` and write one JSON line per row, in input order.
 
     ``source``: a JSONL or CSV file (format from its name unless ``input_format``), ``-``
@@ -560,7 +569,7 @@ def evaluate_batch(source: str, out: str | IO[str], input_format: str | None = N
     chosen = tuple(decisions) if decisions is not None else None
     cache = DEFAULT_CACHE_SIZE if cache_size is None else cache_size
     # the rules are checked here, once, before any worker starts
-    engine = open_engine(rules, use, cache, chosen, as_of or datetime.date.today(), profile)
+    engine = open_engine(rules, use, cache, chosen, as_of or datetime.date.today(), profile, store)
     spec = EngineSpec(rules=rules, use=tuple(use), cache_size=cache, decisions=chosen, as_of=engine.as_of,
                       profile=profile)
     partial = f"{out}.partial" if isinstance(out, str) else None

@@ -106,6 +106,14 @@ class ConstraintSet:
         self._memo: SizedCache[tuple[Any, ...], tuple[BoundConstraint, ...]] = SizedCache("constraints.bound",
                                                                                           _BOUND_BYTES)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its memo (:mod:`nbrules.store` keeps checked packages on disk)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._memo = SizedCache("constraints.bound", _BOUND_BYTES)
+
     def rebind(self, decisions: Iterable[Decision]) -> "ConstraintSet":
         """The same constraints referring to other versions of the decisions (pins)."""
         chosen = dict(self.decisions)

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .cache import SHARED, SizedCache
-from .cases import run_cases
 from .diagnostics import Diagnostic
 from .model import Decision
-from .verify import verify_decision
 
-__all__ = ["governance_problems", "LOCK_FILE", "LockFileError", "read_lock", "lock_problems", "write_lock"]
+__all__ = ["governance_problems", "remember", "LOCK_FILE", "LockFileError", "read_lock", "lock_problems", "write_lock"]
 
 #: The file, at the top of a rules directory, holding the recorded hash of each version.
 LOCK_FILE = "versions.lock"
@@ -86,14 +84,29 @@ def write_lock(root: Path, decisions: Iterable[Decision], recorded: Mapping[str,
 _VERDICTS: "SizedCache[Any, tuple[Diagnostic, ...]]" = SHARED.cache("governance.verdicts", 4 * 1024 * 1024)
 
 
+def _key(decision: Decision) -> Any:
+    return (decision.source.display, decision.sha256, tuple(sorted(decision.facts.items())))
+
+
+def remember(decision: Decision, verdict: tuple[Diagnostic, ...]) -> None:
+    """Take ``verdict`` as what :func:`governance_problems` says of ``decision`` (a verdict
+    read back from the on-disk cache, :mod:`nbrules.store`, computed for the same bytes)."""
+    if decision.status != "active":
+        return
+    _VERDICTS.put(_key(decision), verdict)
+
+
 def governance_problems(decision: Decision) -> tuple[Diagnostic, ...]:
     """Why an active decision may not run (empty when it may), NB801 first."""
     if decision.status != "active":
         return ()
-    key = (decision.source.display, decision.sha256, tuple(sorted(decision.facts.items())))
+    key = _key(decision)
     hit = _VERDICTS.get(key)
     if hit is not None:
         return hit
+    from .cases import run_cases  # only when a verdict is not known (not from the on-disk cache)
+    from .verify import verify_decision
+
     report = verify_decision(decision, dead_conditions=False)
     problems = [d for d in report.diagnostics if d.is_error]
     failing = [r for r in run_cases([decision]) if not r.passed]

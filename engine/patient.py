@@ -14,8 +14,6 @@ import json
 import math
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from jsonschema import Draft202012Validator
-
 from .diagnostics import Diagnostic, did_you_mean, has_errors
 from .encoding import canonical
 from .loader import join_pointer
@@ -23,6 +21,8 @@ from .validator import describe_value, schema_problems
 from .vocabulary import FactSpec, patient_schema
 
 if TYPE_CHECKING:  # pragma: no cover
+    from jsonschema import Draft202012Validator
+
     from .constraints import ConstraintSet
 
 __all__ = [
@@ -275,8 +275,19 @@ class PatientValidator:
             if spec.name not in schema["properties"]:
                 schema["properties"][spec.name] = {"type": "string", "enum": list(spec.values)}
                 self.specs[spec.name] = spec
-        self._validator = Draft202012Validator(schema)
+        self._schema = schema
+        self._jsonschema: "Draft202012Validator | None" = None
         self._valid = _fast_check(self.specs)
+
+    @property
+    def _validator(self) -> "Draft202012Validator":
+        """The JSON Schema validator, made when a record first needs its problems worded
+        (valid records never do: importing jsonschema is a third of a one-shot start)."""
+        if self._jsonschema is None:
+            from jsonschema import Draft202012Validator
+
+            self._jsonschema = Draft202012Validator(self._schema)
+        return self._jsonschema
 
     def known(self, record: Any) -> Any:
         """``record`` without the facts given as ``null``: JSON ``null`` means *unknown*,

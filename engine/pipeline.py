@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .cache import SHARED, SizedCache
-from .checker import check_files
-from .crossfile import dependency_order
-from .package_checks import check_constraints, check_parameters, check_profiles, with_constraints
 from .constraints import ConstraintSet
 from .diagnostics import Diagnostic, has_errors, sort_diagnostics
 from .loader import LoadedFile, join_pointer, load_source
@@ -22,8 +19,10 @@ from .model import Decision, SharedParameters
 from .package import KnowledgePackage, build_package, is_package_file, misplaced_package_file, with_output_words
 from .resources import bundled_rules_dir
 from .sources import RuleSource, directory_sources, file_source
-from .validator import validate_file
 from .vocabulary import FactSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import BuildStore
 
 __all__ = ["RuleSetBuild", "build_sources", "build_directory", "build_bundled", "build_file"]
 
@@ -95,6 +94,10 @@ def build_sources(sources: Sequence[RuleSource], label: str = "rules") -> RuleSe
     """Load, validate and check ``sources``: the knowledge-package files among them
     (:data:`nbrules.package.PACKAGE_FILES`), then the decision files against its vocabulary,
     then the profiles and input constraints against the decisions."""
+    from .checker import check_files  # imported here: a build read from the on-disk cache needs none of them
+    from .crossfile import dependency_order
+    from .package_checks import check_constraints, check_parameters, check_profiles, with_constraints
+
     diags: list[Diagnostic] = []
     pkg = build_package(sources)
     diags.extend(pkg.diagnostics)
@@ -208,6 +211,8 @@ def _load_and_validate(source: RuleSource,
     """Load and validate one file against ``schema``, memoised by display path, path, content
     hash and schema (both stages are pure functions of the bytes; later stages never modify
     what they return)."""
+    from .validator import validate_file
+
     if source.read_error is not None:
         return load_source(source), ()
     key = (source.display, str(source.path), source.sha256, schema)  # the path too: results name the file read
@@ -275,16 +280,57 @@ def _prune(f: LoadedFile, pointers: Sequence[str]) -> tuple[LoadedFile, set[str]
     return copy, names
 
 
-def build_directory(path: str | Path, label: str | None = None) -> RuleSetBuild:
-    """Load, validate and check every ``*.yaml`` file below ``path``."""
+def build_directory(path: str | Path, label: str | None = None, store: "BuildStore | None" = None,
+                    verdicts: bool = False) -> RuleSetBuild:
+    """Load, validate and check every ``*.yaml`` file below ``path``.
+
+    With ``store`` (:func:`nbrules.store.open_store`), the checked build is read from that
+    on-disk cache when every file is unchanged, and written to it otherwise; the build
+    is the same either way.  ``verdicts`` (for a build an engine will run) also keeps the
+    governance verdict of each decision there (verify and example cases,
+    :func:`~nbrules.governance.governance_problems`), computed when the entry lacks them.
+    """
     root = Path(path)
     name = label if label is not None else (root.resolve().name or str(root))
-    return build_sources(directory_sources(root, name), name)
+    sources = directory_sources(root, name)
+    if store is None:
+        return build_sources(sources, name)
+    return _stored_build(store, sources, name, root, verdicts)
 
 
-def build_bundled() -> RuleSetBuild:
-    """The rule files shipped with nbrules, shown as ``rules/...``."""
-    return build_directory(bundled_rules_dir(), "rules")
+def build_bundled(store: "BuildStore | None" = None, verdicts: bool = False) -> RuleSetBuild:
+    """The rule files shipped with nbrules, shown as ``rules/...`` (``store`` and
+    ``verdicts``: as for :func:`build_directory`)."""
+    return build_directory(bundled_rules_dir(), "rules", store, verdicts)
+
+
+def _stored_build(store: "BuildStore", sources: Sequence[RuleSource], label: str, root: Path,
+                  verdicts: bool) -> RuleSetBuild:
+    """The build of ``sources`` from ``store``, or built and stored there.  Verdicts read
+    back are taken as computed (same bytes, same nbrules), so a decision whose cases fail
+    is still refused; ``verdicts`` adds them to an entry without (a build with errors has
+    none: no engine runs it)."""
+    from .governance import governance_problems, remember
+    from .store import StoredBuild
+
+    key = store.key(sources, label, root)
+    hit = store.get(key)
+    if hit is not None and hit.verdicts is not None and len(hit.verdicts) != len(hit.build.decisions):
+        hit = None  # pragma: no cover - not written by this code
+    if hit is not None:
+        build = hit.build
+        if hit.verdicts is not None:
+            for decision, verdict in zip(build.decisions, hit.verdicts):
+                remember(decision, verdict)
+            return build
+        if not verdicts or not build.ok:
+            return build
+    else:
+        build = build_sources(sources, label)
+    known = tuple(governance_problems(d) for d in build.decisions) if verdicts and build.ok else None
+    if hit is None or known is not None:
+        store.put(key, StoredBuild(build, known))
+    return build
 
 
 def build_file(path: str | Path, rules: str | Path | None = None) -> tuple[RuleSetBuild, str]:

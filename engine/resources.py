@@ -1,7 +1,8 @@
 """The bundled rules and schemas.
 
-In an installed wheel they live inside the package (``nbrules/rules``,
-``nbrules/schemas``) and are found with :mod:`importlib.resources`.  In a source
+In an installed wheel they live inside the package directory (``nbrules/rules``,
+``nbrules/schemas``; found beside this module, as :mod:`importlib.resources` would
+find them for a package on the file system, without the 10 ms of importing it).  In a source
 checkout or an editable install the package directory is ``engine/`` and the
 data sit beside it at the repository's top level (``rules/``, ``schemas/``).
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,10 @@ __all__ = ["bundled_rules_dir", "docs_dir", "schemas_dir", "mappings_dir", "read
 
 
 def _data_dir(kind: str) -> Path:
-    packaged = files("nbrules") / kind
+    packaged = Path(__file__).resolve().parent / kind
     if packaged.is_dir():
-        return Path(str(packaged))
-    checkout = Path(__file__).resolve().parent.parent / kind
+        return packaged
+    checkout = packaged.parent.parent / kind
     if checkout.is_dir():
         return checkout
     raise FileNotFoundError(f"nbrules is installed without its bundled {kind}/ directory")

@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterator, Mapping
-
-import jsonschema
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from .diagnostics import Diagnostic, did_you_mean
 from .loader import LoadedFile, join_pointer
 from .resources import read_schema
+
+if TYPE_CHECKING:  # pragma: no cover - imported where a schema is compiled (a third of a one-shot start)
+    import jsonschema
+    from jsonschema import Draft202012Validator
 
 __all__ = ["Problem", "SCHEMA_CODES", "schema_problems", "schema_validator", "rule_file_validator", "validate_rule_file", "validate_file", "describe_value"]
 
@@ -195,6 +195,9 @@ def schema_validator(name: str) -> Draft202012Validator:
 
     A schema may refer to another bundled one by file name
     (``constraints.schema.json`` uses the conditions of ``ruleset.schema.json``)."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
     schema = read_schema(name)
     if "ruleset.schema.json#" not in json.dumps(schema):
         return Draft202012Validator(schema)

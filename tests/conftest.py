@@ -3,6 +3,7 @@ but durable-rules rulesets are process-wide resources)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -12,6 +13,11 @@ import pytest
 
 from nbrules import RuleEngine
 from nbrules.cache import SHARED
+
+# The on-disk cache of checked packages (nbrules.store) is off for the suite: no test
+# writes into the user's cache or reads an entry another left.  tests/test_store.py
+# turns it on, in a temporary directory.
+os.environ["NBRULES_CACHE"] = "off"
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
