@@ -112,8 +112,12 @@ class MissingFactAnalysis:
         """Split the unknown facts into cells until the rules settle every box."""
         given = {**{f: context[f] for f in self.context_facts if f in context}, **view}
         sub = self.space.subspace(unknown, given)
-        items = self._items
-        fires = sub.rule_true_raw + sub.scope_true_raw
+        # the rules and scope exclusions that fire somewhere in the sub-space, in order
+        items, fires = [], []
+        for cr, mask in zip(self._items, sub.rule_true_raw + sub.scope_true_raw):
+            if mask:
+                items.append(cr)
+                fires.append(mask)
         violated = list(zip(sub.violated, (b.constraint.id for b in sub.limits)))
         strides = {f: (s, r - 1) for f, s, r in zip(sub.facts, sub.strides, sub.radix)}
         leaves: list[Leaf] = []

@@ -283,6 +283,8 @@ class DecisionSpace:
                 ti, fi = self.sets(it, forced)
                 t &= ti
                 f |= fi
+                if f == self.all:
+                    break  # false everywhere: the other items change nothing
             return t, f
         if isinstance(node, Or):
             t, f = 0, self.all
@@ -290,15 +292,23 @@ class DecisionSpace:
                 ti, fi = self.sets(it, forced)
                 t |= ti
                 f &= fi
+                if t == self.all:
+                    break  # true everywhere
             return t, f
         return (self.all, 0) if node is TRUE else (0, self.all)
 
     def _atom_cache(self, atom: Atom) -> tuple[int, int]:
-        cache: dict[Atom, tuple[int, int]] = self.__dict__.setdefault("_atoms", {})
-        hit = cache.get(atom)
+        # by identity first (the NNFs hold their atoms), then by value (equal atoms of
+        # different rules are computed once)
+        ids: dict[int, tuple[int, int]] = self.__dict__.setdefault("_atom_ids", {})
+        hit = ids.get(id(atom))
         if hit is None:
-            hit = self.atom_sets(atom)
-            cache[atom] = hit
+            cache: dict[Atom, tuple[int, int]] = self.__dict__.setdefault("_atoms", {})
+            hit = cache.get(atom)
+            if hit is None:
+                hit = self.atom_sets(atom)
+                cache[atom] = hit
+            ids[id(atom)] = hit
         return hit
 
     @cached_property
