@@ -133,23 +133,10 @@ class MissingFactAnalysis:
             if cells and why(n) is not None:
                 return  # no patient has these facts (e.g. an MKI class for a ganglioneuroma)
             pending = set(remaining)
-            hits = [cr for cr, m in zip(items, fires) if m >> n & 1 and not (cr.unknown_tests & pending)]
-            trusted = [r for r in hits if not r.is_scope]
-            trusted_scopes = [s for s in hits if s.is_scope]
-            values: dict[str, frozenset[str] | None] = {}
-            setters: dict[str, frozenset[str]] = {}
-            for out in self._outputs:
-                got = frozenset(r.then[out] for r in trusted if out in r.then)
-                if got:
-                    values[out] = got
-                    setters[out] = frozenset(r.id for r in trusted if out in r.then)
-            settled = len(values) == len(self._outputs) or bool(trusted_scopes)
-            if settled or not remaining:
-                for out in self._outputs:
-                    values.setdefault(out, None)
-                    setters.setdefault(out, frozenset())
-                leaves.append(Leaf(dict(cells), remaining, values, setters,
-                                   frozenset(s.rule.id for s in trusted_scopes), inapplicable))
+            leaf = self.box(cells, remaining, [cr for cr, m in zip(items, fires) if m >> n & 1
+                                               and not (cr.unknown_tests & pending)], inapplicable)
+            if leaf is not None:
+                leaves.append(leaf)
                 return
             fact, rest = remaining[0], remaining[1:]
             stride, unknown_digit = strides[fact]
@@ -165,6 +152,28 @@ class MissingFactAnalysis:
 
         visit(sum(d * s for d, s in strides.values()), {}, unknown, ())
         return leaves
+
+    def box(self, cells: dict[str, int], remaining: tuple[str, ...], trusted: Sequence[CompiledRule],
+            inapplicable: tuple[tuple[str, str], ...]) -> Leaf | None:
+        """The leaf of a box on which the ``trusted`` rules and scope exclusions fire, or
+        None when it must be split further: some output has no value, no scope exclusion
+        fires and unknown facts remain."""
+        rules = [r for r in trusted if not r.is_scope]
+        scopes = [s for s in trusted if s.is_scope]
+        values: dict[str, frozenset[str] | None] = {}
+        setters: dict[str, frozenset[str]] = {}
+        for out in self._outputs:
+            got = frozenset(r.then[out] for r in rules if out in r.then)
+            if got:
+                values[out] = got
+                setters[out] = frozenset(r.id for r in rules if out in r.then)
+        settled = len(values) == len(self._outputs) or bool(scopes)
+        if not settled and remaining:
+            return None
+        for out in self._outputs:
+            values.setdefault(out, None)
+            setters.setdefault(out, frozenset())
+        return Leaf(dict(cells), remaining, values, setters, frozenset(s.rule.id for s in scopes), inapplicable)
 
     # -- from the boxes to the answer ---------------------------------------------------
 

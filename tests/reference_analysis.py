@@ -18,7 +18,8 @@ from nbrules.runner import DecisionRunner
 
 
 class EngineSearch(MissingFactAnalysis):
-    """The former ``DecisionRunner._analyse``: durable-rules run on every box."""
+    """The former ``DecisionRunner._analyse``: durable-rules run on every box (what a box
+    settles, :meth:`MissingFactAnalysis.box`, and the summary are shared)."""
 
     def __init__(self, runner: DecisionRunner) -> None:
         super().__init__(runner.program)
@@ -37,7 +38,6 @@ class EngineSearch(MissingFactAnalysis):
         """Split the unknown facts into cells until the engine settles every box."""
         domain = self.program.domain
         leaves: list[Leaf] = []
-        outputs = tuple(self.decision.decides)
 
         def visit(cells: dict[str, int], remaining: tuple[str, ...], inapplicable: tuple[tuple[str, str], ...]) -> None:
             facts = dict(view)
@@ -47,22 +47,10 @@ class EngineSearch(MissingFactAnalysis):
                 return  # no patient has these facts (e.g. an MKI class for a ganglioneuroma)
             rules, scopes = self.runner._fire(facts)
             pending = set(remaining)
-            trusted = [r for r in rules if not (r.unknown_tests & pending)]
-            trusted_scopes = [s for s in scopes if not (s.unknown_tests & pending)]
-            values: dict[str, frozenset[str] | None] = {}
-            setters: dict[str, frozenset[str]] = {}
-            for out in outputs:
-                got = frozenset(r.then[out] for r in trusted if out in r.then)
-                if got:
-                    values[out] = got
-                    setters[out] = frozenset(r.id for r in trusted if out in r.then)
-            settled = len(values) == len(outputs) or bool(trusted_scopes)
-            if settled or not remaining:
-                for out in outputs:
-                    values.setdefault(out, None)
-                    setters.setdefault(out, frozenset())
-                leaves.append(Leaf(dict(cells), remaining, values, setters,
-                                   frozenset(s.rule.id for s in trusted_scopes), inapplicable))
+            trusted = [r for r in rules + scopes if not (r.unknown_tests & pending)]
+            leaf = self.box(cells, remaining, trusted, inapplicable)
+            if leaf is not None:
+                leaves.append(leaf)
                 return
             fact, rest = remaining[0], remaining[1:]
             part = domain.partitions[fact]
