@@ -366,8 +366,8 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
             raise _Problem(400, "expected a CDS Hooks request object")
         problems: list[Diagnostic] = []
         if data.get("hook") != "patient-view":
-            problems.append(Diagnostic("NB504", f"expected 'patient-view', found {shown(repr(data.get('hook')))}",
-                                       pointer="/hook"))
+            found = "no hook" if data.get("hook") is None else shown(repr(data.get("hook")))
+            problems.append(Diagnostic("NB504", f"expected 'patient-view', found {found}", pointer="/hook"))
         prefetch = data.get("prefetch")
         server = data.get("fhirServer")
         if server is not None:
@@ -377,11 +377,19 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
             if why is not None:
                 problems.append(Diagnostic("NB741", f"{why} (the base URL of a FHIR server), found {shown(repr(server))}",
                                            pointer="/fhirServer"))
-        missing = prefetch is None or (isinstance(prefetch, dict) and all(v is None for v in prefetch.values()))
+        keys = discovery(engine)["services"][0]["prefetch"]
+        # a prefetch holding none of the service's keys (all absent or null) is a missing prefetch
+        missing = prefetch is None or (isinstance(prefetch, dict) and all(prefetch.get(k) is None for k in keys))
         if not problems and server is None and missing:
             # CDS Hooks 2.0: a service that cannot obtain the data it needs answers 412
+            other = sorted(k for k in prefetch or {} if k not in keys) if isinstance(prefetch, dict) else []
+            said = f"; it holds only keys this service does not ask for ({', '.join(other)})" if other else ""
             raise _Problem(412, "the prefetch of patient, conditions and observations (see /cds-services) is missing, "
-                                "and no fhirServer is given to fetch them from")
+                                "and no fhirServer is given to fetch them from", _errors([Diagnostic(
+                                    "NB743", f"expected a prefetch with {', '.join(keys)}, or a fhirServer to fetch "
+                                             f"them from; found {'no prefetch' if prefetch is None else 'none of them'}"
+                                             + said, pointer="/prefetch",
+                                    hint="send the prefetch the discovery document (GET /cds-services) asks for")]))
         if not problems and server is not None and missing and not _may_fetch(server):
             raise _Problem(412, "the prefetch of patient, conditions and observations (see /cds-services) is missing, "
                                 "and this service may not fetch them from fhirServer", _errors([_refused(server)]))

@@ -191,7 +191,15 @@ def test_the_servers_own_paging_is_not_taken_as_the_whole_record(
     assert record["incomplete"] == ["observations: fetched from fhirServer, incomplete: the server counts 12 "
                                     "matches but delivered 5 and gives no next link to the rest"]
     missing = body["cards"][-1]
-    assert "could not be fetched" in missing["summary"] and "Facts the record does not give" not in missing["detail"]
+    assert "read incompletely" in missing["summary"] and "could not be fetched" not in missing["summary"]
+    assert "Facts the record does not give" not in missing["detail"]
+    # the incompleteness comes first; the list facts of that search are unknown, not the
+    # items of one page (a later page may hold a bone site, which makes MS into M:
+    # INRGSS, Monclair 2009, criteria.md S9), and no result is offered for the chart
+    first = body["cards"][0]
+    assert "read incompletely" in first["summary"] and "12 matches" in first["detail"]
+    assert "metastatic_sites" in record["partial"] and "inrgss_stage" not in record.get("recorded", {})
+    assert all(c["indicator"] == "warning" and "suggestions" not in c for c in body["cards"])
 
 
 def test_next_links_are_followed_on_the_fhir_server(fhir_server: str, client: Callable[..., Client]) -> None:
@@ -204,6 +212,7 @@ def test_next_links_are_followed_on_the_fhir_server(fhir_server: str, client: Ca
     body = client().post(PATH, json=request).json()
     [obs] = body["extension"]["nbrules"]["fetched"]
     assert (obs["key"], obs["status"], obs["pages"], obs["entries"]) == ("observations", "complete", 2, 12)
+    assert obs["requested"] == [f"{fhir_server}/Observation?patient=p1&_offset=6&_count=100"]  # the next link followed
     assert len(rest) == 6 and body["extension"]["nbrules"]["incomplete"] == []
     assert summaries(body) == summaries(client().post(PATH, json=MS_INFANT).json())
     # a next link the server rejects: an OperationOutcome, reported with its words
@@ -218,6 +227,11 @@ def test_next_links_are_followed_on_the_fhir_server(fhir_server: str, client: Ca
     assert body["extension"]["nbrules"]["incomplete"] == [
         "observations: fetched from fhirServer, incomplete: a next link points outside fhirServer "
         "(http://elsewhere.example/fhir/Observation?page=2); it was not followed"]
+    # the trial's case: 6 of 12 read, the rest behind a link not followed: the list facts of
+    # that search (metastatic sites) are unknown, so no stage or risk is definite or offered
+    assert "metastatic_sites" in body["extension"]["nbrules"]["partial"]
+    assert "read incompletely" in body["cards"][0]["summary"]
+    assert all(c["indicator"] == "warning" and "suggestions" not in c for c in body["cards"])
 
 
 def test_limits_are_reported_when_hit(fhir_server: str, client: Callable[..., Client]) -> None:
