@@ -27,7 +27,14 @@ from .results import APPLIES_IF_GIVEN, Result
 if TYPE_CHECKING:
     from .fhir_fetch import FetchReport
 
-__all__ = ["SERVICE_ID", "service_id", "discovery", "cards_for"]
+__all__ = ["OPTIONAL_KEYS", "SERVICE_ID", "service_id", "discovery", "cards_for"]
+
+#: Prefetch keys the service reads when given but does not need: the RiskAssessments
+#: of the record, to find results nbrules wrote back (``meta.tag``
+#: :data:`nbrules.fhir.DERIVED_TAG`), so that a card does not offer to record again what
+#: the record already holds.  Their absence, failure or incompleteness leaves every
+#: result as it is (only the check for copies already recorded is then not made).
+OPTIONAL_KEYS = ("riskAssessments",)
 
 #: The CDS service id of a package without a name (package.yaml); otherwise the id is
 #: the package's name, e.g. ``nbrules-neuroblastoma`` for the bundled package.
@@ -56,6 +63,7 @@ def discovery(engine: Evaluator | None = None) -> dict[str, Any]:
             "patient": "Patient/{{context.patientId}}",
             "conditions": "Condition?patient={{context.patientId}}",
             "observations": "Observation?patient={{context.patientId}}",
+            "riskAssessments": "RiskAssessment?patient={{context.patientId}}",
         },
     }]}
 
@@ -129,7 +137,7 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
     when = (input_time(request.get("prefetch")) or recorded) if recorded is not None else None
     written = {w.output: w for w in write_back(engine, result, mapping, mapped, patient_id, when, ids=True)} \
         if when is not None and patient_id is not None else {}
-    unread = bool(mapped.failed or mapped.incomplete)
+    unread = any(line.split(": ", 1)[0] not in OPTIONAL_KEYS for line in mapped.failed + mapped.incomplete)
     disputed = {str(w.get("pointer", ""))[1:]: str(w.get("message", "")) for w in result.warnings
                 if w.get("code") == "NB521"}
     extension["nbrules"]["warnings"] = [dict(w) for w in result.warnings]

@@ -31,7 +31,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ._version import __version__
-from .cds import SERVICE_ID, cards_for, discovery, service_id
+from .cds import OPTIONAL_KEYS, SERVICE_ID, cards_for, discovery, service_id
 from .diagnostics import Diagnostic, problem_details
 from .errors import PatientInputError
 from .fhir import FhirMapping, load_mapping
@@ -377,7 +377,7 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
             if why is not None:
                 problems.append(Diagnostic("NB741", f"{why} (the base URL of a FHIR server), found {shown(repr(server))}",
                                            pointer="/fhirServer"))
-        keys = discovery(engine)["services"][0]["prefetch"]
+        keys = [k for k in discovery(engine)["services"][0]["prefetch"] if k not in OPTIONAL_KEYS]
         # a prefetch holding none of the service's keys (all absent or null) is a missing prefetch
         missing = prefetch is None or (isinstance(prefetch, dict) and all(prefetch.get(k) is None for k in keys))
         if not problems and server is None and missing:
@@ -440,9 +440,9 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         todo = [k for k in sorted(templates) if needs_fetch(prefetch.get(k))]
         if not todo:
             return None
-        if not _may_fetch(server):
+        if not _may_fetch(server):  # the keys the service needs are reported; an optional one is not needed
             why = _refused(server).message
-            return FetchReport(incomplete=[f"{key}: not fetched: {why}" for key in todo])
+            return FetchReport(incomplete=[f"{key}: not fetched: {why}" for key in todo if key not in OPTIONAL_KEYS])
         completed, report = await fetch_missing(data, templates, fetch_limits or FetchLimits())
         if not any(isinstance(v, dict) and v.get("resourceType") not in (None, "OperationOutcome")
                    for v in completed.values()):

@@ -137,7 +137,8 @@ def test_a_request_without_prefetch_is_answered_from_the_fhir_server(
     record = body["extension"]["nbrules"]
     assert record["failedFetches"] == [] and record["incomplete"] == []
     assert [(f["key"], f["status"], f["entries"]) for f in record["fetched"]] == [
-        ("conditions", "complete", 1), ("observations", "complete", 12), ("patient", "complete", 1)]
+        ("conditions", "complete", 1), ("observations", "complete", 12), ("patient", "complete", 1),
+        ("riskAssessments", "complete", 0)]  # optional: results nbrules wrote back (none in the seed)
     assert record["fetched"][0]["url"] == f"{fhir_server}/Condition?patient=p1"
     assert "prefetch" not in "".join(summaries(body)).lower()
 
@@ -149,7 +150,7 @@ def test_only_what_the_prefetch_lacks_is_fetched(fhir_server: str, client: Calla
         {"severity": "error", "code": "timeout", "diagnostics": "the EHR's prefetch timed out"}]}
     request.update(fhirServer=fhir_server, fhirAuthorization={"access_token": TOKEN, "token_type": "Bearer"})
     body = client().post(PATH, json=request).json()
-    assert [f["key"] for f in body["extension"]["nbrules"]["fetched"]] == ["conditions", "observations"]
+    assert [f["key"] for f in body["extension"]["nbrules"]["fetched"]] == ["conditions", "observations", "riskAssessments"]
     assert body["extension"]["nbrules"]["failedFetches"] == []  # the failed prefetch was fetched anew
     assert any("INRGSS stage MS" in s for s in summaries(body))
     assert len(observations["entry"]) == body["extension"]["nbrules"]["fetched"][1]["entries"]
@@ -162,7 +163,7 @@ def test_the_bearer_token_is_sent_and_a_refusal_is_a_failed_fetch(
         assert answer.status_code == 412, answer.text  # nothing could be fetched at all
         problem = answer.json()
         assert [(e["pointer"], e["code"], e["name"]) for e in problem["errors"]] == [
-            ("/fhirServer", "NB740", "fhir-fetch-failed")] * 3
+            ("/fhirServer", "NB740", "fhir-fetch-failed")] * 4
         assert all("HTTP 401" in e["detail"] and "login" in e["detail"] for e in problem["errors"])
         assert TOKEN not in answer.text and "wrong-token" not in answer.text
 
@@ -210,7 +211,7 @@ def test_next_links_are_followed_on_the_fhir_server(fhir_server: str, client: Ca
     first["link"] = [{"relation": "next", "url": f"{fhir_server}/Observation?patient=p1&_offset=6&_count=100"}]
     request.update(fhirServer=fhir_server, fhirAuthorization={"access_token": TOKEN, "token_type": "Bearer"})
     body = client().post(PATH, json=request).json()
-    [obs] = body["extension"]["nbrules"]["fetched"]
+    [obs] = [f for f in body["extension"]["nbrules"]["fetched"] if f["key"] == "observations"]
     assert (obs["key"], obs["status"], obs["pages"], obs["entries"]) == ("observations", "complete", 2, 12)
     assert obs["requested"] == [f"{fhir_server}/Observation?patient=p1&_offset=6&_count=100"]  # the next link followed
     assert len(rest) == 6 and body["extension"]["nbrules"]["incomplete"] == []
@@ -407,7 +408,7 @@ def test_only_a_listed_fhir_server_is_fetched_from(fhir_server: str, engine: Rul
     listed = Client(engine, fetch_from=("https://ehr.example.org/fhir/", f"{fhir_server}/"))
     answer = listed.post(PATH, json=without_prefetch(fhir_server))
     assert answer.status_code == 200, answer.text
-    assert [f["status"] for f in answer.json()["extension"]["nbrules"]["fetched"]] == ["complete"] * 3
+    assert [f["status"] for f in answer.json()["extension"]["nbrules"]["fetched"]] == ["complete"] * 4
     for prefix, server in [
             (f"http://127.0.0.1:{port + 1}/", fhir_server),  # another port
             (f"https://127.0.0.1:{port}/", fhir_server),  # another scheme

@@ -118,7 +118,7 @@ def test_cds_hooks_discovery(server: tuple[str, int]) -> None:
     status, _, body = call(url, "GET", "/cds-services")
     [service] = body["services"]
     assert status == 200 and service["hook"] == "patient-view" and service["id"] == "nbrules-neuroblastoma"
-    assert set(service["prefetch"]) == {"patient", "conditions", "observations"}
+    assert set(service["prefetch"]) == {"patient", "conditions", "observations", "riskAssessments"}
 
 
 def cards(url: str, name: str) -> list[dict[str, Any]]:
@@ -163,6 +163,9 @@ def test_cds_lists_what_it_cannot_map_and_never_guesses(server: tuple[str, int])
 def test_cds_bad_request(server: tuple[str, int]) -> None:
     status, _, body = call(server[0], "POST", "/cds-services/nbrules-neuroblastoma", {"hook": "order-sign"})
     assert status == 400 and {e["pointer"] for e in body["errors"]} == {"/hook"}
+    status, _, body = call(server[0], "POST", "/cds-services/nbrules-neuroblastoma", {"context": {}})
+    [entry] = [e for e in body["errors"] if e["pointer"] == "/hook"]
+    assert status == 400 and entry["detail"] == "expected 'patient-view', found no hook"
 
 
 def test_watching_server_reloads_changed_rules(tmp_path: Path) -> None:
@@ -311,7 +314,7 @@ def test_cds_hooks_2_conformance_with_the_specification_example(server: tuple[st
     status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", spec)
     assert status == 200 and body["cards"] == []  # the specification's patient has no neuroblastoma
     assert {"resource": "prefetch 'patientToGreet'", "reason": "not a prefetch key of this service (patient, "
-            "conditions, observations); not read"} in body["extension"]["nbrules"]["notUsed"]
+            "conditions, observations, riskAssessments); not read"} in body["extension"]["nbrules"]["notUsed"]
     conforms(body)
     for name in ("ms-infant.json", "mcode-neuroblastoma-stages.json", "l1-amplified-not-operated.json"):
         status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", json.loads((FHIR / name).read_text()))
