@@ -518,3 +518,43 @@ def test_cds_problem_entries_have_the_shape_of_the_rest_of_the_service(client: C
     assert entries[-1]["pointer"] == "/prefetch/patient/birthDate"
     for e in entries:
         assert set(e) <= {"pointer", "code", "name", "detail", "hint"} and e["name"] == CODES[e["code"]].name, e
+
+
+def test_results_written_back_to_the_fhir_server_are_read_back_as_results(
+        fhir_server: str, client: Callable[..., Client]) -> None:
+    # The trial (finding 1) on a real FHIR server: a patient of its own (created here, so
+    # the MS infant of the other tests is untouched), the cards' suggestions accepted, then
+    # a bone metastasis recorded.  Bone is outside the MS pattern: M (criteria.md S9,
+    # Monclair 2009), INSS 4 (Brodeur 1993); what was written back is then out of date.
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/fhir+json"}
+
+    def create(resource: dict[str, Any]) -> dict[str, Any]:
+        resource = {k: v for k, v in resource.items() if k != "id"}
+        answer = httpx.post(f"{fhir_server}/{resource['resourceType']}", json=resource, headers=auth)
+        assert answer.status_code == 201, answer.text
+        return dict(answer.json())
+
+    patient = create(MS_INFANT["prefetch"]["patient"])["id"]
+    ref = {"reference": f"Patient/{patient}"}
+    for key in ("conditions", "observations"):
+        for e in MS_INFANT["prefetch"][key]["entry"]:
+            create({**e["resource"], "subject": ref})
+    request = without_prefetch(fhir_server, context={"userId": "Practitioner/example", "patientId": patient})
+    first = client().post(PATH, json=request).json()
+    accepted = [a["resource"] for c in first["cards"] for s in c.get("suggestions", []) for a in s["actions"]
+                if a["resource"]["resourceType"] != "Provenance"]
+    assert {r["resourceType"] for r in accepted} == {"Observation", "RiskAssessment"}
+    for resource in accepted:
+        create(resource)
+    again = client().post(PATH, json=request).json()
+    assert summaries(again) == summaries(first) and not any("suggestions" in c for c in again["cards"])
+    assert set(again["extension"]["nbrules"]["recorded"]) == {r["meta"]["tag"][0]["code"] for r in accepted}
+    create({**MS_INFANT["prefetch"]["observations"]["entry"][1]["resource"], "subject": ref,
+            "valueCodeableConcept": {"coding": [{"system": "http://nbrules.dev/fhir/CodeSystem/facts", "code": "bone"}]}})
+    after = client().post(PATH, json=request).json()
+    stage = next(c for c in after["cards"] if "INRGSS stage" in c["summary"])
+    assert "INRGSS stage M (" in stage["summary"] and stage["indicator"] == "warning"
+    assert "Out of date: the record holds INRGSS stage MS" in stage["detail"]
+    assert any("INSS stage 4" in s and "4S" not in s for s in summaries(after))
+    assert not any("very low" in c["summary"] or "stage MS" in c["summary"]
+                   for c in after["cards"] if c["indicator"] == "info")
