@@ -103,6 +103,18 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
     ``fetched``: what :func:`nbrules.fhir_fetch.fetch_missing` fetched into the request's
     prefetch; its failures and incomplete searches are reported like those of the
     prefetch, and ``extension.nbrules.fetched`` lists each fetch.
+
+    Not definite, not offered: when part of the record could not be fetched or was read
+    incompletely (keys other than :data:`OPTIONAL_KEYS`), a card saying so comes first,
+    every decision card is a ``warning`` and nothing is offered for the chart (list facts
+    of an incomplete search are unknown: :func:`nbrules.fhir.map_resources`).  An NB521
+    warning (a value given in the record that the findings contradict) makes the card of
+    that output, and of every decision whose rules matched it, a ``warning`` offering
+    nothing.  Results nbrules wrote back (:data:`nbrules.fhir.DERIVED_TAG`) are derived
+    again (:func:`nbrules.fhir.evaluate_record`); one the record holds with the same value
+    is not offered again, one it holds with another value is named as out of date and
+    makes the card a ``warning``.  Prefetch keys the discovery document does not name are
+    not read and are listed in ``notUsed``.
     """
     context: Mapping[str, Any] = request["context"] if isinstance(request.get("context"), dict) else {}
     patient_id = context.get("patientId") if isinstance(context.get("patientId"), str) else None
@@ -157,6 +169,7 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
         offer = [o for o in outs if o in written]
         used = {k for f in result.fired if f.decision == d.id for k in f.matched} | set(outs)
         disputes = [disputed[f] for f in sorted(used) if f in disputed]
+        doubtful = bool(disputes) or unread
         if disputes:
             notes += [f"Warning (NB521): {m}. The rules' own result differs from the value given in the record; "
                       "check which is right." for m in disputes]
@@ -179,8 +192,8 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
                                 f"({c['ref']})" for c in other)
                 notes.append(f"Out of date: the record holds {_label(engine, o)} {was}, written by nbrules earlier; "
                              f"the findings now give {_value_label(engine, o, result.outputs[o])}.")
-                disputes.append(o)
-        if disputes or unread:
+                doubtful = True
+        if doubtful:
             card["indicator"] = "warning"
         if notes:
             card["detail"] = "\n\n".join(notes) + "\n\n" + card["detail"]
