@@ -8,7 +8,9 @@ value, so the Observation is read back as the same stage); ``as: risk`` gives a 
 references the resources the decision's rules read.  Each such resource comes with a
 ``Provenance`` listing the source resources and the rules that fired (decision, version,
 rule id, file:line, citations).  Outputs taken from the record as given, and outputs
-not determined, are not written back.
+not determined, are not written back.  Each resource written carries the ``meta.tag``
+:data:`nbrules.fhir.DERIVED_TAG` (code: the output), so that reading it back it is known
+as a derived result, not a finding.
 
 Resources are identified by ``urn:uuid`` full URLs derived from the input and the
 knowledge (or, for CDS Hooks, by ids made of the same uuids), so the same input gives
@@ -26,7 +28,7 @@ from typing import Any, Mapping
 
 from .diagnostics import Diagnostic
 from .errors import PatientInputError
-from .fhir import FhirMapping, MappedFacts, map_resources
+from .fhir import DERIVED_TAG, FhirMapping, MappedFacts, evaluate_record, map_resources
 from .patient import parse_patient_json
 from .protocols import Evaluator
 from .results import Result
@@ -148,15 +150,17 @@ def write_back(engine: Evaluator, result: Result, mapping: FhirMapping, mapped: 
         ref = f"{kind}/{url.removeprefix('urn:uuid:')}" if ids else url
         title = engine.build.vocabulary[output].title if output in engine.build.vocabulary else output
         resource: dict[str, Any]
+        # the tag says "derived by nbrules": read back, it is not taken as a finding (fhir.DERIVED_TAG)
+        tag = {"tag": [{"system": DERIVED_TAG, "code": output, "display": f"{title}, derived by nbrules"}]}
         if spec["as"] == "stage":
             type_code = next((c for c, fact in mapping.stage_types.items() if fact == output), None)
-            resource = {"resourceType": "Observation", "status": "final",
+            resource = {"resourceType": "Observation", "meta": tag, "status": "final",
                         "code": {"coding": [{"system": type_code[0], "code": type_code[1]}] if type_code else [],
                                  "text": title},
                         "subject": patient, "valueCodeableConcept": stage_value(engine, mapping, output, value)}
             if spec.get("profile"):
-                resource = {"resourceType": "Observation", "meta": {"profile": [spec["profile"]]},
-                            **{k: v for k, v in resource.items() if k != "resourceType"}}
+                resource = {"resourceType": "Observation", "meta": {"profile": [spec["profile"]], **tag},
+                            **{k: v for k, v in resource.items() if k not in ("resourceType", "meta")}}
             if mapped.diagnosis:
                 resource["focus"] = [{"reference": mapped.diagnosis}]
             if basis:
@@ -164,7 +168,7 @@ def write_back(engine: Evaluator, result: Result, mapping: FhirMapping, mapped: 
             if not resource["code"]["coding"]:
                 del resource["code"]["coding"]
         else:
-            resource = {"resourceType": "RiskAssessment", "status": "final", "subject": patient,
+            resource = {"resourceType": "RiskAssessment", "meta": tag, "status": "final", "subject": patient,
                         "method": {"text": f"{d.title} ({d.key})"}, "code": {"text": title},
                         "prediction": [{"outcome": _concept(engine, output, value)}]}
             if mapped.diagnosis:
@@ -210,7 +214,7 @@ def evaluate_fhir(engine: Evaluator, bundle: Mapping[str, Any], mapping: FhirMap
     :class:`~nbrules.errors.PatientInputError` when the facts read contradict each other.
     """
     mapped = map_resources({"bundle": bundle}, mapping, patient_id)
-    result = engine.evaluate(mapped.facts)
+    result = evaluate_record(engine, mapped)  # a stage nbrules wrote back is not an input while findings derive it
     if patient_id is None:
         patient_id = next((str(e["resource"]["id"]) for e in bundle.get("entry", []) or []
                            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
