@@ -17,7 +17,8 @@ with the wall clock (from start to exit, output read):
 With ``--before REV`` (a git revision, e.g. ``main``) a sixth process runs
 ``nbrules evaluate`` from that revision of the code (``git archive`` into the
 temporary directory, imported ahead of the installed package), for a before/after
-figure from the same run.
+figure from the same run: with a warm cache of its own when that revision has the
+on-disk cache (its entries differ from this tree's), else as that revision runs.
 
 It prints the median of each in milliseconds, wall clock and CPU time (user + system,
 which waiting for a busy CPU does not inflate), and, from this one run, the ratios
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             "evaluate, warm cache": (evaluate, env, False),
         }
         if args.before:
-            kinds[f"evaluate at {args.before}"] = (evaluate, _checkout(args.before, Path(tmp), off), False)
+            before = dict(env, NBRULES_CACHE_DIR=str(Path(tmp) / "before-cache"))  # kept warm: not emptied
+            kinds[f"evaluate at {args.before}"] = (evaluate, _checkout(args.before, Path(tmp), before), False)
         # warm-up: bytecode written, the warm entry present; the three outputs must agree
         outputs = set()
         for name, (cmd, e, cold) in kinds.items():

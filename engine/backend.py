@@ -27,7 +27,6 @@ It absorbs every pitfall measured in docs/durable-rules.md (architecture.md §7)
 
 from __future__ import annotations
 
-import copy
 import datetime
 import itertools
 import json
@@ -171,7 +170,10 @@ class EngineRuleset:
         self._fired: set[str] = set()
         self._failure: BaseException | None = None
         self._on_fire = on_fire
-        rules: dict[str, dict[str, Any]] = copy.deepcopy({k: dict(v) for k, v in definition.items()})
+        # durable-rules keeps the definition and deletes each rule's "run": a copy of each
+        # rule's mapping keeps the program's own intact (the patterns are only read, and
+        # written out as JSON, so they are shared rather than deep-copied)
+        rules: dict[str, dict[str, Any]] = {k: dict(v) for k, v in definition.items()}
         rules[CATCH_ALL] = {"all": [{"m": {DISCRIMINATOR: 1}}]}
         for rule_name, rule in rules.items():
             rule["run"] = self._action(rule_name)

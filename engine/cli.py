@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import errno
+import gc
 import json
 import os
 import sys
@@ -609,6 +610,10 @@ def _parser() -> _Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used as the console script)."""
     parser = _parser()
+    if argv is None:
+        # run as the program: the modules and the parser live as long as the process, so
+        # the cyclic collector need not walk them again (about 10 ms of a one-shot evaluate)
+        gc.freeze()
     stdout = sys.stdout
     sys.stdout = cast(TextIO, GuardedStream(stdout, "standard output"))
     try:

@@ -16,19 +16,23 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-import yaml
-from yaml.events import (
-    AliasEvent,
-    DocumentStartEvent,
-    MappingEndEvent,
-    MappingStartEvent,
-    ScalarEvent,
-    SequenceEndEvent,
-    SequenceStartEvent,
-    StreamEndEvent,
-)
+if TYPE_CHECKING:  # bound by _import_yaml() when a file is first parsed
+    import yaml
+    from yaml.events import (
+        AliasEvent,
+        DocumentStartEvent,
+        MappingEndEvent,
+        MappingStartEvent,
+        ScalarEvent,
+        SequenceEndEvent,
+        SequenceStartEvent,
+        StreamEndEvent,
+    )
+
+    _PARSER: Any
 
 from .diagnostics import Diagnostic, Severity
 from .sources import MAX_RULE_FILE_BYTES, RuleSource
@@ -181,7 +185,16 @@ _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
 
 #: Characters YAML does not allow in a stream (C0 controls but tab/newline/CR, DEL, C1 but NEL,
 #: surrogates, U+FFFE/U+FFFF): found before parsing, so the message can say where and which.
-_FORBIDDEN = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_FORBIDDEN_PATTERN = "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+
+
+@lru_cache(maxsize=1)
+def _forbidden() -> re.Pattern[str]:
+    """:data:`_FORBIDDEN_PATTERN` compiled on first use (compiling its ranges takes several
+    milliseconds, which a process reading its rules from the on-disk cache never needs)."""
+    return re.compile(_FORBIDDEN_PATTERN)
+
+
 _CONTROL_NAMES = {0x00: "NUL", 0x07: "BEL", 0x08: "BS", 0x0B: "VT", 0x0C: "FF", 0x1B: "ESC", 0x7F: "DEL"}
 #: Largest integer magnitude a rule file may hold (64-bit signed); larger ones are NB121.
 MAX_INTEGER = 2**63 - 1
@@ -190,8 +203,27 @@ MAX_INTEGER = 2**63 - 1
 MAX_NESTING = 64
 
 _STD_TAG = "tag:yaml.org,2002:"
-#: libyaml's C parser when PyYAML was built with it (several times faster); same events.
-_PARSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _import_yaml() -> None:
+    """Import PyYAML on first use and bind, in this module, ``yaml``, the event classes
+    the composer tests for and ``_PARSER`` (libyaml's C parser when PyYAML was built with
+    it: several times faster, same events).  Deferred because a process that reads its
+    rules from the on-disk cache (:mod:`nbrules.store`) parses no YAML, and importing
+    PyYAML is a good part of its start-up."""
+    names = globals()
+    if "_PARSER" in names:
+        return
+    import yaml as yaml_module
+    from yaml import events
+
+    names.update({n: getattr(events, n) for n in _EVENTS})
+    names["yaml"] = yaml_module
+    names["_PARSER"] = getattr(yaml_module, "CSafeLoader", yaml_module.SafeLoader)
+
+
+_EVENTS = ("AliasEvent", "DocumentStartEvent", "MappingEndEvent", "MappingStartEvent", "ScalarEvent",
+           "SequenceEndEvent", "SequenceStartEvent", "StreamEndEvent")
 _ALIAS_HINT = "write the value out in full; rule files do not support YAML references"
 _TAG_HINT = "remove the tag; rule files hold plain strings, numbers, booleans, lists and mappings"
 
@@ -230,7 +262,7 @@ def _out_of_range(value: str) -> str | None:
 def visible(text: str) -> str:
     """``text`` with every character YAML forbids shown as a visible symbol (␀ ␛ ␇ …, or �),
     one for one, so that a source line can be printed safely and carets still line up."""
-    return _FORBIDDEN.sub(lambda m: _symbol(ord(m.group())), text)
+    return _forbidden().sub(lambda m: _symbol(ord(m.group())), text)
 
 
 def _symbol(code: int) -> str:
@@ -390,10 +422,11 @@ def load_source(source: RuleSource) -> LoadedFile:
         return out
     out.lines = text.splitlines()
     out.values[""] = Span(1, 1, 1, 1)
-    bad = _FORBIDDEN.search(text)
+    bad = _forbidden().search(text)
     if bad is not None:
-        out.diagnostics.append(_forbidden_diag(source, text, bad.start(), len(_FORBIDDEN.findall(text))))
+        out.diagnostics.append(_forbidden_diag(source, text, bad.start(), len(_forbidden().findall(text))))
         return out
+    _import_yaml()
     try:
         events = iter(yaml.parse(text, Loader=_PARSER))
         next(events)  # StreamStart

@@ -36,6 +36,7 @@ cold or warm one.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import pickle
@@ -228,10 +229,18 @@ class BuildStore:
         digest = hashlib.sha256(payload).hexdigest()
         if head + b"\n" != self._header(digest):
             return None
+        # unpickling allocates the whole build (about 150,000 objects) and frees nothing:
+        # the cyclic collector, which would walk the growing build again and again
+        # meanwhile, is paused (as it was found) around it
+        enabled = gc.isenabled()
+        gc.disable()
         try:
             entry = pickle.loads(payload)
         except Exception:  # written by us and digest-checked; anything else: rebuild
             return None
+        finally:
+            if enabled:
+                gc.enable()
         if not (isinstance(entry, tuple) and len(entry) == 2 and entry[0] == key
                 and isinstance(entry[1], StoredBuild)):
             return None
