@@ -63,6 +63,7 @@ class RuleSetState:
         self.overrides = {d.id: {k: v for k, v in readings.items() if k in d.parameters} for d in choice.chosen}
         self.build = build
         self.as_of = as_of
+        self._as_of_text = as_of.isoformat()
         self.version_warnings = tuple(d for d in version_diags if not d.is_error)
         self.decisions: tuple[Decision, ...] = choice.chosen
         constraints = build.constraints.rebind(self.decisions) if build.constraints is not None else None
@@ -86,7 +87,7 @@ class RuleSetState:
         self.in_flight = 0
         self.retired = False
         self._plans: dict[tuple[str, ...], tuple[DecisionRunner, ...]] = {}
-        self._steps: dict[tuple[DecisionRunner, ...], tuple[_Step, ...]] = {}
+        self._steps: dict[tuple[DecisionRunner, ...], tuple[tuple[_Step, ...], tuple[RulesetInfo, ...]]] = {}
 
     def plan(self, requested: Sequence[str] | None) -> tuple[DecisionRunner, ...]:
         """The runners to run for the decisions ``requested`` (ids; None: all), with the
@@ -118,14 +119,20 @@ class RuleSetState:
         self._plans[key] = plan
         return plan
 
-    def steps(self, runners: Sequence[DecisionRunner]) -> tuple[_Step, ...]:
+    def steps(self, runners: Sequence[DecisionRunner]) -> tuple[tuple[_Step, ...], tuple[RulesetInfo, ...]]:
         """(runner, decision, its outputs, the facts it reads, its ``applies_if_given``) of
-        each of ``runners``: what :func:`evaluate_patient` reads of them, looked up once."""
+        each of ``runners``, and the rule files they use: what :func:`evaluate_patient`
+        reads of them, looked up once per plan."""
         key = tuple(runners)
         hit = self._steps.get(key)
         if hit is None:
-            hit = tuple((r, r.decision, tuple(r.decision.decides), tuple(r.decision.reads), tuple(r.decision.applies_if))
-                        for r in key)
+            steps = tuple((r, r.decision, tuple(r.decision.decides), tuple(r.decision.reads),
+                           tuple(r.decision.applies_if)) for r in key)
+            rulesets = self.rulesets
+            if len(key) != len(self.runners):
+                ran = {r.decision.id for r in key}
+                rulesets = tuple(r for r in rulesets if r.decision in ran)
+            hit = (steps, rulesets)
             if len(self._steps) < 64:  # a plan per set of requested decisions: few
                 self._steps[key] = hit
         return hit
@@ -158,7 +165,8 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
     settled: dict[str, Settled] = {}
     from_input: dict[str, FromInput] = {}
     fired: list[FiredRule] = []
-    for runner, d, decides, reads, applies_if in state.steps(runners):
+    steps, rulesets = state.steps(runners)
+    for runner, d, decides, reads, applies_if in steps:
         view = runner.view(known)
         restrict = {f: open_values[f] for f in reads if f in open_values} if open_values else {}
         if applies_if and not any(f in given for f in applies_if):
@@ -221,10 +229,6 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
                 open_values[out] = ()
                 not_applicable[out] = NotApplicable(d.id, oc.reason or "", oc.scope,
                                                     scope_source(runner, oc.scope))
-    rulesets = state.rulesets
-    if len(runners) != len(state.runners):
-        ran = {r.decision.id for r in runners}
-        rulesets = tuple(r for r in rulesets if r.decision in ran)
     return Result(
         outputs=outputs,
         indeterminate=indeterminate,
@@ -232,13 +236,13 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
         settled=settled,
         from_input=from_input,
         fired=tuple(fired),
-        warnings=tuple(w.to_dict() for w in warnings),
+        warnings=tuple([w.to_dict() for w in warnings]) if warnings else (),
         rulesets=rulesets,
         input=given,
         input_sha256=facts_sha256(given),
         engine=engine_label,
         knowledge=state.knowledge,
-        as_of=state.as_of.isoformat(),
+        as_of=state._as_of_text,
         profile=state.profile,
     )
 
