@@ -9,7 +9,7 @@ outputs and fired rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence, assert_never
 
 from .compiler import compile_decision
 from .diagnostics import Diagnostic
@@ -40,13 +40,17 @@ class CaseResult:
 def describe_outcome(oc: OutputOutcome | None) -> str:
     if oc is None:
         return "nothing"
-    if oc.status in ("set", "settled"):
-        return str(oc.value)
-    if oc.status == "not_applicable":
-        return "null (not applicable)"
-    if oc.status == "conflict":
-        return f"conflict between {' and '.join(oc.candidates)}"
-    return f"indeterminate {{{', '.join(oc.candidates)}}} missing [{', '.join(oc.missing)}]"
+    match oc.status:  # exhaustive: mypy --strict reports a status left out
+        case "set" | "settled":
+            return str(oc.value)
+        case "not_applicable":
+            return "null (not applicable)"
+        case "conflict":
+            return f"conflict between {' and '.join(oc.candidates)}"
+        case "indeterminate":
+            return f"indeterminate {{{', '.join(oc.candidates)}}} missing [{', '.join(oc.missing)}]"
+        case _:
+            assert_never(oc.status)
 
 
 def _describe_expected(exp: str | None | ExpectIndeterminate) -> str:

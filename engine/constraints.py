@@ -15,7 +15,7 @@ rules under the parameters in force).  That one form serves every use:
   each with the JSON pointer of the fact and the constraint's message and hint);
 * the cuts of decision domains (:mod:`nbrules.domain`) and the cells verify leaves out
   (:mod:`nbrules.verify`), for any number of facts per constraint;
-* the missing-fact analysis (:mod:`nbrules.runner`), which never proposes a fact a
+* the missing-fact analysis (:mod:`nbrules.analysis`), which never proposes a fact a
   constraint forbids for the patient.
 """
 

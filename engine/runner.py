@@ -1,33 +1,29 @@
-"""Running one compiled decision on durable-rules, and what missing facts could change.
+"""Running one compiled decision on durable-rules, with a per-cell cache.
 
-A :class:`DecisionRunner` owns one compiled decision loaded into durable-rules.
-When no rule sets an output, it splits the unknown facts into the cells of the
-decision's domain (:mod:`nbrules.domain`) and runs the engine on each box until
-every box is settled.  The answer is exact:
+A :class:`DecisionRunner` owns one compiled decision loaded into durable-rules.  Every
+rule that fired in a result comes from running the engine on the patient's known facts
+(pending values left out).  When no rule sets an output and facts are missing, what
+they could change is answered by :class:`~nbrules.analysis.MissingFactAnalysis` from
+the decision's domain model (the cells ``nbrules verify`` enumerates), without further
+engine runs: settled, indeterminate (candidates and the facts worth asking for) or not
+applicable (with the reason).
 
-* every completion gives one value: the output is *settled* (shown as such);
-* completions differ: *indeterminate*, with the candidate values and the facts
-  whose value changes the answer;
-* no completion gives a value: *not applicable* (a declared gap), with the reason.
-
-A rule that fired with facts still missing holds for every completion, because a
-test on a missing fact never matches; the exception is a ``known: false`` test, so
-rules with one are not trusted until the fact it tests has been filled in.
-Completions no patient can have (they violate an input constraint of the package)
-are skipped, and a fact that a constraint forbids for the patient (a grade for a
-ganglioneuroma) is never asked for: an output that only it could settle is *not
-applicable*, naming the constraint.  Constraints are judged on the decision's view
-plus the *context*: the other known facts its constraints test.
+Outcomes are remembered per cell (``cache_size`` > 0).  The key holds only what the
+rules in force can tell apart: the cell of every fact a rule or scope exclusion tests,
+and for the other facts only whether they are known.  When the missing-fact analysis
+ran, the key also holds the cells of untested facts the input constraints test and the
+truth of those constraints' tests on the *context* (the other known facts they test).
+``cache_size=0`` keeps nothing.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
 
+from .analysis import MissingFactAnalysis, OutputOutcome, Status, ordered
 from .backend import EngineRuleset
 from .compiler import CompiledRule, Program, engine_fact
 from .conditions import atom_truth, atoms
@@ -35,24 +31,7 @@ from .diagnostics import Diagnostic
 from .errors import EngineError
 from .results import FiredRule
 
-__all__ = ["DecisionRunner", "DecisionOutcome", "OutputOutcome"]
-
-#: How many missing-fact analyses each decision remembers (they are pure functions of the cell).
-_ANALYSIS_MEMO = 4096
-
-
-@dataclass(frozen=True)
-class OutputOutcome:
-    """What one decision established about one output."""
-
-    status: str  # set | settled | indeterminate | conflict | not_applicable
-    value: str | None = None
-    candidates: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-    may_be_out_of_scope: bool = False
-    reason: str | None = None
-    scope: str | None = None
-    rules: tuple[str, ...] = ()
+__all__ = ["DecisionRunner", "DecisionOutcome", "OutputOutcome", "Status"]
 
 
 @dataclass(frozen=True)
@@ -60,17 +39,6 @@ class DecisionOutcome:
     fired: tuple[CompiledRule, ...]
     scopes: tuple[CompiledRule, ...]
     outputs: Mapping[str, OutputOutcome]
-
-
-@dataclass
-class _Leaf:
-    cells: dict[str, int]
-    remaining: tuple[str, ...]
-    values: dict[str, frozenset[str] | None]
-    rules: dict[str, frozenset[str]]
-    scopes: frozenset[str] = field(default_factory=frozenset)
-    #: (fact, constraint id) of missing facts that a constraint forbids here.
-    inapplicable: tuple[tuple[str, str], ...] = ()
 
 
 class DecisionRunner:
@@ -89,24 +57,35 @@ class DecisionRunner:
         self._outputs = tuple(self.decision.decides)
         self._cache_size = cache_size
         self._cache: OrderedDict[Any, DecisionOutcome] = OrderedDict()
-        #: Cache keys (cell, restrictions) whose outcome also depends on the context.
-        self._needs_context: set[Any] = set()
-        self._analysis: OrderedDict[Any, dict[str, OutputOutcome]] = OrderedDict()
+        #: Cache keys whose outcome came from the missing-fact analysis, which also reads the
+        #: cells of untested facts the constraints test and the context: their entries are
+        #: stored under a longer key.
+        self._analysed: set[Any] = set()
         self._cache_lock = threading.Lock()
         self.engine_runs = 0
         self._reads = tuple(self.decision.reads)
         self._pending = {f: frozenset(v) for f, v in self.decision.pending.items()}
-        cset = self.decision.constraints
-        bound = cset.bound({self.decision.id: program.params}) if cset is not None else ()
-        reads = set(self._reads)
-        #: Error constraints that test a fact this decision reads.
-        self._limits = tuple(b for b in bound if b.is_error and b.facts & reads)
+        #: The domain model's answer to what missing facts could change.
+        self.analysis = MissingFactAnalysis(program)
+        #: Error constraints that test a fact this decision reads (the one feasibility check).
+        self._limits = self.analysis.space.limits
         #: Facts outside ``reads`` those constraints test: the context of :meth:`decide`.
-        self.context_facts: tuple[str, ...] = tuple(sorted({f for b in self._limits for f in b.facts} - reads))
+        self.context_facts: tuple[str, ...] = self.analysis.context_facts
         #: The tests those constraints make on the context: two contexts on which they agree
-        #: leave every constraint as it is, so the memo keys on their truth, not on the values.
+        #: leave every constraint as it is, so the cache keys on their truth, not on the values.
         self._context_atoms = tuple(dict.fromkeys(a for b in self._limits for a in atoms(b.violation)
                                                   if a.fact in self.context_facts))
+        domain = program.domain
+        tested = {a.fact for cr in program.rules + program.scopes for a in atoms(cr.nnf)
+                  if a.op not in ("known", "unknown")}
+        limited = {f for b in self._limits for f in b.facts}
+        #: Per partitioned fact, its classifier when a rule or scope exclusion tests its value
+        #: (None: the rules in force cannot tell its values apart, only known from unknown).
+        self._key_classifiers = tuple((name, part.classify if name in tested else None)
+                                      for name, part in domain.partitions.items())
+        #: Untested facts the input constraints test: the analysis reads their cells.
+        self._limit_classifiers = tuple((name, part.classify) for name, part in domain.partitions.items()
+                                        if name not in tested and name in limited)
         # what every trace entry of a rule repeats, computed once
         d = self.decision
         self._static: dict[int, tuple[FiredRule, tuple[str, ...]]] = {}
@@ -140,13 +119,6 @@ class DecisionRunner:
         """What the context is to the constraints: the truth of their tests on it."""
         return tuple([atom_truth(a, context) for a in self._context_atoms])
 
-    def _violated(self, facts: Mapping[str, Any]) -> str | None:
-        """Id of the first error constraint ``facts`` violate, or None."""
-        for b in self._limits:
-            if b.holds(facts):
-                return b.constraint.id
-        return None
-
     def view(self, known: Mapping[str, Any]) -> dict[str, Any]:
         """The facts this decision sees: what it reads, minus pending values."""
         pending = self._pending
@@ -159,37 +131,47 @@ class DecisionRunner:
         return FiredRule(order, p.decision, p.version, p.rule, p.source, p.cite, {f: view.get(f) for f in facts},
                          dict(p.set), dict(p.parameters), p.encoded)
 
+    def cache_key(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> tuple[Any, ...]:
+        """What the rules in force can tell apart of ``view`` and ``restrict``: per fact
+        its cell, or for a fact no rule tests only whether it is known (``True``/``None``)."""
+        return (tuple([(c(view[name]) if c is not None else True) if name in view else None
+                       for name, c in self._key_classifiers]),
+                tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else ())
+
+    def _analysis_key(self, view: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[Any, ...]:
+        """What the missing-fact analysis reads beyond :meth:`cache_key`."""
+        return (tuple([c(view[name]) if name in view else None for name, c in self._limit_classifiers]),
+                self._context_key(context))
+
     def decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]] | None = None,
                context: Mapping[str, Any] | None = None) -> DecisionOutcome:
         """Run the decision on ``view`` (known facts only); ``restrict`` limits unknown
         derived facts to the values their own decision left open; ``context`` holds the
         other known facts its input constraints test, or all known facts (only those are
-        read, and only when the missing-fact analysis needs them)."""
+        read, and only when the missing-fact analysis needs them).  One engine run, none
+        when the outcome of the cell is cached."""
         restrict = restrict or {}
         context = context or {}
         key: tuple[Any, ...] | None = None
         if self._cache_size:
-            # the context matters only to the missing-fact analysis, which a cell either
-            # always or never needs: such cells are remembered per context too
-            key = (self.program.domain.classify(view),
-                   tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else ())
+            # whether the analysis runs is a function of the short key; when it does, the
+            # outcome is stored under the long one
+            key = self.cache_key(view, restrict)
             with self._cache_lock:
+                if key in self._analysed:
+                    key = key + self._analysis_key(view, context)
                 hit = self._cache.get(key)
-                if hit is None and key in self._needs_context:
-                    key = key + (self._context_key(context),)
-                    hit = self._cache.get(key)
                 if hit is not None:
                     self._cache.move_to_end(key)
                     return hit
         outcome, analysed = self._decide(view, restrict, context)
         if key is not None:
-            if analysed and len(key) == 2:
-                with self._cache_lock:
-                    if len(self._needs_context) > max(2 * self._cache_size, _ANALYSIS_MEMO):
-                        self._needs_context.clear()  # bounded; a key forgotten is found again
-                    self._needs_context.add(key)
-                key = key + (self._context_key(context),)
             with self._cache_lock:
+                if analysed and len(key) == 2:
+                    if len(self._analysed) > 2 * self._cache_size:
+                        self._analysed.clear()  # bounded; a key forgotten is found again
+                    self._analysed.add(key)
+                    key = key + self._analysis_key(view, context)
                 self._cache[key] = outcome
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
@@ -203,7 +185,7 @@ class DecisionRunner:
         results: dict[str, OutputOutcome] = {}
         open_outputs: list[str] = []
         for out in self._outputs:
-            values = _ordered({r.then[out] for r in fired if out in r.then}, self.decision.decides[out])
+            values = ordered({r.then[out] for r in fired if out in r.then}, self.decision.decides[out])
             if len(values) == 1:
                 results[out] = OutputOutcome("set", values[0])
             elif len(values) > 1:
@@ -218,155 +200,11 @@ class DecisionRunner:
                     results[out] = self._no_rule(scopes)
             else:
                 analysed = True
-                results.update(self._open_outputs(view, unknown, restrict, tuple(open_outputs), context))
-        ordered = {out: results[out] for out in self._outputs}
-        return DecisionOutcome(tuple(fired), tuple(scopes), ordered), analysed
+                results.update(self.analysis.outcomes(view, unknown, restrict, open_outputs, context))
+        ordered_results = {out: results[out] for out in self._outputs}
+        return DecisionOutcome(tuple(fired), tuple(scopes), ordered_results), analysed
 
     def _no_rule(self, scopes: Sequence[CompiledRule]) -> OutputOutcome:
         if scopes:
             return OutputOutcome("not_applicable", reason=scopes[0].reason, scope=scopes[0].id)
         return OutputOutcome("not_applicable", reason=f"no rule of {self.decision.key} applies to these facts")
-
-    # -- what the missing facts could change -------------------------------------------
-
-    def _allowed(self, fact: str, restrict: Mapping[str, Sequence[str]]) -> list[int]:
-        part = self.program.domain.partitions[fact]
-        if fact in restrict:
-            idx = [part.classify(v) for v in restrict[fact]]
-            return sorted({i for i in idx if i is not None})
-        return list(range(len(part)))
-
-    def _open_outputs(self, view: Mapping[str, Any], unknown: tuple[str, ...], restrict: Mapping[str, Sequence[str]],
-                      outputs: tuple[str, ...], context: Mapping[str, Any]) -> dict[str, OutputOutcome]:
-        """What the missing facts allow for ``outputs``.  A pure function of the cell of
-        ``view`` and the context, so it is memoised (bounded)."""
-        key = (self.program.domain.classify(view), unknown,
-               tuple(sorted((k, tuple(v)) for k, v in restrict.items())), outputs, self._context_key(context))
-        with self._cache_lock:
-            hit = self._analysis.get(key)
-        if hit is not None:
-            return hit
-        leaves = self._analyse(view, unknown, restrict, context)
-        result = {out: self._summarise(out, leaves, unknown, restrict) for out in outputs}
-        with self._cache_lock:
-            self._analysis[key] = result
-            if len(self._analysis) > max(self._cache_size, _ANALYSIS_MEMO):
-                self._analysis.popitem(last=False)
-        return result
-
-    def _analyse(self, view: Mapping[str, Any], unknown: tuple[str, ...],
-                 restrict: Mapping[str, Sequence[str]], context: Mapping[str, Any]) -> list[_Leaf]:
-        """Split the unknown facts into cells until the engine settles every box."""
-        domain = self.program.domain
-        leaves: list[_Leaf] = []
-
-        def visit(cells: dict[str, int], remaining: tuple[str, ...], inapplicable: tuple[tuple[str, str], ...]) -> None:
-            facts = dict(view)
-            for fact, idx in cells.items():
-                facts[fact] = domain.partitions[fact].cells[idx].representative
-            if cells and self._violated({**context, **facts}):
-                return  # no patient has these facts (e.g. an MKI class for a ganglioneuroma)
-            rules, scopes = self._fire(facts)
-            pending = set(remaining)
-            trusted = [r for r in rules if not (r.unknown_tests & pending)]
-            trusted_scopes = [s for s in scopes if not (s.unknown_tests & pending)]
-            values: dict[str, frozenset[str] | None] = {}
-            setters: dict[str, frozenset[str]] = {}
-            for out in self._outputs:
-                got = frozenset(r.then[out] for r in trusted if out in r.then)
-                if got:
-                    values[out] = got
-                    setters[out] = frozenset(r.id for r in trusted if out in r.then)
-            settled = len(values) == len(self._outputs) or bool(trusted_scopes)
-            if settled or not remaining:
-                for out in self._outputs:
-                    values.setdefault(out, None)
-                    setters.setdefault(out, frozenset())
-                leaves.append(_Leaf(dict(cells), remaining, values, setters,
-                                    frozenset(s.rule.id for s in trusted_scopes), inapplicable))
-                return
-            fact, rest = remaining[0], remaining[1:]
-            part = domain.partitions[fact]
-            allowed = self._allowed(fact, restrict)
-            blocked = [self._violated({**context, **facts, fact: part.cells[idx].representative}) for idx in allowed]
-            options = [idx for idx, why in zip(allowed, blocked) if why is None]
-            if not options and allowed:
-                # forbidden here by a constraint (a grade for a ganglioneuroma): the fact stays unknown
-                visit(cells, rest, inapplicable + ((fact, str(blocked[0])),))
-            for idx in options:
-                visit({**cells, fact: idx}, rest, inapplicable)
-
-        visit({}, unknown, ())
-        return leaves
-
-    def _summarise(self, out: str, leaves: list[_Leaf], order: tuple[str, ...],
-                   restrict: Mapping[str, Sequence[str]]) -> OutputOutcome:
-        values: set[str] = set()
-        rules: set[str] = set()
-        out_of_scope = False
-        reasons: list[tuple[str, str | None]] = []
-        for leaf in leaves:
-            got = leaf.values[out]
-            if got is None:
-                out_of_scope = True
-                for sid in sorted(leaf.scopes):
-                    scope = next(s for s in self.program.scopes if s.id == sid)
-                    reasons.append((scope.reason, sid))
-            else:
-                values |= got
-                rules |= leaf.rules[out]
-        candidates = _ordered(values, self.decision.decides[out])
-        if not candidates:
-            if reasons:
-                return OutputOutcome("not_applicable", reason=reasons[0][0], scope=reasons[0][1])
-            if leaves and all(leaf.inapplicable for leaf in leaves):
-                fact, cid = leaves[0].inapplicable[0]
-                return OutputOutcome("not_applicable",
-                                     reason=f"needs {fact}, which does not apply to this patient "
-                                            f"(input constraint {cid})")
-            blocked = [f for f in order if f in restrict and not self._allowed(f, restrict)]
-            if blocked:
-                return OutputOutcome("not_applicable",
-                                     reason=f"needs {', '.join(blocked)}, which has no value for this patient")
-            if not leaves:
-                return OutputOutcome("not_applicable",
-                                     reason="no value of the missing facts is consistent with the given facts")
-            return OutputOutcome("not_applicable", reason=f"no rule of {self.decision.key} applies to these facts")
-        if len(candidates) == 1 and not out_of_scope:
-            ruleids = tuple(r.id for r in self.decision.rules if r.id in rules)
-            return OutputOutcome("settled", candidates[0], rules=ruleids, missing=order)
-        missing = self._relevant(out, leaves, order, restrict)
-        return OutputOutcome("indeterminate", candidates=candidates, missing=missing, may_be_out_of_scope=out_of_scope)
-
-    def _relevant(self, out: str, leaves: list[_Leaf], order: tuple[str, ...],
-                  restrict: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
-        """Unknown facts whose value alone can change ``out``: those worth asking for."""
-        table: dict[tuple[int, ...], frozenset[str] | None] = {}
-        for leaf in leaves:
-            for combo in _expand(leaf, order, lambda f: self._allowed(f, restrict)):
-                table[combo] = leaf.values[out]
-        relevant: list[str] = []
-        for k, fact in enumerate(order):
-            groups: dict[tuple[int, ...], frozenset[str] | None] = {}
-            for combo, val in table.items():
-                rest = combo[:k] + combo[k + 1:]
-                if rest in groups and groups[rest] != val:
-                    relevant.append(fact)
-                    break
-                groups.setdefault(rest, val)
-        return tuple(relevant)
-
-
-def _expand(leaf: _Leaf, order: tuple[str, ...], allowed: Any) -> Iterable[tuple[int, ...]]:
-    ranges = []
-    for fact in order:
-        if fact in leaf.cells:
-            ranges.append((leaf.cells[fact],))
-        else:
-            ranges.append(tuple(allowed(fact)))
-    return itertools.product(*ranges)
-
-
-def _ordered(values: Iterable[str], declared: Sequence[str]) -> tuple[str, ...]:
-    vals = set(values)
-    return tuple(v for v in declared if v in vals) + tuple(sorted(vals - set(declared)))

@@ -64,11 +64,18 @@ class DecisionSpace:
     """The cells of one decision (with unknowns) and the bitset algebra over them."""
 
     def __init__(self, decision: Decision, params: Mapping[str, Any] | None = None,
-                 domain: DecisionDomain | None = None) -> None:
+                 domain: DecisionDomain | None = None, *, given: Mapping[str, Any] | None = None,
+                 nnf: tuple[Sequence[NNF], Sequence[NNF]] | None = None,
+                 limits: Sequence[BoundConstraint] | None = None) -> None:
+        """``given``: facts outside the cells whose values are known (a patient's known
+        facts seen from a sub-space, :meth:`subspace`); a test on a fact neither in the
+        cells nor given is unknown.  ``nnf`` (rules, scopes) and ``limits`` (the error
+        constraints judged for feasibility) are shared by sub-spaces, computed once."""
         self.decision = decision
         self.params = decision.param_values(params)
         self.domain: DecisionDomain = domain or decision_domain(decision, self.params)
         self.facts: tuple[str, ...] = self.domain.facts
+        self.given = given
         # radix per fact: its cells plus one "unknown" digit (the last)
         self.radix: tuple[int, ...] = tuple(len(self.domain.partitions[f]) + 1 for f in self.facts)
         self.size = 1
@@ -81,8 +88,27 @@ class DecisionSpace:
             stride //= r
             self.strides.append(stride)
         self._slices: dict[tuple[int, int], int] = {}
-        self.rule_nnf = [to_nnf(r.when, decision.conditions, self.params) for r in decision.rules]
-        self.scope_nnf = [to_nnf(s.when, decision.conditions, self.params) for s in decision.scopes]
+        if nnf is None:
+            nnf = ([to_nnf(r.when, decision.conditions, self.params) for r in decision.rules],
+                   [to_nnf(s.when, decision.conditions, self.params) for s in decision.scopes])
+        self.rule_nnf: list[NNF] = list(nnf[0])
+        self.scope_nnf: list[NNF] = list(nnf[1])
+        if limits is None:
+            cset = decision.constraints
+            reads = set(self.facts)
+            limits = [b for b in cset.bound({decision.id: self.params}) if b.is_error and b.facts & reads] \
+                if cset is not None else []
+        #: The error constraints of the package that test a fact of this decision: the one
+        #: feasibility check (verify, the missing-fact analysis and the cache judge cells by it).
+        self.limits: tuple[BoundConstraint, ...] = tuple(limits)
+
+    def subspace(self, facts: Sequence[str], given: Mapping[str, Any]) -> DecisionSpace:
+        """The cells of ``facts`` (a subset of :attr:`facts`, in any order) for a patient
+        whose other facts are ``given`` (known facts and constraint context): the same
+        encoding, rules and feasibility, over the few cells a partly known patient spans."""
+        domain = DecisionDomain(self.decision, {f: self.domain.partitions[f] for f in facts})
+        return DecisionSpace(self.decision, self.params, domain, given=given,
+                             nnf=(self.rule_nnf, self.scope_nnf), limits=self.limits)
 
     # -- cells -------------------------------------------------------------------------
 
@@ -128,13 +154,14 @@ class DecisionSpace:
         """Cells no patient can have: those where an error constraint of the package is
         violated whatever the facts this decision does not read (they count as unknown)."""
         mask = 0
-        constraints = self.decision.constraints
-        if constraints is None:
-            return 0
-        for b in constraints.bound({self.decision.id: self.params}):
-            if b.is_error and b.facts & set(self.facts):
-                mask |= self.sets(b.violation)[0]
+        for m in self.violated:
+            mask |= m
         return mask & self.all
+
+    @cached_property
+    def violated(self) -> list[int]:
+        """Per constraint of :attr:`limits`, the cells where it is surely violated."""
+        return [self.sets(b.violation)[0] for b in self.limits]
 
     @cached_property
     def feasible(self) -> int:
@@ -179,10 +206,14 @@ class DecisionSpace:
         increase) and an equality holds on at most one cell per value, so the cells are
         grouped into runs of equal truth with a few evaluations (binary search): the
         cost grows with the log of the cells, not with the cells.
-        A test on a fact the decision does not read is unknown everywhere.
+        A test on a fact outside the cells is unknown everywhere, or, in a sub-space,
+        takes its truth on the given facts.
         """
         if atom.fact not in self.facts:
-            return 0, 0
+            if self.given is None:
+                return 0, 0
+            known = atom_truth(atom, self.given)
+            return (self.all, 0) if known is True else (0, self.all) if known is False else (0, 0)
         k = self.facts.index(atom.fact)
         part = self.domain.partitions[atom.fact]
         n = len(part)
@@ -252,6 +283,8 @@ class DecisionSpace:
                 ti, fi = self.sets(it, forced)
                 t &= ti
                 f |= fi
+                if f == self.all:
+                    break  # false everywhere: the other items change nothing
             return t, f
         if isinstance(node, Or):
             t, f = 0, self.all
@@ -259,25 +292,43 @@ class DecisionSpace:
                 ti, fi = self.sets(it, forced)
                 t |= ti
                 f &= fi
+                if t == self.all:
+                    break  # true everywhere
             return t, f
         return (self.all, 0) if node is TRUE else (0, self.all)
 
     def _atom_cache(self, atom: Atom) -> tuple[int, int]:
-        cache: dict[Atom, tuple[int, int]] = self.__dict__.setdefault("_atoms", {})
-        hit = cache.get(atom)
+        # by identity first (the NNFs hold their atoms), then by value (equal atoms of
+        # different rules are computed once)
+        ids: dict[int, tuple[int, int]] = self.__dict__.setdefault("_atom_ids", {})
+        hit = ids.get(id(atom))
         if hit is None:
-            hit = self.atom_sets(atom)
-            cache[atom] = hit
+            cache: dict[Atom, tuple[int, int]] = self.__dict__.setdefault("_atoms", {})
+            hit = cache.get(atom)
+            if hit is None:
+                hit = self.atom_sets(atom)
+                cache[atom] = hit
+            ids[id(atom)] = hit
         return hit
+
+    @cached_property
+    def rule_true_raw(self) -> list[int]:
+        """Per rule, the cells (feasible or not, any knowledge) where it surely fires: a test
+        on an unknown fact is unknown, so the rule fires where durable-rules would."""
+        return [self.sets(n)[0] for n in self.rule_nnf]
+
+    @cached_property
+    def scope_true_raw(self) -> list[int]:
+        return [self.sets(n)[0] for n in self.scope_nnf]
 
     @cached_property
     def rule_true(self) -> list[int]:
         """Per rule, the cells (feasible, any knowledge) where it fires."""
-        return [self.sets(n)[0] & self.feasible for n in self.rule_nnf]
+        return [m & self.feasible for m in self.rule_true_raw]
 
     @cached_property
     def scope_true(self) -> list[int]:
-        return [self.sets(n)[0] & self.feasible for n in self.scope_nnf]
+        return [m & self.feasible for m in self.scope_true_raw]
 
     def cell_of(self, facts: Mapping[str, Any]) -> int:
         """The cell number of a patient (facts the decision does not read are ignored)."""
