@@ -71,12 +71,15 @@ class _DuplicateKey(Exception):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    for k, _ in pairs:  # the first key given twice
+        if k in seen:
             raise _DuplicateKey(k)
-        out[k] = v
-    return out
+        seen.add(k)
+    raise AssertionError("unreachable: fewer keys than pairs means a key given twice")  # pragma: no cover
 
 
 def _reject_constant(name: str) -> Any:
