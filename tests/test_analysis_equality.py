@@ -198,7 +198,7 @@ def _runs_of_first_evaluation(engine: RuleEngine) -> dict[str, int]:
 def test_first_partly_known_patient_costs_one_engine_run_per_decision(monkeypatch: pytest.MonkeyPatch) -> None:
     engine = RuleEngine(BUILD, cache_size=0)
     with monkeypatch.context() as m:
-        m.setattr("nbrules.runtime.DecisionRunner", ReferenceRunner)
+        m.setattr("nbrules.evaluation.DecisionRunner", ReferenceRunner)
         former = RuleEngine(BUILD, cache_size=0)
     try:
         runs = _runs_of_first_evaluation(engine)
@@ -229,7 +229,7 @@ def test_a_cohort_evaluates_as_with_the_former_analysis(monkeypatch: pytest.Monk
         cohort.append(patient)
     new = RuleEngine(BUILD, cache_size=0)
     with monkeypatch.context() as m:
-        m.setattr("nbrules.runtime.DecisionRunner", ReferenceRunner)
+        m.setattr("nbrules.evaluation.DecisionRunner", ReferenceRunner)
         old = RuleEngine(BUILD, cache_size=0)
     assert all(isinstance(r, ReferenceRunner) for r in old.runners)
     compared = 0
