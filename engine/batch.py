@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TypeVar
 
 from .cohort import Row, jsonl_lines, jsonl_row, read_rows, unique_id
 from .diagnostics import Diagnostic
-from .encoding import string
+from .encoding import compact, string
 from .errors import NbrulesError, PatientInputError
 from .patient import DEFAULT_MAX_INPUT, not_text
 from .protocols import Evaluator
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["BatchSummary", "EngineSpec", "run_batch", "row_record", "status_of"]
 
 CHUNK = 256
+#: The status of a FHIR Bulk patient whose record has no usable neuroblastoma diagnosis.
+NO_DIAGNOSIS = "no-neuroblastoma-diagnosis"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class BatchSummary:
     def text(self) -> str:
         rate = self.rows / self.seconds if self.seconds > 0 else 0.0
         errors = f", {self.error} failed" if self.error else ""
+        if self.statuses.get(NO_DIAGNOSIS):
+            errors += f", {self.statuses[NO_DIAGNOSIS]} without a neuroblastoma diagnosis"
         return (f"{self.rows} rows: {self.ok} ok, {self.indeterminate} indeterminate, {self.invalid} invalid{errors} "
                 f"({rate:,.0f} rows/s)")
 
@@ -101,11 +105,17 @@ def _text(line: str) -> str:
 
 def row_record(row: Row, engine: Evaluator | None, outputs: Sequence[str] | None = None) -> tuple[str, str]:
     """(status, one JSON line) for a row: ``ok``/``indeterminate`` with the result,
-    ``invalid`` with the problems of bad input, ``error`` when the evaluation failed.
+    ``invalid`` with the problems of bad input, ``error`` when the evaluation failed,
+    :data:`NO_DIAGNOSIS` (not evaluated) for a FHIR patient whose ``read`` names no
+    diagnosis; a row's ``read`` goes into its line.
     ``outputs``: ``engine.requested_outputs()``, computed once by the caller (default:
     computed here); ``engine`` may be None for a row with problems."""
     problems = row.problems
     status = "invalid"
+    if row.read is not None and row.read.get("diagnosis") is None and not problems:
+        # a FHIR patient without a usable neuroblastoma diagnosis: not evaluated (CDS Hooks gives no cards)
+        record: dict[str, Any] = {"row": row.number, "id": row.id, "status": NO_DIAGNOSIS, "read": row.read}
+        return NO_DIAGNOSIS, _text(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
     if not problems and row.facts is not None and engine is not None:
         try:
             result = engine.evaluate(row.facts)
@@ -118,10 +128,13 @@ def row_record(row: Row, engine: Evaluator | None, outputs: Sequence[str] | None
         else:
             status = status_of(result, engine.requested_outputs() if outputs is None else outputs)
             head = f'{{"row":{row.number},"id":{string(row.id)},"status":"{status}","result":'
-            return status, _text(f'{head}{result.to_compact_json()}}}')
+            read = "" if row.read is None else f',"read":{compact(row.read)}'
+            return status, _text(f'{head}{result.to_compact_json()}{read}}}')
 
     record = {"row": row.number, "id": row.id, "status": status,
               "problems": [d.to_record() for d in problems]}
+    if row.read is not None:
+        record["read"] = row.read
     return status, _text(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .errors import PatientInputError
 from .explain import show_value
-from .fhir import FhirMapping, MappedFacts, map_resources
+from .fhir import FhirMapping, MappedFacts, evaluate_record, map_resources
 from .fhir_out import WrittenBack, input_time, write_back
 from .model import Decision
 from .protocols import Evaluator
@@ -27,7 +27,14 @@ from .results import APPLIES_IF_GIVEN, Result
 if TYPE_CHECKING:
     from .fhir_fetch import FetchReport
 
-__all__ = ["SERVICE_ID", "service_id", "discovery", "cards_for"]
+__all__ = ["OPTIONAL_KEYS", "SERVICE_ID", "service_id", "discovery", "cards_for"]
+
+#: Prefetch keys the service reads when given but does not need: the RiskAssessments
+#: of the record, to find results nbrules wrote back (``meta.tag``
+#: :data:`nbrules.fhir.DERIVED_TAG`), so that a card does not offer to record again what
+#: the record already holds.  Their absence, failure or incompleteness leaves every
+#: result as it is (only the check for copies already recorded is then not made).
+OPTIONAL_KEYS = ("riskAssessments",)
 
 #: The CDS service id of a package without a name (package.yaml); otherwise the id is
 #: the package's name, e.g. ``nbrules-neuroblastoma`` for the bundled package.
@@ -56,6 +63,7 @@ def discovery(engine: Evaluator | None = None) -> dict[str, Any]:
             "patient": "Patient/{{context.patientId}}",
             "conditions": "Condition?patient={{context.patientId}}",
             "observations": "Observation?patient={{context.patientId}}",
+            "riskAssessments": "RiskAssessment?patient={{context.patientId}}",
         },
     }]}
 
@@ -95,10 +103,27 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
     ``fetched``: what :func:`nbrules.fhir_fetch.fetch_missing` fetched into the request's
     prefetch; its failures and incomplete searches are reported like those of the
     prefetch, and ``extension.nbrules.fetched`` lists each fetch.
+
+    Not definite, not offered: when part of the record could not be fetched or was read
+    incompletely (keys other than :data:`OPTIONAL_KEYS`), a card saying so comes first,
+    every decision card is a ``warning`` and nothing is offered for the chart (list facts
+    of an incomplete search are unknown: :func:`nbrules.fhir.map_resources`).  An NB521
+    warning (a value given in the record that the findings contradict) makes the card of
+    that output, and of every decision whose rules matched it, a ``warning`` offering
+    nothing.  Results nbrules wrote back (:data:`nbrules.fhir.DERIVED_TAG`) are derived
+    again (:func:`nbrules.fhir.evaluate_record`); one the record holds with the same value
+    is not offered again, one it holds with another value is named as out of date and
+    makes the card a ``warning``.  Prefetch keys the discovery document does not name are
+    not read and are listed in ``notUsed``.
     """
     context: Mapping[str, Any] = request["context"] if isinstance(request.get("context"), dict) else {}
     patient_id = context.get("patientId") if isinstance(context.get("patientId"), str) else None
-    mapped = map_resources(request.get("prefetch") or {}, mapping, patient_id)
+    prefetch: Mapping[str, Any] = request.get("prefetch") or {}
+    keys = discovery(engine)["services"][0]["prefetch"]
+    partial = [line.split(": ", 1)[0] for line in fetched.incomplete] if fetched is not None else []
+    mapped = map_resources({k: v for k, v in prefetch.items() if k in keys}, mapping, patient_id, partial)
+    mapped.not_used += [f"prefetch '{k}': not a prefetch key of this service ({', '.join(keys)}); not read"
+                        for k in prefetch if k not in keys]
     if fetched is not None:
         mapped.failed += fetched.failed
         mapped.incomplete += fetched.incomplete
@@ -111,7 +136,7 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
             return {"cards": [], "extension": extension}  # no diagnosis in the mapping: nothing to say
         return {"cards": [_fetch_card(mapped, title)], "extension": extension}
     try:
-        result = engine.evaluate(mapped.facts)
+        result = evaluate_record(engine, mapped)
     except PatientInputError as exc:
         lines = [f"- `{d.pointer}`: {d.message}" for d in exc.diagnostics]
         return {"cards": [{
@@ -124,7 +149,14 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
     when = (input_time(request.get("prefetch")) or recorded) if recorded is not None else None
     written = {w.output: w for w in write_back(engine, result, mapping, mapped, patient_id, when, ids=True)} \
         if when is not None and patient_id is not None else {}
-    cards = []
+    unread = any(line.split(": ", 1)[0] not in OPTIONAL_KEYS for line in mapped.failed + mapped.incomplete)
+    disputed = {str(w.get("pointer", ""))[1:]: str(w.get("message", "")) for w in result.warnings
+                if w.get("code") == "NB521"}
+    extension["nbrules"]["warnings"] = [dict(w) for w in result.warnings]
+    if mapped.recorded:
+        extension["nbrules"]["recorded"] = {o: [{"ref": c["ref"], "value": c["value"]} for c in copies]
+                                            for o, copies in sorted(mapped.recorded.items())}
+    cards = [_fetch_card(mapped, title, found=True)] if unread else []
     for d in engine.decisions:
         outs = list(d.decides)
         if not outs:
@@ -132,11 +164,43 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
         if all(o in result.not_applicable and result.not_applicable[o].scope == APPLIES_IF_GIVEN for o in outs):
             continue  # the record is not of the kind this decision assesses (e.g. no response assessment)
         card = _decision_card(result, d, outs, mapping, {o: _label(engine, o) for o in outs}, reference_base,
-                              lambda o, v: _value_label(engine, o, v))
+                              lambda o, v: _value_label(engine, o, v), lambda f: _label(engine, f))
+        notes: list[str] = []
+        offer = [o for o in outs if o in written]
+        used = {k for f in result.fired if f.decision == d.id for k in f.matched} | set(outs)
+        disputes = [disputed[f] for f in sorted(used) if f in disputed]
+        doubtful = bool(disputes) or unread
+        if disputes:
+            notes += [f"Warning (NB521): {m}. The rules' own result differs from the value given in the record; "
+                      "check which is right." for m in disputes]
+            offer = []  # nothing built on a disputed value is offered for the chart
+        if unread:
+            notes.append("Not definite: the record was not read whole (see the first card); data not read could "
+                         "change this result, so nothing is offered for the chart.")
+            offer = []
+        for o in list(offer):
+            copies = mapped.recorded.get(o, [])
+            new = _codes(written[o].resource)
+            same = [c["ref"] for c in copies if set(map(tuple, c["coding"])) == new]
+            other = [c for c in copies if set(map(tuple, c["coding"])) != new]
+            if same:
+                offer.remove(o)
+                notes.append(f"{_label(engine, o)} {_value_label(engine, o, result.outputs[o])} is already in the "
+                             f"record ({', '.join(same)}, written by nbrules).")
+            if other:
+                was = ", ".join(f"{_value_label(engine, o, c['value']) if c['value'] else 'another value'} "
+                                f"({c['ref']})" for c in other)
+                notes.append(f"Out of date: the record holds {_label(engine, o)} {was}, written by nbrules earlier; "
+                             f"the findings now give {_value_label(engine, o, result.outputs[o])}.")
+                doubtful = True
+        if doubtful:
+            card["indicator"] = "warning"
+        if notes:
+            card["detail"] = "\n\n".join(notes) + "\n\n" + card["detail"]
         card["detail"] = _record_line(mapped) + "\n\n" + card["detail"]
         if mapped.age is not None:
             card.setdefault("extension", {}).setdefault("nbrules", {})["age"] = mapped.age
-        suggestions = [_suggestion(engine, written[o], result) for o in outs if o in written]
+        suggestions = [_suggestion(engine, written[o], result) for o in offer]
         if suggestions:
             card["suggestions"] = suggestions
             card["selectionBehavior"] = "any"
@@ -147,11 +211,20 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
     return {"cards": cards, "extension": extension}
 
 
+def _codes(resource: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """The (system, code) pairs of the value of a stage Observation or RiskAssessment."""
+    concept = resource.get("valueCodeableConcept")
+    if concept is None and resource.get("prediction"):
+        concept = resource["prediction"][0].get("outcome")
+    return {(str(c.get("system", "")), str(c.get("code", ""))) for c in (concept or {}).get("coding", [])}
+
+
 def _record(mapped: MappedFacts) -> dict[str, Any]:
     """What the response says machine-readably about the record (``extension.nbrules``)."""
     return {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,
             "notUsed": [{"resource": n.split(": ", 1)[0], "reason": n.split(": ", 1)[-1]} for n in mapped.not_used],
-            "conflicts": mapped.conflicts, "failedFetches": mapped.failed, "incomplete": mapped.incomplete}
+            "conflicts": mapped.conflicts, "failedFetches": mapped.failed, "incomplete": mapped.incomplete,
+            "partial": mapped.partial}
 
 
 def _suggestion(engine: Evaluator, w: WrittenBack, result: Result) -> dict[str, Any]:
@@ -184,16 +257,34 @@ def _summary(text: str, limit: int = 140) -> str:
     return cut + "…"
 
 
-def _fetch_card(mapped: MappedFacts, title: str) -> dict[str, Any]:
-    """The record could not be read whole and no diagnosis was found in what was read."""
-    lines = [f"- {f} (a failed fetch)" for f in mapped.failed]
+def _how_unread(mapped: MappedFacts) -> str:
+    """"could not be fetched" (a fetch failed), "incomplete" (a search not read whole), or both."""
+    absent = [i for i in mapped.incomplete if ": not fetched: " in i]  # a key neither prefetched nor fetched
+    said = (["could not be fetched"] if mapped.failed or absent else []) \
+        + (["was read incompletely"] if len(absent) < len(mapped.incomplete) else [])
+    return " and part ".join(said)
+
+
+def _fetch_card(mapped: MappedFacts, title: str, found: bool = False) -> dict[str, Any]:
+    """Part of the record could not be fetched or was read incompletely.  ``found``: a
+    diagnosis was found (the card comes first, before the decisions it makes uncertain);
+    otherwise no diagnosis was found in what was read."""
+    lines = [f"- {f} (could not be fetched)" for f in mapped.failed]
     lines += [f"- {i}" for i in mapped.incomplete]
+    lines += [f"- {fact}: {why}" for fact, why in mapped.partial.items()]
+    if found:
+        summary = f"{title}: part of the record {_how_unread(mapped)}; no result below is definite"
+        detail = ("Data this service needs was not all read, so every result below could change once it is; "
+                  "none is offered for the chart:\n\n")
+    else:
+        summary = f"{title}: part of the record {_how_unread(mapped)}; no diagnosis found in what was read"
+        detail = ("The data this service needs was not all delivered, so it cannot say whether the patient has a "
+                  "diagnosis it classifies:\n\n")
     return {
         "uuid": _card_id("fetch:" + "|".join(mapped.failed + mapped.incomplete)),
-        "summary": _summary(f"{title}: the record could not be read whole; no diagnosis found in what was read"),
+        "summary": _summary(summary),
         "indicator": "warning",
-        "detail": "The data this service needs was not all delivered, so it cannot say whether the patient has a "
-                  "diagnosis it classifies:\n\n" + "\n".join(lines),
+        "detail": detail + "\n".join(lines),
         "source": {"label": "nbrules FHIR mapping"},
     }
 
@@ -215,8 +306,10 @@ def _cite_links(d: Decision, cites: list[str], base: str) -> list[dict[str, str]
 
 def _decision_card(result: Result, d: Decision, outs: list[str], mapping: FhirMapping,
                    labels: Mapping[str, str], reference_base: str | None = None,
-                   show: Callable[[str, Any], str] = lambda o, v: str(v)) -> dict[str, Any]:
-    """One decision's card; ``show(output, value)`` gives the words for a value.  A stage
+                   show: Callable[[str, Any], str] = lambda o, v: str(v),
+                   name: Callable[[str], str] = str) -> dict[str, Any]:
+    """One decision's card; ``show(output, value)`` gives the words for a value, ``name(fact)``
+    a fact's title (the vocabulary's, as on the card of what is missing).  A stage
     value's code is named in the summary only when it is of a standard terminology (NCIt,
     SNOMED CT); every code of the mapping is in ``extension.nbrules.codes``."""
     parts: list[str] = []
@@ -241,9 +334,9 @@ def _decision_card(result: Result, d: Decision, outs: list[str], mapping: FhirMa
             undetermined = True
             ind = result.indeterminate[out]
             parts.append(f"{label} {' or '.join(show(out, c) for c in ind.candidates)}")
-            needed = list(ind.missing)
+            needed = [name(m) for m in ind.missing]
             for via, roots in ind.via.items():
-                needed += [f"{r} (for {via})" for r in roots]
+                needed += [f"{name(r)} (for {name(via)})" for r in roots]
             detail.append(f"**{label}** could be {' or '.join(show(out, c) for c in ind.candidates)}"
                           + (" or not applicable" if ind.may_be_out_of_scope else "")
                           + f"; it would be settled by: {', '.join(needed)}.")
@@ -255,7 +348,7 @@ def _decision_card(result: Result, d: Decision, outs: list[str], mapping: FhirMa
     cite_texts: list[str] = []
     for f in fired:
         rule = d.rule(f.rule)
-        matched = "; ".join(f"{k} = {show_value(v)}" for k, v in f.matched.items())
+        matched = "; ".join(f"{name(k)} = {show_value(v)}" for k, v in f.matched.items())
         detail.append(f"Rule **{f.rule}** ({f.source}) set {', '.join(f'{k} = {v}' for k, v in f.set.items())}. "
                       + (f"{' '.join(rule.description.split())} " if rule.description else "")
                       + f"Matched: {matched}. Cites: {'; '.join(f.cite)}.")
@@ -299,7 +392,7 @@ def _missing_card(result: Result, mapped: MappedFacts, title: str,
     for ind in result.indeterminate.values():
         for fact in ind.missing:
             for root in ind.via.get(fact, (fact,)):
-                if root not in needed and root not in mapped.facts:
+                if root not in needed and root not in mapped.facts and root not in mapped.conflicts:
                     needed.append(root)
     if not needed and not mapped.not_used and not mapped.conflicts and not mapped.failed and not mapped.incomplete:
         return None
@@ -307,7 +400,10 @@ def _missing_card(result: Result, mapped: MappedFacts, title: str,
     if mapped.failed:
         detail.append("Failed fetches (the facts they hold are unknown, not absent): " + "; ".join(mapped.failed))
     if mapped.incomplete:
-        detail.append("Incomplete data: " + "; ".join(mapped.incomplete))
+        detail.append("Incomplete data (searches not read whole): " + "; ".join(mapped.incomplete))
+    if mapped.partial:
+        detail.append("Left unknown because their search was read incompletely: "
+                      + "; ".join(f"{name(f)} (`{f}`): {why}" for f, why in mapped.partial.items()))
     if needed:
         said = ("Facts not found in the data delivered (a fetch failed or is incomplete, so the record may hold them)"
                 if mapped.failed or mapped.incomplete else "Facts the record does not give")
@@ -319,7 +415,7 @@ def _missing_card(result: Result, mapped: MappedFacts, title: str,
     return {
         "uuid": _card_id(f"{result.input_sha256}:missing:{','.join(needed)}:{'|'.join(mapped.not_used + mapped.failed)}"),
         "summary": _summary(f"{title}: {len(needed)} fact(s) missing from the record"
-                            + (", and data could not be fetched" if mapped.failed or mapped.incomplete else "")),
+                            + (f", and part of the record {_how_unread(mapped)}" if mapped.failed or mapped.incomplete else "")),
         "indicator": "warning",
         "detail": "\n\n".join(detail),
         "source": {"label": "nbrules FHIR mapping (mappings/fhir-r4.yaml)"},

@@ -62,7 +62,7 @@ def _store(args: argparse.Namespace) -> BuildStore | None:
 
 def _profile_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", metavar="NAME",
-                   help="read the parameters as profile NAME of the package's parameters.yaml says")
+                   help="use the parameter values of profile NAME, declared in the package's parameters.yaml")
 
 
 
@@ -177,6 +177,8 @@ def _check_evaluate_options(args: argparse.Namespace) -> None:
             raise _UsageError(f"nbrules evaluate: {', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --batch")
         if args.file is None:
             raise _UsageError("nbrules evaluate: give a patient file (or - for stdin), or --batch FILE")
+        if args.patient is not None and not args.fhir:
+            raise _UsageError("nbrules evaluate: --patient applies only with --fhir (it picks a Patient of the Bundle)")
     else:
         if args.file is not None:
             raise _UsageError(f"nbrules evaluate: give a patient file or --batch, not both (found '{args.file}' "
@@ -185,6 +187,9 @@ def _check_evaluate_options(args: argparse.Namespace) -> None:
             raise _UsageError("nbrules evaluate: --format text explains one patient; --batch writes JSON lines")
         if args.fhir:
             raise _UsageError("nbrules evaluate: --fhir reads one FHIR Bundle, not a --batch")
+        if args.patient is not None:
+            raise _UsageError("nbrules evaluate: --patient applies only with --fhir, not with --batch "
+                              "(a Bulk Data export gives one row per patient)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -220,8 +225,16 @@ def _evaluate_fhir(engine: RuleEngine, data: bytes, args: argparse.Namespace) ->
         raise _UsageError("nbrules evaluate: --fhir writes JSON (the result, what was read, and the FHIR resources)")
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = evaluate_fhir_json(engine, data, load_mapping(facts=engine.build.package.facts,
-                                                                 outputs=engine.build.vocabulary), now, args.max_input)
+                                                                 outputs=engine.build.vocabulary), now, args.max_input,
+                             patient=args.patient)
     sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+    if out.get("problems"):  # part of a record (NB747): the result is printed, nothing is written back
+        from .diagnostics import Diagnostic
+
+        for p in out["problems"]:
+            line = Diagnostic(code=p["code"], pointer=p["pointer"], message=p["message"], hint=p.get("hint")).patient_line()
+            print(escape_controls(line), file=sys.stderr)
+        return EXIT_PATIENT
     return EXIT_OK
 
 
@@ -500,6 +513,8 @@ def _parser() -> _Parser:
     e.add_argument("--fhir", action="store_true",
                    help="FILE is a FHIR R4 Bundle: print the result, what was read, and a transaction Bundle "
                         "creating the results as FHIR (mappings/fhir-r4.yaml)")
+    e.add_argument("--patient", metavar="ID",
+                   help="--fhir: evaluate the Patient with this id, when the Bundle holds several")
     e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin, JSONL "
                                                  "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")

@@ -44,12 +44,15 @@ class CohortFormatError(ValueError):
 class Row:
     """One patient of a cohort: 1-based row ``number`` (the line number, for JSONL and CSV alike:
     a CSV's header is line 1),
-    its ``id``, and either its ``facts`` or the ``problems`` that stopped it."""
+    its ``id``, and either its ``facts`` or the ``problems`` that stopped it.  ``read``: for
+    a patient of a FHIR Bulk Data export, what was read from the resources
+    (:func:`nbrules.fhir_out.read_section`), written with the row's result."""
 
     number: int
     id: str | None
     facts: dict[str, Any] | None
     problems: tuple[Diagnostic, ...] = ()
+    read: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

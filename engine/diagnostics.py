@@ -163,6 +163,13 @@ CODES: dict[str, Code] = _registry(
     Code("NB741", "fhir-server-not-url", E, "a CDS request's fhirServer is not an http(s) base URL"),
     Code("NB742", "fhir-server-not-allowed", E,
          "a CDS request's fhirServer is not under the service's --fetch-from prefixes: nothing is fetched from it"),
+    Code("NB743", "cds-prefetch-missing", E,
+         "a CDS request has none of the service's prefetch keys and no fhirServer to fetch them from"),
+    # FHIR input to evaluate --fhir
+    Code("NB747", "fhir-record-incomplete", E,
+         "a FHIR Bundle is one page of a search: results are not written back from part of a record"),
+    Code("NB748", "fhir-several-patients", E, "a FHIR Bundle holds several patients and none was chosen (--patient)"),
+    Code("NB749", "fhir-patient-not-found", E, "the patient chosen with --patient is not in the FHIR Bundle"),
     # governance
     Code("NB801", "active-not-clean", E, "an active rule file does not validate, verify or pass its cases"),
     Code("NB802", "version-conflict", E, "a pinned version is not installed or not allowed"),

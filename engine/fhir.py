@@ -21,7 +21,14 @@ from .sources import RuleSource
 from .validator import SCHEMA_CODES, schema_problems, schema_validator
 from .vocabulary import FactSpec, input_facts
 
-__all__ = ["FhirMapping", "MappedFacts", "load_mapping", "map_resources", "outcome_text"]
+__all__ = ["DERIVED_TAG", "FhirMapping", "MappedFacts", "evaluate_record", "load_mapping", "map_resources",
+           "outcome_text"]
+
+#: The ``meta.tag`` system of the resources nbrules writes back (:mod:`nbrules.fhir_out`);
+#: the tag's code is the output (e.g. ``inrgss_stage``).  A resource with this tag is a
+#: result nbrules derived, never a finding: reading it back, it is not taken as a given
+#: fact (the findings derive it again) but kept in :attr:`MappedFacts.recorded`.
+DERIVED_TAG = "http://nbrules.dev/fhir/CodeSystem/derived"
 
 @dataclass(frozen=True)
 class FhirMapping:
@@ -183,7 +190,11 @@ class MappedFacts:
     diagnosis was obtained (``{"days", "from", "element", "method", "fallback"}``);
     ``failed`` lists the prefetch entries that are OperationOutcomes (a failed fetch,
     with its diagnostics), ``incomplete`` the Bundles with a ``next`` link (later pages
-    not read).
+    not read) or a ``total`` above the entries delivered.  ``partial``: list facts
+    (e.g. metastatic sites) left unknown because the search that holds them was read
+    incompletely (fact -> why).  ``recorded``: results nbrules wrote back earlier and
+    found in the record (tagged :data:`DERIVED_TAG`), output -> ``[{"ref", "value"}]``
+    (``value`` None when the mapping cannot read it); they are not facts.
     """
 
     facts: dict[str, Any] = field(default_factory=dict)
@@ -195,6 +206,8 @@ class MappedFacts:
     age: dict[str, Any] | None = None
     failed: list[str] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)
+    partial: dict[str, str] = field(default_factory=dict)
+    recorded: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 #: Condition.verificationStatus codes that make a Condition the diagnosis; absent also
@@ -210,7 +223,10 @@ AGE_UNITS = {"d": 1.0, "wk": 7.0, "mo": 365.25 / 12, "a": 365.25}
 UCUM = "http://unitsofmeasure.org"
 
 
-def _resources(prefetch: Mapping[str, Any], out: MappedFacts) -> Iterable[Mapping[str, Any]]:
+def _resources(prefetch: Mapping[str, Any], out: MappedFacts, origin: dict[int, str],
+               partial_keys: set[str]) -> Iterable[Mapping[str, Any]]:
+    """The resources of the prefetch; ``origin`` receives the key each came from, and
+    ``partial_keys`` the keys whose search was not read whole."""
     for key, value in prefetch.items():
         if not isinstance(value, dict):
             continue
@@ -218,15 +234,25 @@ def _resources(prefetch: Mapping[str, Any], out: MappedFacts) -> Iterable[Mappin
             out.failed.append(f"{key}: {outcome_text(value)}")
         elif value.get("resourceType") == "Bundle":
             links: list[Any] = value["link"] if isinstance(value.get("link"), list) else []
+            entries: list[Any] = value["entry"] if isinstance(value.get("entry"), list) else []
+            matches = sum(1 for e in entries if not isinstance(e, dict) or not isinstance(e.get("search"), dict)
+                          or e["search"].get("mode", "match") == "match")
+            total = value.get("total")
             if any(isinstance(link, dict) and link.get("relation") == "next" for link in links):
-                out.incomplete.append(f"{key}: the Bundle has a 'next' link; later pages were not read")
-            for entry in value.get("entry", []) or []:
+                out.incomplete.append(f"{key}: incomplete: the Bundle has a 'next' link; later pages were not read")
+                partial_keys.add(key)
+            elif isinstance(total, int) and not isinstance(total, bool) and total > matches:
+                out.incomplete.append(f"{key}: incomplete: the Bundle counts {total} matches but holds {matches}")
+                partial_keys.add(key)
+            for entry in entries:
                 res = entry.get("resource") if isinstance(entry, dict) else None
                 if isinstance(res, dict) and res.get("resourceType") == "OperationOutcome":
                     out.not_used.append(f"{key}: the server's OperationOutcome says {outcome_text(res)}")
                 elif isinstance(res, dict):
+                    origin[id(res)] = key
                     yield res
         else:
+            origin[id(value)] = key
             yield value
 
 
@@ -376,7 +402,8 @@ def _onset(dx: Mapping[str, Any], birth: datetime.date | None,
         if day is None:
             return None, f"{element} {raw!r} is not a full date, so the age at diagnosis in days is unknown"
         if birth is None:
-            return None, (f"{element} is given but Patient.birthDate {birth_raw!r} is not a full date, so the age "
+            said = "is missing" if birth_raw is None else f"{birth_raw!r} is not a full date"
+            return None, (f"{element} is given but Patient.birthDate {said}, so the age "
                           "at diagnosis in days is unknown")
         if day < birth:
             return None, f"{element} {raw} is before the birth date {birth.isoformat()}; not used"
@@ -436,13 +463,22 @@ class _Collector:
     def __init__(self, out: MappedFacts) -> None:
         self.out = out
         self.values: dict[str, list[tuple[Any, str]]] = {}
+        #: list facts whose items come from a search not read whole: fact -> the keys
+        self.partial: dict[str, set[str]] = {}
 
     def put(self, fact: str, value: Any, ref: str) -> None:
         self.values.setdefault(fact, []).append((value, ref))
 
     def finish(self, lists: set[str]) -> MappedFacts:
+        for fact in sorted(self.partial):
+            if fact in lists:
+                keys = ", ".join(sorted(self.partial[fact]))
+                self.out.partial[fact] = (f"read from {keys}, which was not read whole: a page not read may hold "
+                                          "more items, so the list is unknown")
         for fact, found in self.values.items():
             refs = [r for _, r in found]
+            if fact in self.out.partial:
+                continue
             if fact in lists:
                 items = [v for v, _ in found if v is not None]
                 if any(v is None for v, _ in found) and items:
@@ -459,7 +495,8 @@ class _Collector:
         return self.out
 
 
-def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping, patient_id: str | None = None) -> MappedFacts:
+def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping, patient_id: str | None = None,
+                  incomplete: Iterable[str] = ()) -> MappedFacts:
     """Patient facts from the resources of a CDS Hooks prefetch (or any mapping of names
     to resources and Bundles).
 
@@ -469,10 +506,19 @@ def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping, patient_id:
     ``verificationStatus`` is confirmed or absent (see :data:`CONFIRMED`); Observations
     only with a status in :data:`USABLE_STATUS` and no ``dataAbsentReason``.  Every
     resource not used is listed in ``not_used`` with the reason.
+
+    ``incomplete``: prefetch keys known to be read incompletely elsewhere (a fetch that
+    stopped); with the Bundles of the prefetch that say so themselves (a ``next`` link, a
+    ``total`` above the entries), a list fact (kind ``list``, e.g. metastatic sites) read
+    from such a key is left unknown (:attr:`MappedFacts.partial`): an unread page could
+    add an item.  Resources tagged :data:`DERIVED_TAG` (results nbrules wrote back) are
+    not facts; they go to :attr:`MappedFacts.recorded`.
     """
     out = MappedFacts()
     col = _Collector(out)
-    resources = _dedupe(_resources(prefetch, out), out)
+    origin: dict[int, str] = {}
+    partial_keys = set(incomplete)
+    resources = _dedupe(_resources(prefetch, out, origin, partial_keys), out)
     if patient_id is None:
         patient_id = next((str(r["id"]) for r in resources if r.get("resourceType") == "Patient"
                            and isinstance(r.get("id"), str)), None)
@@ -483,6 +529,8 @@ def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping, patient_id:
     lists = {fact for _, (fact, kind, _) in mapping.observations.items() if kind == "list"}
     for res in resources:
         kind = res.get("resourceType")
+        if _derived(res, mapping, out, patient_id):
+            continue
         if kind == "Patient":
             if patient_id is not None and res.get("id") != patient_id:
                 out.not_used.append(f"{_ref(res)}: not the patient of the request (Patient/{patient_id})")
@@ -528,8 +576,37 @@ def map_resources(prefetch: Mapping[str, Any], mapping: FhirMapping, patient_id:
                 out.not_used.append(f"{_ref(dx)}: {problem}")
         _condition_stages(dx, mapping, col, {_ref(o) for o in observations})
     for obs in observations:
-        _observation(obs, mapping, col, patient_id)
+        fact = _observation(obs, mapping, col, patient_id)
+        if fact is not None and origin.get(id(obs)) in partial_keys:
+            col.partial.setdefault(fact, set()).add(origin[id(obs)])
     return col.finish(lists)
+
+
+def _derived(res: Mapping[str, Any], mapping: FhirMapping, out: MappedFacts, patient_id: str | None) -> bool:
+    """Whether ``res`` is a result nbrules wrote back (tagged :data:`DERIVED_TAG` with an
+    output of ``mapping.results``); if so it is kept in ``out.recorded`` and listed as not
+    used (a derived result is not a finding)."""
+    tags: list[Any] = _obj(res.get("meta")).get("tag") or []
+    output = next((str(t.get("code")) for t in tags if isinstance(t, dict) and t.get("system") == DERIVED_TAG
+                   and str(t.get("code")) in mapping.results), None)
+    if output is None or _subject_is(res, patient_id) is not None:
+        return False
+    concept = res.get("valueCodeableConcept")
+    if res.get("resourceType") == "RiskAssessment":
+        preds: list[Any] = res["prediction"] if isinstance(res.get("prediction"), list) else []
+        concept = _obj(preds[0] if preds else None).get("outcome")
+    value: str | None = None
+    table = mapping.stages.get(output)
+    if table is not None:
+        value = next((table[c] for c in _codings(concept) if c in table), None)
+    else:
+        prefix = "http://nbrules.dev/fhir/CodeSystem/" + output
+        value = next((code for system, code in _codings(concept) if system == prefix), None)
+    out.recorded.setdefault(output, []).append({"ref": _ref(res), "value": value,
+                                                "coding": sorted(set(_codings(concept)))})
+    out.not_used.append(f"{_ref(res)}: a result nbrules wrote back ({output}); derived again from the findings, "
+                        "not used as a given fact")
+    return True
 
 
 def _condition_stages(dx: Mapping[str, Any], mapping: FhirMapping, col: _Collector, present: set[str]) -> None:
@@ -560,7 +637,8 @@ def _condition_stages(dx: Mapping[str, Any], mapping: FhirMapping, col: _Collect
                 col.out.not_used.append(f"{_ref(dx)}: stage.assessment {ref} is not in the prefetch, so it was not read")
 
 
-def _observation(obs: Mapping[str, Any], mapping: FhirMapping, col: _Collector, patient_id: str | None) -> None:
+def _observation(obs: Mapping[str, Any], mapping: FhirMapping, col: _Collector, patient_id: str | None) -> str | None:
+    """Read one Observation; the fact it gave a value to (None: not used)."""
     ref = _ref(obs)
     codes = _codings(obs.get("code"))
     stage_fact = next((mapping.stage_types[c] for c in codes if c in mapping.stage_types), None)
@@ -568,7 +646,7 @@ def _observation(obs: Mapping[str, Any], mapping: FhirMapping, col: _Collector, 
     if target is None and stage_fact is None:
         shown = f"{codes[0][0]}|{codes[0][1]}" if codes else "no code"
         col.out.not_used.append(f"{ref}: code {shown} is not in the mapping")
-        return
+        return None
     why = _subject_is(obs, patient_id)
     if why is None and obs.get("status") not in USABLE_STATUS:
         why = f"status {obs.get('status')} (only final, amended or corrected are used)"
@@ -578,7 +656,7 @@ def _observation(obs: Mapping[str, Any], mapping: FhirMapping, col: _Collector, 
         why = f"dataAbsentReason {shown}: the value is absent"
     if why is not None:
         col.out.not_used.append(f"{ref}: {why}")
-        return
+        return None
     if stage_fact is not None:
         table = mapping.stages.get(stage_fact, {})
         values = _codings(obs.get("valueCodeableConcept"))
@@ -588,14 +666,16 @@ def _observation(obs: Mapping[str, Any], mapping: FhirMapping, col: _Collector, 
             col.out.not_used.append(f"{ref}: {stage_fact} value {shown} is not in the mapping")
         else:
             col.put(stage_fact, hit, ref)
-        return
+            return stage_fact
+        return None
     assert target is not None
     fact, kind, values_map = target
     value, problem = _value(obs, kind, values_map)
     if problem:
         col.out.not_used.append(f"{ref}: {problem}")
-    else:
-        col.put(fact, value, ref)
+        return None
+    col.put(fact, value, ref)
+    return fact
 
 
 def _value(obs: Mapping[str, Any], kind: str, values: Mapping[tuple[str, str], str]) -> tuple[Any, str | None]:
@@ -621,3 +701,27 @@ def _value(obs: Mapping[str, Any], kind: str, values: Mapping[tuple[str, str], s
             return None, f"expected a whole number, found {raw}"
         return int(raw), None
     return raw, None
+
+
+def evaluate_record(engine: Any, mapped: MappedFacts) -> Any:
+    """Evaluate the facts read (``engine``: an :class:`nbrules.protocols.Evaluator`; returns
+    its :class:`nbrules.results.Result`).  A stage nbrules wrote back
+    (:attr:`MappedFacts.recorded`) is not an input while the findings derive the stage:
+    only when the first evaluation leaves the stage undetermined, and the record's copies
+    of it agree, is it used as given (then ``mapped.facts`` / ``sources`` name it).
+    Raises :class:`nbrules.errors.PatientInputError` as ``engine.evaluate`` does."""
+    result = engine.evaluate(mapped.facts)
+    fallback: dict[str, Any] = {}
+    for output, copies in mapped.recorded.items():
+        values = {c["value"] for c in copies}
+        if output in mapped.facts or output not in result.indeterminate or len(values) != 1 or None in values:
+            continue
+        fallback[output] = values.pop()
+    if not fallback:
+        return result
+    for output, value in fallback.items():
+        refs = [c["ref"] for c in mapped.recorded[output]]
+        mapped.facts[output] = value
+        mapped.sources[output] = refs
+        mapped.not_used = [n for n in mapped.not_used if n.split(": ", 1)[0] not in refs]
+    return engine.evaluate(mapped.facts)

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from .cohort import Row, _lines
 from .diagnostics import Diagnostic
 from .fhir import FhirMapping, map_resources
+from .fhir_out import read_section
 from .patient import DEFAULT_MAX_INPUT, parse_patient_json, too_large
 
 __all__ = ["bulk_files", "bulk_rows"]
@@ -49,7 +50,9 @@ def _patient_of(res: dict[str, Any]) -> str | None:
 
 def bulk_rows(directory: Path, mapping: FhirMapping, max_row: int = DEFAULT_MAX_INPUT) -> Iterator[Row]:
     """One :class:`~nbrules.cohort.Row` per patient of the export (id: the Patient id;
-    facts: those the mapping reads), and one per line that cannot be used."""
+    facts: those the mapping reads; read: what was read, :func:`nbrules.fhir_out.read_section`,
+    so the row shows the diagnosis, the age's source, what was not used and conflicting
+    values), and one per line that cannot be used."""
     number = 0
     with tempfile.TemporaryDirectory(prefix="nbrules-bulk-") as tmp:
         db = sqlite3.connect(Path(tmp) / "index.sqlite")
@@ -96,6 +99,6 @@ def bulk_rows(directory: Path, mapping: FhirMapping, max_row: int = DEFAULT_MAX_
                            db.execute("SELECT body FROM res WHERE pid = ? ORDER BY seq", (pid,))]
                 mapped = map_resources({"export": {"resourceType": "Bundle", "entry": entries}}, mapping, pid)
                 number += 1
-                yield Row(number, pid, mapped.facts)
+                yield Row(number, pid, mapped.facts, read=read_section(mapped))
         finally:
             db.close()

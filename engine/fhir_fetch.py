@@ -74,8 +74,10 @@ class FetchLimits:
 @dataclass
 class FetchReport:
     """What was fetched: ``fetched`` has one entry per prefetch key that was fetched
-    (``key``, ``url``, ``pages``, ``entries``, ``status`` complete|incomplete|failed,
-    ``detail``); ``failed`` and ``incomplete`` are ``"key: reason"`` lines for the cards."""
+    (``key``, ``url`` the query, ``requested`` every URL actually requested in order: the
+    query, then each ``next`` link followed, ``pages``, ``entries``, ``status``
+    complete|incomplete|failed, ``detail``); ``failed`` and ``incomplete`` are
+    ``"key: reason"`` lines for the cards."""
 
     fetched: list[dict[str, Any]] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
@@ -94,6 +96,7 @@ class _Budget:
     deadline: float
     entries: int = 0
     bytes: int = 0
+    requested: list[str] = field(default_factory=list)
 
 
 def server_problem(url: Any) -> str | None:
@@ -191,6 +194,7 @@ def _next(bundle: Mapping[str, Any]) -> str | None:
 
 async def _get(client: httpx.AsyncClient, url: str, budget: _Budget) -> dict[str, Any]:
     """One GET; the resource it returns, or :class:`_Failed` with the reason."""
+    budget.requested.append(url)
     try:
         async with client.stream("GET", url) as response:
             chunks: list[bytes] = []
@@ -230,7 +234,7 @@ async def _fetch_key(client: httpx.AsyncClient, key: str, base: str, url: str, g
         nxt: str | None = _next(given)
     else:
         nxt = url
-    record: dict[str, Any] = {"key": key, "url": url, "pages": 0, "entries": 0}
+    record: dict[str, Any] = {"key": key, "url": url, "requested": budget.requested, "pages": 0, "entries": 0}
     result: dict[str, Any] | None = None
     try:
         async with asyncio.timeout_at(budget.deadline):

@@ -8,7 +8,9 @@ value, so the Observation is read back as the same stage); ``as: risk`` gives a 
 references the resources the decision's rules read.  Each such resource comes with a
 ``Provenance`` listing the source resources and the rules that fired (decision, version,
 rule id, file:line, citations).  Outputs taken from the record as given, and outputs
-not determined, are not written back.
+not determined, are not written back.  Each resource written carries the ``meta.tag``
+:data:`nbrules.fhir.DERIVED_TAG` (code: the output), so that reading it back it is known
+as a derived result, not a finding.
 
 Resources are identified by ``urn:uuid`` full URLs derived from the input and the
 knowledge (or, for CDS Hooks, by ids made of the same uuids), so the same input gives
@@ -26,12 +28,13 @@ from typing import Any, Mapping
 
 from .diagnostics import Diagnostic
 from .errors import PatientInputError
-from .fhir import FhirMapping, MappedFacts, map_resources
+from .fhir import DERIVED_TAG, FhirMapping, MappedFacts, evaluate_record, map_resources
 from .patient import parse_patient_json
 from .protocols import Evaluator
 from .results import Result
 
-__all__ = ["WrittenBack", "input_time", "write_back", "transaction_bundle", "evaluate_fhir", "evaluate_fhir_json"]
+__all__ = ["WrittenBack", "input_time", "write_back", "transaction_bundle", "evaluate_fhir", "evaluate_fhir_json",
+           "read_section", "unread_pages"]
 
 #: Terminology names used in facts.yaml, as FHIR code system URIs.
 SYSTEM_URIS = {"NCIt": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "SNOMED CT": "http://snomed.info/sct",
@@ -148,15 +151,17 @@ def write_back(engine: Evaluator, result: Result, mapping: FhirMapping, mapped: 
         ref = f"{kind}/{url.removeprefix('urn:uuid:')}" if ids else url
         title = engine.build.vocabulary[output].title if output in engine.build.vocabulary else output
         resource: dict[str, Any]
+        # the tag says "derived by nbrules": read back, it is not taken as a finding (fhir.DERIVED_TAG)
+        tag = {"tag": [{"system": DERIVED_TAG, "code": output, "display": f"{title}, derived by nbrules"}]}
         if spec["as"] == "stage":
             type_code = next((c for c, fact in mapping.stage_types.items() if fact == output), None)
-            resource = {"resourceType": "Observation", "status": "final",
+            resource = {"resourceType": "Observation", "meta": tag, "status": "final",
                         "code": {"coding": [{"system": type_code[0], "code": type_code[1]}] if type_code else [],
                                  "text": title},
                         "subject": patient, "valueCodeableConcept": stage_value(engine, mapping, output, value)}
             if spec.get("profile"):
-                resource = {"resourceType": "Observation", "meta": {"profile": [spec["profile"]]},
-                            **{k: v for k, v in resource.items() if k != "resourceType"}}
+                resource = {"resourceType": "Observation", "meta": {"profile": [spec["profile"]], **tag},
+                            **{k: v for k, v in resource.items() if k not in ("resourceType", "meta")}}
             if mapped.diagnosis:
                 resource["focus"] = [{"reference": mapped.diagnosis}]
             if basis:
@@ -164,7 +169,7 @@ def write_back(engine: Evaluator, result: Result, mapping: FhirMapping, mapped: 
             if not resource["code"]["coding"]:
                 del resource["code"]["coding"]
         else:
-            resource = {"resourceType": "RiskAssessment", "status": "final", "subject": patient,
+            resource = {"resourceType": "RiskAssessment", "meta": tag, "status": "final", "subject": patient,
                         "method": {"text": f"{d.title} ({d.key})"}, "code": {"text": title},
                         "prediction": [{"outcome": _concept(engine, output, value)}]}
             if mapped.diagnosis:
@@ -210,7 +215,7 @@ def evaluate_fhir(engine: Evaluator, bundle: Mapping[str, Any], mapping: FhirMap
     :class:`~nbrules.errors.PatientInputError` when the facts read contradict each other.
     """
     mapped = map_resources({"bundle": bundle}, mapping, patient_id)
-    result = engine.evaluate(mapped.facts)
+    result = evaluate_record(engine, mapped)  # a stage nbrules wrote back is not an input while findings derive it
     if patient_id is None:
         patient_id = next((str(e["resource"]["id"]) for e in bundle.get("entry", []) or []
                            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
@@ -221,14 +226,68 @@ def evaluate_fhir(engine: Evaluator, bundle: Mapping[str, Any], mapping: FhirMap
     return result, mapped, transaction_bundle(written)
 
 
+def read_section(mapped: MappedFacts) -> dict[str, Any]:
+    """What was read from the resources, as ``evaluate --fhir`` and Bulk batch rows give
+    it: ``diagnosis`` (the Condition used, or None), ``diagnosisStatus``, ``age`` (how the
+    age at diagnosis was obtained), ``sources`` (fact -> resources), ``notUsed`` (each
+    resource set aside, with the reason), ``conflicts`` (fact -> the disagreeing values
+    and where each came from), ``incomplete`` and ``failedFetches``."""
+    return {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,
+            "sources": mapped.sources, "notUsed": mapped.not_used, "conflicts": mapped.conflicts,
+            "incomplete": mapped.incomplete, "failedFetches": mapped.failed}
+
+
+def _entries(bundle: Mapping[str, Any]) -> list[Any]:
+    entries = bundle.get("entry")
+    return entries if isinstance(entries, list) else []
+
+
+def unread_pages(bundle: Mapping[str, Any]) -> str | None:
+    """Why a Bundle given whole to ``evaluate --fhir`` is only part of a record (None when
+    nothing says so): a ``next`` link (later pages of a search not read), or a searchset
+    whose ``total`` counts more matches than the entries it holds (FHIR R4 Bundle.total:
+    the number of matches; entries of ``search.mode`` ``include`` or ``outcome`` are not
+    matches)."""
+    links = bundle.get("link")
+    nxt = next((link for link in (links if isinstance(links, list) else [])
+                if isinstance(link, dict) and link.get("relation") == "next"), None)
+    if nxt is not None:
+        url = f" ({nxt['url']})" if isinstance(nxt.get("url"), str) else ""
+        return f"the Bundle has a 'next' link{url}: later pages of the search were not read"
+    total = bundle.get("total")
+    if bundle.get("type") == "searchset" and isinstance(total, int) and not isinstance(total, bool):
+        matches = sum(1 for e in _entries(bundle) if not (isinstance(e, dict) and isinstance(e.get("search"), dict)
+                                                          and e["search"].get("mode") in ("include", "outcome")))
+        if total > matches:
+            return f"the searchset's total is {total} but it holds {matches} matching entries: the rest were not read"
+    return None
+
+
+def _patient_ids(bundle: Mapping[str, Any]) -> list[str]:
+    ids: list[str] = []
+    for e in _entries(bundle):
+        res = e.get("resource") if isinstance(e, dict) else None
+        if isinstance(res, dict) and res.get("resourceType") == "Patient" and isinstance(res.get("id"), str) \
+                and res["id"] not in ids:
+            ids.append(res["id"])
+    return ids
+
+
 def evaluate_fhir_json(engine: Evaluator, text: str | bytes, mapping: FhirMapping, recorded: str,
-                       max_bytes: int | None = None) -> dict[str, Any]:
+                       max_bytes: int | None = None, patient: str | None = None) -> dict[str, Any]:
     """``nbrules evaluate --fhir``: a FHIR Bundle (or resource) as JSON text in;
     ``{"result", "read", "fhir"}`` out: the nbrules result, what was read from the
-    resources (``diagnosis``, ``age``, ``notUsed``, ``conflicts`` and where each fact came
-    from), and the transaction Bundle creating the results.  ``Provenance.recorded`` is
-    the input's own time (:func:`input_time`); ``recorded`` only when it states none.  Raises :class:`PatientInputError` (NB501/NB509/NB551
-    for the JSON, NB570 when it is not a FHIR resource, or the patient diagnostics).
+    resources (:func:`read_section`), and the transaction Bundle creating the results.
+    ``Provenance.recorded`` is the input's own time (:func:`input_time`); ``recorded``
+    only when it states none.  ``patient``: the id of the Patient to evaluate, needed
+    when the Bundle holds several.
+
+    A Bundle that is one page of a search (:func:`unread_pages`) gives ``"fhir": null``
+    (nothing written back: a page not read could change any output) and ``"problems"``
+    with an NB747 record; the caller reports it (the CLI exits 2).  Raises
+    :class:`PatientInputError` (NB501/NB509/NB551 for the JSON, NB570 when it is not a
+    FHIR resource, NB748 several Patients and no ``patient``, NB749 ``patient`` not among
+    them, or the patient diagnostics).
     """
     data, diags = parse_patient_json(text, max_bytes)
     if diags:
@@ -240,8 +299,24 @@ def evaluate_fhir_json(engine: Evaluator, text: str | bytes, mapping: FhirMappin
             message=f"expected a FHIR resource or Bundle, found {found}")])
     when = input_time(data) or recorded
     bundle = data if data["resourceType"] == "Bundle" else {"resourceType": "Bundle", "entry": [{"resource": data}]}
-    result, mapped, out = evaluate_fhir(engine, bundle, mapping, when)
-    read = {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,
-            "sources": mapped.sources, "notUsed": mapped.not_used, "conflicts": mapped.conflicts,
-            "incomplete": mapped.incomplete, "failedFetches": mapped.failed}
-    return {"result": result.to_dict(), "read": read, "fhir": out}
+    ids = _patient_ids(bundle)
+    if patient is None and len(ids) > 1:
+        raise PatientInputError("the FHIR Bundle holds several patients", [Diagnostic(
+            code="NB748", pointer="/entry",
+            message=f"expected the resources of one patient, found {len(ids)} Patients: {', '.join(ids)}",
+            hint="name one with --patient ID")])
+    if patient is not None and ids and patient not in ids:
+        raise PatientInputError("the patient asked for is not in the FHIR Bundle", [Diagnostic(
+            code="NB749", pointer="/entry",
+            message=f"expected a Patient with id '{patient}', found {'only ' if len(ids) == 1 else ''}"
+                    f"{', '.join(ids)}", hint="give the id of one of these Patients")])
+    result, mapped, out = evaluate_fhir(engine, bundle, mapping, when, patient)
+    answer: dict[str, Any] = {"result": result.to_dict(), "read": read_section(mapped), "fhir": out}
+    unread = unread_pages(bundle)
+    if unread is not None:
+        answer["fhir"] = None
+        answer["problems"] = [Diagnostic(
+            code="NB747", pointer="/link" if "'next' link" in unread else "/total",
+            message=f"{unread}; nothing is written back, since a page not read could change any output",
+            hint="give the whole record in one Bundle: follow every next link and join the entries").to_record()]
+    return answer

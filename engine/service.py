@@ -31,7 +31,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ._version import __version__
-from .cds import SERVICE_ID, cards_for, discovery, service_id
+from .cds import OPTIONAL_KEYS, SERVICE_ID, cards_for, discovery, service_id
 from .diagnostics import Diagnostic, problem_details
 from .errors import PatientInputError
 from .fhir import FhirMapping, load_mapping
@@ -366,8 +366,8 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
             raise _Problem(400, "expected a CDS Hooks request object")
         problems: list[Diagnostic] = []
         if data.get("hook") != "patient-view":
-            problems.append(Diagnostic("NB504", f"expected 'patient-view', found {shown(repr(data.get('hook')))}",
-                                       pointer="/hook"))
+            found = "no hook" if data.get("hook") is None else shown(repr(data.get("hook")))
+            problems.append(Diagnostic("NB504", f"expected 'patient-view', found {found}", pointer="/hook"))
         prefetch = data.get("prefetch")
         server = data.get("fhirServer")
         if server is not None:
@@ -377,11 +377,19 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
             if why is not None:
                 problems.append(Diagnostic("NB741", f"{why} (the base URL of a FHIR server), found {shown(repr(server))}",
                                            pointer="/fhirServer"))
-        missing = prefetch is None or (isinstance(prefetch, dict) and all(v is None for v in prefetch.values()))
+        keys = [k for k in discovery(engine)["services"][0]["prefetch"] if k not in OPTIONAL_KEYS]
+        # a prefetch holding none of the service's keys (all absent or null) is a missing prefetch
+        missing = prefetch is None or (isinstance(prefetch, dict) and all(prefetch.get(k) is None for k in keys))
         if not problems and server is None and missing:
             # CDS Hooks 2.0: a service that cannot obtain the data it needs answers 412
+            other = sorted(k for k in prefetch or {} if k not in keys) if isinstance(prefetch, dict) else []
+            said = f"; it holds only keys this service does not ask for ({', '.join(other)})" if other else ""
             raise _Problem(412, "the prefetch of patient, conditions and observations (see /cds-services) is missing, "
-                                "and no fhirServer is given to fetch them from")
+                                "and no fhirServer is given to fetch them from", _errors([Diagnostic(
+                                    "NB743", f"expected a prefetch with {', '.join(keys)}, or a fhirServer to fetch "
+                                             f"them from; found {'no prefetch' if prefetch is None else 'none of them'}"
+                                             + said, pointer="/prefetch",
+                                    hint="send the prefetch the discovery document (GET /cds-services) asks for")]))
         if not problems and server is not None and missing and not _may_fetch(server):
             raise _Problem(412, "the prefetch of patient, conditions and observations (see /cds-services) is missing, "
                                 "and this service may not fetch them from fhirServer", _errors([_refused(server)]))
@@ -432,9 +440,9 @@ def create_app(engine: RuleEngine, *, mapping: FhirMapping | None = None, max_bo
         todo = [k for k in sorted(templates) if needs_fetch(prefetch.get(k))]
         if not todo:
             return None
-        if not _may_fetch(server):
+        if not _may_fetch(server):  # the keys the service needs are reported; an optional one is not needed
             why = _refused(server).message
-            return FetchReport(incomplete=[f"{key}: not fetched: {why}" for key in todo])
+            return FetchReport(incomplete=[f"{key}: not fetched: {why}" for key in todo if key not in OPTIONAL_KEYS])
         completed, report = await fetch_missing(data, templates, fetch_limits or FetchLimits())
         if not any(isinstance(v, dict) and v.get("resourceType") not in (None, "OperationOutcome")
                    for v in completed.values()):

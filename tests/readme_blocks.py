@@ -129,6 +129,7 @@ def result_document(body: str) -> str:
 
 BLOCKS: dict[str, Callable[[str], str]] = {
     "bad-input": shell,
+    "fhir-patients": shell,
     "python-api": python_session,
     "result": result_document,
     "text": text_excerpt,

@@ -55,3 +55,113 @@ def test_cards_are_byte_identical_when_the_prefetch_states_its_time(engine: Rule
     recorded = {a["resource"]["recorded"] for c in first["cards"] for s in c.get("suggestions", [])
                 for a in s["actions"] if a["resource"]["resourceType"] == "Provenance"}
     assert recorded == {"2026-11-28T09:30:00+01:00"}  # the latest time the prefetch states
+
+
+# --- results nbrules wrote back, read back (trial finding 1) --------------------------
+
+LOCAL = "http://nbrules.dev/fhir/CodeSystem/facts"
+
+
+def _site(obs_id: str, code: str) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": obs_id, "status": "final", "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": LOCAL, "code": "metastatic_sites"}]},
+            "valueCodeableConcept": {"coding": [{"system": LOCAL, "code": code}]}}
+
+
+def _written_back(engine: RuleEngine) -> dict[str, Any]:
+    """The MS infant after every card's suggestion was accepted: its stage Observation in
+    the observations search, its RiskAssessments in the riskAssessments search."""
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    created = [a["resource"] for c in _cards(engine, request) for s in c.get("suggestions", []) for a in s["actions"]
+               if a["resource"]["resourceType"] != "Provenance"]
+    assert {r["resourceType"] for r in created} == {"Observation", "RiskAssessment"}
+    request["prefetch"]["observations"]["entry"] += [{"resource": r} for r in created if r["resourceType"] == "Observation"]
+    request["prefetch"]["riskAssessments"] = {"resourceType": "Bundle", "type": "searchset", "entry": [
+        {"resource": r} for r in created if r["resourceType"] == "RiskAssessment"]}
+    return request
+
+
+def test_what_nbrules_already_recorded_is_not_offered_again(engine: RuleEngine) -> None:
+    body = cards_for(engine, MAPPING, _written_back(engine), recorded=WHEN)
+    stage = next(c for c in body["cards"] if "INRGSS stage" in c["summary"])
+    # derived again from the findings (S9), not taken from the record, and already there
+    assert "INRGSS stage MS (NCIt C133431)" in stage["summary"] and "from the record" not in stage["summary"]
+    assert "is already in the record" in stage["detail"] and stage["indicator"] == "info"
+    assert not any("suggestions" in c for c in body["cards"])
+    assert set(body["extension"]["nbrules"]["recorded"]) == {"inrgss_stage", "inrg_group", "inrg_risk", "cog_risk"}
+
+
+def test_a_stage_written_back_does_not_hide_a_new_bone_metastasis(engine: RuleEngine) -> None:
+    # The trial: MS written back, then a bone metastasis recorded.  Bone is outside the MS
+    # pattern, so the stage is M (criteria.md S9, Monclair 2009) and INSS 4 (Brodeur 1993):
+    # the cards must not show MS / very low as info, and say that what was recorded is out of date.
+    request = _written_back(engine)
+    request["prefetch"]["observations"]["entry"].append({"resource": _site("obs-bone", "bone")})
+    body = cards_for(engine, MAPPING, request, recorded=WHEN)
+    stage = next(c for c in body["cards"] if "INRGSS stage" in c["summary"])
+    inss = next(c for c in body["cards"] if "INSS stage" in c["summary"])
+    assert "INRGSS stage M (NCIt C133430)" in stage["summary"] and stage["indicator"] == "warning"
+    assert "Out of date: the record holds INRGSS stage MS" in stage["detail"]
+    assert "INSS stage 4" in inss["summary"] and "4S" not in inss["summary"]
+    inrg = next(c for c in body["cards"] if "INRG risk" in c["summary"])
+    assert "very low" not in inrg["summary"] and inrg["indicator"] == "warning" and "INRG risk very low" in inrg["detail"]
+    assert not any("MS" in c["summary"].split(":", 1)[1] for c in body["cards"] if c["indicator"] == "info")
+
+
+def test_a_given_stage_the_findings_contradict_is_a_warning_and_nothing_built_on_it_is_offered(
+        engine: RuleEngine) -> None:
+    # A stage entered by hand (no nbrules tag) is taken as given; the findings (a bone
+    # site: M, criteria.md S9) disagree, and the engine's NB521 reaches the clinician.
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    request["prefetch"]["observations"]["entry"] += [{"resource": _site("obs-bone", "bone")}, {"resource": {
+        "resourceType": "Observation", "id": "stage-by-hand", "status": "final", "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "code": "C133427"}]},
+        "valueCodeableConcept": {"coding": [{"system": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
+                                             "code": "C133431"}]}}}]
+    body = cards_for(engine, MAPPING, request, recorded=WHEN)
+    assert [w["code"] for w in body["extension"]["nbrules"]["warnings"]] == ["NB521"]
+    stage = next(c for c in body["cards"] if "INRGSS stage" in c["summary"])
+    assert stage["indicator"] == "warning" and "NB521" in stage["detail"] and "derives M" in stage["detail"]
+    risks = [c for c in body["cards"] if "INRG risk" in c["summary"] or "COG risk" in c["summary"]]
+    assert risks and all(c["indicator"] == "warning" and "suggestions" not in c for c in risks)
+
+
+# --- incomplete reading (trial finding 2) ---------------------------------------------
+
+def test_an_incomplete_page_of_observations_gives_no_definite_result(engine: RuleEngine) -> None:
+    # 5 of 12 Observations, the rest behind a next link nobody followed: an unread page may
+    # hold a bone site, which makes MS into M (criteria.md S9); so the sites are unknown.
+    for how in ("next", "total"):
+        request = json.loads((FHIR / "ms-infant.json").read_text())
+        page = request["prefetch"]["observations"]
+        page["entry"] = page["entry"][:5]
+        page["total"] = 12
+        if how == "next":
+            page["link"] = [{"relation": "next", "url": "https://elsewhere.example/fhir/Observation?page=2"}]
+        body = cards_for(engine, MAPPING, request, recorded=WHEN)
+        first = body["cards"][0]
+        assert "read incompletely" in first["summary"] and "could not be fetched" not in first["summary"]
+        assert "metastatic_sites" in body["extension"]["nbrules"]["partial"]
+        stage = next(c for c in body["cards"] if "INRGSS stage" in c["summary"])
+        assert "INRGSS stage MS" not in stage["summary"] and " or " in stage["summary"]
+        assert all(c["indicator"] == "warning" and "suggestions" not in c for c in body["cards"])
+
+
+# --- messages (trial finding 7) --------------------------------------------------------
+
+def test_no_python_none_in_texts_and_a_conflict_is_listed_once(engine: RuleEngine) -> None:
+    # conflicting.json: two MYCN Observations that disagree, and no birth date
+    body = cards_for(engine, MAPPING, json.loads((FHIR / "conflicting.json").read_text()), recorded=WHEN)
+    text = json.dumps(body)
+    assert "None" not in text and "Patient.birthDate is missing" in text
+    missing = body["cards"][-1]
+    assert "mycn_status" in missing["detail"].split("Conflicting values")[1]
+    assert "mycn_status" not in missing["detail"].split("Conflicting values")[0]
+    assert "mycn_status" not in missing["extension"]["nbrules"]["missing"]
+
+
+def test_decision_cards_name_facts_by_their_titles(engine: RuleEngine) -> None:
+    cards = _cards(engine, json.loads((FHIR / "ms-infant.json").read_text()))
+    details = "\n".join(c["detail"] for c in cards if "missing from the record" not in c["summary"])
+    assert "Matched: " in details and "age_days" not in details and "Age at diagnosis" in details
+    assert "settled by: " in details and "resection_extent" not in details and "Extent of resection" in details

@@ -221,14 +221,17 @@ def test_a_failed_or_paginated_prefetch_is_reported_not_taken_as_missing_facts(e
         {"severity": "error", "code": "timeout", "diagnostics": "upstream lab system timed out"}]}
     body = cards_for(engine, MAPPING, req)
     assert body["extension"]["nbrules"]["failedFetches"] == ["observations: error timeout: upstream lab system timed out"]
-    missing = body["cards"][-1]
+    missing, first = body["cards"][-1], body["cards"][0]
     assert "upstream lab system timed out" in missing["detail"] and "could not be fetched" in missing["summary"]
+    # the failure comes first, and no decision below it is presented as definite
+    assert "could not be fetched" in first["summary"] and "upstream lab system timed out" in first["detail"]
+    assert all(c["indicator"] == "warning" and "suggestions" not in c for c in body["cards"])
     assert "Facts the record does not give" not in missing["detail"]
     paged = request(condition("dx", onsetDateTime="2024-03-01"))
     paged["prefetch"]["conditions"]["link"] = [{"relation": "next", "url": "http://ehr.example/fhir?page=2"}]
     body = cards_for(engine, MAPPING, paged)
     assert body["extension"]["nbrules"]["incomplete"] == [
-        "conditions: the Bundle has a 'next' link; later pages were not read"]
+        "conditions: incomplete: the Bundle has a 'next' link; later pages were not read"]
     no_dx = request()
     no_dx["prefetch"]["conditions"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "forbidden"}]}
     [card] = cards_for(engine, MAPPING, no_dx)["cards"]  # cannot say "no neuroblastoma": it says why

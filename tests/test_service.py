@@ -118,7 +118,7 @@ def test_cds_hooks_discovery(server: tuple[str, int]) -> None:
     status, _, body = call(url, "GET", "/cds-services")
     [service] = body["services"]
     assert status == 200 and service["hook"] == "patient-view" and service["id"] == "nbrules-neuroblastoma"
-    assert set(service["prefetch"]) == {"patient", "conditions", "observations"}
+    assert set(service["prefetch"]) == {"patient", "conditions", "observations", "riskAssessments"}
 
 
 def cards(url: str, name: str) -> list[dict[str, Any]]:
@@ -150,7 +150,7 @@ def test_cds_lists_what_it_cannot_map_and_never_guesses(server: tuple[str, int])
     stage = next(c for c in got if "INRGSS stage" in c["summary"])  # given by the Condition's stage summary
     assert "L1 (from the record, NCIt C133428)" in stage["summary"] and "taken from the record" in stage["detail"]
     cog = next(c for c in got if "version 2" in c["summary"])
-    assert "low or high" in cog["summary"] and "resection_extent" in cog["detail"]
+    assert "low or high" in cog["summary"] and "Extent of resection" in cog["detail"]  # facts by their titles
     missing = got[-1]["detail"]
     assert "Observation/hb: code http://loinc.org|718-7 is not in the mapping" in missing
     assert "Observation/obs-3: status preliminary" in missing
@@ -163,6 +163,9 @@ def test_cds_lists_what_it_cannot_map_and_never_guesses(server: tuple[str, int])
 def test_cds_bad_request(server: tuple[str, int]) -> None:
     status, _, body = call(server[0], "POST", "/cds-services/nbrules-neuroblastoma", {"hook": "order-sign"})
     assert status == 400 and {e["pointer"] for e in body["errors"]} == {"/hook"}
+    status, _, body = call(server[0], "POST", "/cds-services/nbrules-neuroblastoma", {"context": {}})
+    [entry] = [e for e in body["errors"] if e["pointer"] == "/hook"]
+    assert status == 400 and entry["detail"] == "expected 'patient-view', found no hook"
 
 
 def test_watching_server_reloads_changed_rules(tmp_path: Path) -> None:
@@ -302,8 +305,16 @@ def test_cds_hooks_2_conformance_with_the_specification_example(server: tuple[st
     # which the service would fetch from there; tests do not use the network (fetching is
     # tested on loopback in tests/test_fhir_fetch.py), so the request goes without it.
     spec = {k: v for k, v in spec.items() if k not in ("fhirServer", "fhirAuthorization")}
+    # its prefetch key is the specification's own (patientToGreet), none of this service's
+    # (GET /cds-services): a prefetch with none of them is a missing prefetch (CDS Hooks 2.0: 412)
+    status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", spec)
+    [entry] = body["errors"]
+    assert status == 412 and entry["code"] == "NB743" and "patientToGreet" in entry["detail"]
+    spec["prefetch"] = {"patient": spec["prefetch"]["patientToGreet"], "patientToGreet": spec["prefetch"]["patientToGreet"]}
     status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", spec)
     assert status == 200 and body["cards"] == []  # the specification's patient has no neuroblastoma
+    assert {"resource": "prefetch 'patientToGreet'", "reason": "not a prefetch key of this service (patient, "
+            "conditions, observations, riskAssessments); not read"} in body["extension"]["nbrules"]["notUsed"]
     conforms(body)
     for name in ("ms-infant.json", "mcode-neuroblastoma-stages.json", "l1-amplified-not-operated.json"):
         status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", json.loads((FHIR / name).read_text()))
@@ -313,6 +324,8 @@ def test_cds_hooks_2_conformance_with_the_specification_example(server: tuple[st
     without = {k: v for k, v in spec.items() if k != "prefetch"}
     status, ctype, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", without)
     assert status == 412 and ctype.startswith("application/problem+json") and "prefetch" in body["title"]
+    [entry] = body["errors"]  # one entry per problem, as for every problem+json answer
+    assert entry["code"] == "NB743" and entry["pointer"] == "/prefetch" and "no prefetch" in entry["detail"]
     assert call(url, "POST", "/cds-services/nbrules-neuroblastoma", {**without, "prefetch": {"patientToGreet": None}})[0] == 412
 
 
