@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TypeVar
 
 from .cohort import Row, jsonl_lines, jsonl_row, read_rows, unique_id
 from .diagnostics import Diagnostic
-from .encoding import compact
+from .encoding import compact, string
 from .errors import NbrulesError, PatientInputError
 from .patient import DEFAULT_MAX_INPUT, not_text
 from .protocols import Evaluator
@@ -127,7 +127,7 @@ def row_record(row: Row, engine: Evaluator | None, outputs: Sequence[str] | None
                         Diagnostic(code="NB530", message=f"{type(exc).__name__}: {exc}"),)
         else:
             status = status_of(result, engine.requested_outputs() if outputs is None else outputs)
-            head = f'{{"row":{row.number},"id":{compact(row.id)},"status":"{status}","result":'
+            head = f'{{"row":{row.number},"id":{string(row.id)},"status":"{status}","result":'
             read = "" if row.read is None else f',"read":{compact(row.read)}'
             return status, _text(f'{head}{result.to_compact_json()}{read}}}')
 

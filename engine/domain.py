@@ -18,7 +18,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .conditions import NNF, Atom, atoms, to_nnf
 from .model import Decision
@@ -32,6 +32,11 @@ class Cell:
     index: int
     label: str
     representative: Any
+
+
+#: Most values whose cell each partition remembers (:attr:`Partition.cell_of`).
+CELL_MEMO = 65536
+_MISSING = object()
 
 
 class Partition:
@@ -48,6 +53,31 @@ class Partition:
     def classify(self, value: Any) -> int | None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    @cached_property
+    def cell_of(self) -> Callable[[Any], int | None]:
+        """:meth:`classify` for the per-patient path, remembered per value (a value's cell
+        never changes): one dict lookup for a value seen before.  Takes the values of a
+        valid patient record (a list is looked up as the tuple of its items); at most
+        :data:`CELL_MEMO` values are remembered per partition."""
+        memo: dict[Any, int | None] = {}
+        get = memo.get
+        classify = self.classify
+        missing = _MISSING
+
+        def cell_of(value: Any) -> int | None:
+            key = tuple(value) if type(value) is list else value
+            try:
+                hit = get(key, missing)
+            except TypeError:  # not hashable: not patient data, classified as it is
+                return classify(value)
+            if hit is missing:
+                hit = classify(value)
+                if len(memo) < CELL_MEMO:
+                    memo[key] = hit
+            return hit  # type: ignore[return-value]
+
+        return cell_of
+
 
 class _EnumPartition(Partition):
     def __init__(self, spec: FactSpec, pending: Sequence[str]) -> None:
@@ -57,6 +87,10 @@ class _EnumPartition(Partition):
 
     def classify(self, value: Any) -> int | None:
         return self._index.get(value)
+
+    @cached_property
+    def cell_of(self) -> Callable[[Any], int | None]:
+        return self._index.get  # already one lookup
 
 
 class _BoolPartition(Partition):

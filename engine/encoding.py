@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["compact", "canonical"]
+__all__ = ["compact", "canonical", "string", "float_safe", "Fragment"]
 
 _plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _sorted = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
@@ -39,6 +39,35 @@ def compact(value: Any) -> str:
     if _MAYBE_OTHER_FLOAT[0] in out or _MAYBE_OTHER_FLOAT[1] in out:  # maybe a float Python writes otherwise
         return _plain(value)
     return out.decode("utf-8")
+
+
+def string(value: str | None) -> str:
+    """``json.dumps(value, ensure_ascii=False)`` of one string (or None), faster: orjson writes any
+    string as the standard library does (only a lone surrogate falls back), so the float
+    test of :func:`compact` is not needed (it would send ``"durable-rules"`` to the slow path)."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        return _plain(value)
+
+
+#: A pre-encoded JSON value for :func:`float_safe` data: orjson copies its bytes as they are.
+Fragment = orjson.Fragment
+
+
+def float_safe(value: Any) -> bytes | None:
+    """orjson's text of ``value`` when it is the standard library's too, with every
+    number in it written alike (no float of the forms :func:`compact` falls back for, no
+    integer beyond 64 bits, no lone surrogate, string keys): data holding only these
+    numbers, other strings and :data:`Fragment` values (themselves such text) can then be
+    written by orjson in one call.  None otherwise."""
+    try:
+        out = orjson.dumps(value)
+    except TypeError:
+        return None
+    if _MAYBE_OTHER_FLOAT[0] in out or _MAYBE_OTHER_FLOAT[1] in out:
+        return None
+    return out
 
 
 def canonical(value: Any) -> str:

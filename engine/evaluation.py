@@ -26,6 +26,9 @@ from .versions import choose_versions
 
 __all__ = ["RuleSetState", "evaluate_patient", "compare_given", "scope_source"]
 
+#: What :func:`evaluate_patient` reads of one runner: (runner, decision, outputs, reads, applies_if_given).
+_Step = tuple[DecisionRunner, Decision, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+
 
 class RuleSetState:
     """One complete, checked, compiled rule set.  Immutable once built; evaluations in
@@ -60,6 +63,7 @@ class RuleSetState:
         self.overrides = {d.id: {k: v for k, v in readings.items() if k in d.parameters} for d in choice.chosen}
         self.build = build
         self.as_of = as_of
+        self._as_of_text = as_of.isoformat()
         self.version_warnings = tuple(d for d in version_diags if not d.is_error)
         self.decisions: tuple[Decision, ...] = choice.chosen
         constraints = build.constraints.rebind(self.decisions) if build.constraints is not None else None
@@ -83,6 +87,7 @@ class RuleSetState:
         self.in_flight = 0
         self.retired = False
         self._plans: dict[tuple[str, ...], tuple[DecisionRunner, ...]] = {}
+        self._steps: dict[tuple[DecisionRunner, ...], tuple[tuple[_Step, ...], tuple[RulesetInfo, ...]]] = {}
 
     def plan(self, requested: Sequence[str] | None) -> tuple[DecisionRunner, ...]:
         """The runners to run for the decisions ``requested`` (ids; None: all), with the
@@ -114,6 +119,24 @@ class RuleSetState:
         self._plans[key] = plan
         return plan
 
+    def steps(self, runners: Sequence[DecisionRunner]) -> tuple[tuple[_Step, ...], tuple[RulesetInfo, ...]]:
+        """(runner, decision, its outputs, the facts it reads, its ``applies_if_given``) of
+        each of ``runners``, and the rule files they use: what :func:`evaluate_patient`
+        reads of them, looked up once per plan."""
+        key = tuple(runners)
+        hit = self._steps.get(key)
+        if hit is None:
+            steps = tuple((r, r.decision, tuple(r.decision.decides), tuple(r.decision.reads),
+                           tuple(r.decision.applies_if)) for r in key)
+            rulesets = self.rulesets
+            if len(key) != len(self.runners):
+                ran = {r.decision.id for r in key}
+                rulesets = tuple(r for r in rulesets if r.decision in ran)
+            hit = (steps, rulesets)
+            if len(self._steps) < 64:  # a plan per set of requested decisions: few
+                self._steps[key] = hit
+        return hit
+
     def close(self) -> None:
         for r in self.runners:
             r.close()
@@ -142,13 +165,13 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
     settled: dict[str, Settled] = {}
     from_input: dict[str, FromInput] = {}
     fired: list[FiredRule] = []
-    for runner in runners:
-        d = runner.decision
+    steps, rulesets = state.steps(runners)
+    for runner, d, decides, reads, applies_if in steps:
         view = runner.view(known)
-        restrict = {f: open_values[f] for f in d.reads if f in open_values}
-        if d.applies_if and not any(f in given for f in d.applies_if):
+        restrict = {f: open_values[f] for f in reads if f in open_values} if open_values else {}
+        if applies_if and not any(f in given for f in applies_if):
             # the record gives none of the facts that open this decision (applies_if_given)
-            for out in d.decides:
+            for out in decides:
                 if out in given:
                     outputs[out] = given[out]
                     from_input[out] = FromInput(d.id, given[out])
@@ -158,30 +181,36 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
                 not_applicable[out] = NotApplicable(d.id, d.applies_reason, APPLIES_IF_GIVEN,
                                                     d.location("/applies_if_given"))
             continue
-        if all(out in given for out in d.decides):
-            for out in d.decides:
+        for out in decides:
+            if out not in given:
+                break
+        else:
+            for out in decides:
                 outputs[out] = given[out]
                 from_input[out] = FromInput(d.id, given[out])
             warnings.extend(compare_given(runner, view, restrict, given, known))
             continue
         outcome = runner.decide(view, restrict, known)
-        for cr in outcome.fired:
-            fired.append(runner.trace(len(fired) + 1, cr, view))
+        if outcome.fired:
+            trace = runner.trace
+            for cr in outcome.fired:
+                fired.append(trace(len(fired) + 1, cr, view))
         for out, oc in outcome.outputs.items():
             if out in given:
                 outputs[out] = given[out]
                 from_input[out] = FromInput(d.id, given[out])
                 continue
-            outputs[out] = oc.value if oc.status in ("set", "settled") else None
-            if oc.status == "set":
-                known[out] = oc.value
-            elif oc.status == "settled":
-                known[out] = oc.value
+            status = oc.status
+            if status == "set":
+                outputs[out] = known[out] = oc.value
+            elif status == "settled":
+                outputs[out] = known[out] = oc.value
                 settled[out] = Settled(d.id, oc.value or "", oc.rules, oc.missing)
-            elif oc.status in ("indeterminate", "conflict"):
+            elif status in ("indeterminate", "conflict"):
+                outputs[out] = None
                 via = {f: missing_of[f] for f in oc.missing if f in missing_of}
                 indeterminate[out] = Indeterminate(d.id, oc.candidates, oc.missing, via, oc.may_be_out_of_scope,
-                                                   oc.rules if oc.status == "conflict" else ())
+                                                   oc.rules if status == "conflict" else ())
                 open_values[out] = oc.candidates
                 roots: list[str] = []
                 for f in oc.missing:
@@ -189,20 +218,17 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
                         if root not in roots:
                             roots.append(root)
                 missing_of[out] = tuple(roots)
-                if oc.status == "conflict":
+                if status == "conflict":
                     warnings.append(Diagnostic(
                         code="NB520", pointer=f"/{out}",
                         message=f"rules {', '.join(oc.rules)} of {d.key} set different values for {out}: "
                                 f"{', '.join(oc.candidates)}",
                         hint="run 'nbrules verify' on the rule files; this is an overlap"))
             else:
+                outputs[out] = None
                 open_values[out] = ()
                 not_applicable[out] = NotApplicable(d.id, oc.reason or "", oc.scope,
                                                     scope_source(runner, oc.scope))
-    rulesets = state.rulesets
-    if len(runners) != len(state.runners):
-        ran = {r.decision.id for r in runners}
-        rulesets = tuple(r for r in rulesets if r.decision in ran)
     return Result(
         outputs=outputs,
         indeterminate=indeterminate,
@@ -210,13 +236,13 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
         settled=settled,
         from_input=from_input,
         fired=tuple(fired),
-        warnings=tuple(w.to_dict() for w in warnings),
+        warnings=tuple([w.to_dict() for w in warnings]) if warnings else (),
         rulesets=rulesets,
         input=given,
         input_sha256=facts_sha256(given),
         engine=engine_label,
         knowledge=state.knowledge,
-        as_of=state.as_of.isoformat(),
+        as_of=state._as_of_text,
         profile=state.profile,
     )
 

@@ -71,12 +71,15 @@ class _DuplicateKey(Exception):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    for k, _ in pairs:  # the first key given twice
+        if k in seen:
             raise _DuplicateKey(k)
-        out[k] = v
-    return out
+        seen.add(k)
+    raise AssertionError("unreachable: fewer keys than pairs means a key given twice")  # pragma: no cover
 
 
 def _reject_constant(name: str) -> Any:
@@ -161,6 +164,7 @@ def parse_patient_json(text: str | bytes, max_bytes: int | None = None,
     of at most 4,300 digits (NB509).  Returns (data, []) or (None, [diagnostic])."""
     if max_bytes is not None and len(text) > max_bytes:
         return None, [too_large(f"expected at most {max_bytes} bytes of JSON, found {len(text)}")]
+    raw = isinstance(text, bytes)
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8-sig")
@@ -179,9 +183,14 @@ def parse_patient_json(text: str | bytes, max_bytes: int | None = None,
         if "digits" in str(exc):  # int_max_str_digits: Python refuses to read longer integers
             return None, [too_large("expected a number of at most 4,300 digits, found a longer one")]
         return None, [Diagnostic(code="NB501", message=f"not valid JSON: {exc}", pointer="")]
-    problem = inspect_json(data, max_depth)
-    if problem is not None:
-        return None, [problem]
+    # Only a \\u escape can put a lone surrogate in text decoded from UTF-8 (or in text
+    # that has none), and JSON with at most max_depth brackets cannot nest deeper: most
+    # records need no walk.
+    if ("\\u" in text or (not raw and not_text(text))
+            or text.count("[") + text.count("{") > max_depth):
+        problem = inspect_json(data, max_depth)
+        if problem is not None:
+            return None, [problem]
     return data, []
 
 
@@ -278,6 +287,12 @@ class PatientValidator:
         self._schema = schema
         self._jsonschema: "Draft202012Validator | None" = None
         self._valid = _fast_check(self.specs)
+        #: Position of each fact in ``specs`` (the order of canonical facts) and, for a list
+        #: fact, the position of each value in its value set (the order of its items).
+        self._position = {name: i for i, name in enumerate(self.specs)}
+        self._item_order = {name: {v: i for i, v in enumerate(spec.values)}
+                            for name, spec in self.specs.items() if spec.kind == "set"}
+        self._numeric = frozenset(name for name, spec in self.specs.items() if spec.kind in ("integer", "number"))
 
     @property
     def _validator(self) -> "Draft202012Validator":
@@ -361,4 +376,18 @@ class PatientValidator:
 
     def canonical(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """The known facts of a valid record in canonical form (``null`` facts left out)."""
-        return canonical_facts(self.known(record), self.specs)
+        record = self.known(record)
+        position = self._position
+        names = [k for k in record if k in position]
+        names.sort(key=position.__getitem__)
+        out: dict[str, Any] = {}
+        item_order, numeric = self._item_order, self._numeric
+        for name in names:  # canonical_facts, with the orders computed once
+            value = record[name]
+            order = item_order.get(name)
+            if order is not None:
+                value = sorted(value, key=lambda x, o=order, n=len(order): o.get(x, n))  # type: ignore[misc]
+            elif name in numeric and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            out[name] = value
+        return out

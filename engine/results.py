@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping
 
-from .encoding import compact
+import orjson
+
+from .encoding import Fragment, compact, float_safe, string
 
 __all__ = [
     "FiredRule",
@@ -243,9 +245,45 @@ class Result:
         """``json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))``, faster.
 
         The constant parts (each fired rule's identity, citations, settings and
-        parameters; the rule files used) are encoded once, not per result, the rest by
-        orjson; the tests check the bytes are the same as the plain encoding.
+        parameters; the rule files used) are encoded once, not per result, and the
+        document is written by one orjson call around them.  Every number of a result
+        comes from its input (``matched`` holds input values), so when orjson writes the
+        input (and warnings) as the standard library does (:func:`~nbrules.encoding.float_safe`)
+        it writes the whole document so; otherwise each part falls back on its own.  The
+        tests check the bytes are the same as the plain encoding.
         """
+        given = float_safe(self.input)
+        noted = float_safe([dict(w) for w in self.warnings]) if self.warnings else b"[]"
+        if given is not None and noted is not None:
+            doc = {
+                "type": "nbrules.result",
+                "outputs": self.outputs,
+                "indeterminate": {k: v.to_dict() for k, v in self.indeterminate.items()} if self.indeterminate else {},
+                "not_applicable": {k: v.to_dict() for k, v in self.not_applicable.items()}
+                if self.not_applicable else {},
+                "settled": {k: v.to_dict() for k, v in self.settled.items()} if self.settled else {},
+                "from_input": {k: v.to_dict() for k, v in self.from_input.items()} if self.from_input else {},
+                "fired": [{"order": f.order, **head, "matched": f.matched, **tail}
+                          for f in self.fired for head, tail in (_fired_parts(f),)],
+                "warnings": Fragment(noted),
+                "rulesets": _rulesets_fragment(self.rulesets),
+            }
+            if self.knowledge is not None:
+                doc["knowledge"] = _knowledge_fragment(self.knowledge)
+            doc["input"] = Fragment(given)
+            doc["input_sha256"] = self.input_sha256
+            doc["as_of"] = self.as_of
+            doc["engine"] = self.engine
+            if self.profile is not None:
+                doc["profile"] = self.profile
+            try:
+                return orjson.dumps(doc).decode("utf-8")
+            except TypeError:  # a value that is not plain JSON data: the part-by-part encoding says the same
+                pass
+        return self._parts_json()
+
+    def _parts_json(self) -> str:
+        """:meth:`to_compact_json` part by part, each part falling back on its own."""
         def mapping(m: Mapping[str, Any]) -> str:
             return _encode({k: v.to_dict() for k, v in m.items()}) if m else "{}"
 
@@ -260,15 +298,49 @@ class Result:
             ',"rulesets":', _rulesets_json(self.rulesets),
             ',"knowledge":' + _knowledge_json(self.knowledge) if self.knowledge is not None else "",
             ',"input":', _encode(self.input),
-            ',"input_sha256":', _encode(self.input_sha256),
-            ',"as_of":', _encode(self.as_of),
-            ',"engine":', _encode(self.engine),
-            *((',"profile":', _encode(self.profile)) if self.profile is not None else ()), "}"))
+            ',"input_sha256":', string(self.input_sha256),
+            ',"as_of":', string(self.as_of),
+            ',"engine":', string(self.engine),
+            *((',"profile":', string(self.profile)) if self.profile is not None else ()), "}"))
 
     @property
     def complete(self) -> bool:
         """True when every output has a value."""
         return all(v is not None for v in self.outputs.values())
+
+
+#: The pre-encoded keys of fired rules before and after ``matched``, by their ``encoded`` text.
+_FIRED_PARTS: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+def _fired_parts(f: FiredRule) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keys of ``f``'s trace entry before ``matched`` and after it, each value a
+    :data:`~nbrules.encoding.Fragment` of its compact JSON (encoded once per rule)."""
+    key = f.encoded
+    hit = _FIRED_PARTS.get(key) if key is not None else None
+    if hit is not None:
+        return hit
+    head = {"decision": Fragment(string(f.decision)), "version": Fragment(string(f.version)),
+            "rule": Fragment(string(f.rule)), "source": Fragment(string(f.source)),
+            "cite": Fragment(_encode(list(f.cite)))}
+    tail = {"set": Fragment(_encode(dict(f.set)))}
+    if f.parameters:
+        tail["parameters"] = Fragment(_encode(dict(f.parameters)))
+    if key is not None:
+        if len(_FIRED_PARTS) > 4096:  # bounded: rules of rule sets reloaded many times
+            _FIRED_PARTS.clear()
+        _FIRED_PARTS[key] = (head, tail)
+    return head, tail
+
+
+@lru_cache(maxsize=64)
+def _rulesets_fragment(rulesets: tuple[RulesetInfo, ...]) -> Any:
+    return Fragment(_rulesets_json(rulesets))
+
+
+@lru_cache(maxsize=64)
+def _knowledge_fragment(knowledge: KnowledgeInfo) -> Any:
+    return Fragment(_knowledge_json(knowledge))
 
 
 @lru_cache(maxsize=64)

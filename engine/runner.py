@@ -41,6 +41,10 @@ class DecisionOutcome:
     outputs: Mapping[str, OutputOutcome]
 
 
+#: A fact not in a view (``None`` may be a value).
+_UNSEEN = object()
+
+
 class DecisionRunner:
     """A compiled decision loaded into durable-rules, with its missing-fact analysis."""
 
@@ -81,10 +85,10 @@ class DecisionRunner:
         limited = {f for b in self._limits for f in b.facts}
         #: Per partitioned fact, its classifier when a rule or scope exclusion tests its value
         #: (None: the rules in force cannot tell its values apart, only known from unknown).
-        self._key_classifiers = tuple((name, part.classify if name in tested else None)
+        self._key_classifiers = tuple((name, part.cell_of if name in tested else None)
                                       for name, part in domain.partitions.items())
         #: Untested facts the input constraints test: the analysis reads their cells.
-        self._limit_classifiers = tuple((name, part.classify) for name, part in domain.partitions.items()
+        self._limit_classifiers = tuple((name, part.cell_of) for name, part in domain.partitions.items()
                                         if name not in tested and name in limited)
         # what every trace entry of a rule repeats, computed once
         d = self.decision
@@ -134,7 +138,8 @@ class DecisionRunner:
     def cache_key(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> tuple[Any, ...]:
         """What the rules in force can tell apart of ``view`` and ``restrict``: per fact
         its cell, or for a fact no rule tests only whether it is known (``True``/``None``)."""
-        return (tuple([(c(view[name]) if c is not None else True) if name in view else None
+        get, missing = view.get, _UNSEEN
+        return (tuple([None if (v := get(name, missing)) is missing else (True if c is None else c(v))
                        for name, c in self._key_classifiers]),
                 tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else ())
 
@@ -158,7 +163,7 @@ class DecisionRunner:
             # outcome is stored under the long one
             key = self.cache_key(view, restrict)
             with self._cache_lock:
-                if key in self._analysed:
+                if self._analysed and key in self._analysed:
                     key = key + self._analysis_key(view, context)
                 hit = self._cache.get(key)
                 if hit is not None:
