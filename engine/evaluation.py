@@ -116,7 +116,8 @@ class RuleSetState:
                 needed.add(did)
                 todo.extend(owner[f] for f in by_id[did].reads if f in owner)
         plan = tuple(r for r in self.runners if r.decision.id in needed)
-        self._plans[key] = plan
+        if len(self._plans) < 256:  # keyed by what a caller asked for (orders, repeats): bounded
+            self._plans[key] = plan
         return plan
 
     def steps(self, runners: Sequence[DecisionRunner]) -> tuple[tuple[_Step, ...], tuple[RulesetInfo, ...]]:

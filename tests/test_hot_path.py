@@ -139,3 +139,20 @@ def test_the_walk_is_skipped_only_where_it_cannot_find_a_problem() -> None:
         else:
             assert [p.code for p in problems] == [full.code] and problems[0].pointer == full.pointer, text
             assert data is None
+
+
+def test_plans_remembered_are_bounded_whatever_callers_ask() -> None:
+    """The plan memo is keyed by the decisions a caller asks for, in its order and with its
+    repeats (the HTTP API's ``decisions``): many distinct requests must not grow it without bound."""
+    from nbrules import RuleEngine
+
+    with RuleEngine.default() as engine:
+        state = engine._acquire()
+        try:
+            ids = [d.id for d in engine.decisions]
+            first = state.plan(ids[:1])
+            for n in range(1, 600):
+                assert state.plan(ids[:1] * n) == first
+            assert len(state._plans) <= 256
+        finally:
+            engine._release(state)
