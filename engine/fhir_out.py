@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Mapping
 
 from .diagnostics import Diagnostic
@@ -255,12 +256,36 @@ def unread_pages(bundle: Mapping[str, Any]) -> str | None:
         url = f" ({nxt['url']})" if isinstance(nxt.get("url"), str) else ""
         return f"the Bundle has a 'next' link{url}: later pages of the search were not read"
     total = bundle.get("total")
+    if total is not None and not (isinstance(total, int) and not isinstance(total, bool) and total >= 0):
+        return f"the Bundle's total {str(total)[:40]!r} is not a count of matches: it cannot say the record is whole"
     if bundle.get("type") == "searchset" and isinstance(total, int) and not isinstance(total, bool):
         matches = sum(1 for e in _entries(bundle) if not (isinstance(e, dict) and isinstance(e.get("search"), dict)
                                                           and e["search"].get("mode") in ("include", "outcome")))
         if total > matches:
             return f"the searchset's total is {total} but it holds {matches} matching entries: the rest were not read"
     return None
+
+
+def resource_problems(data: Any) -> list[Diagnostic]:
+    """The elements of a FHIR resource or Bundle that nbrules reads and that do not have
+    their FHIR type, each with its JSON pointer: the typing of ``$defs/resource`` in
+    ``schemas/cds-request.schema.json`` (the one a CDS request's prefetch is checked
+    with), e.g. a Bundle ``total`` that is not a non-negative integer.  NB502 for a wrong
+    type, NB505 for a value out of range; empty when all is well."""
+    from .validator import schema_problems
+
+    return [Diagnostic("NB505" if p.kind == "size" else "NB502", p.message, pointer=p.pointer)
+            for p in schema_problems(_resource_validator(), data)]
+
+
+@lru_cache(maxsize=1)
+def _resource_validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    from .resources import read_schema
+
+    defs = read_schema("cds-request.schema.json")["$defs"]
+    return Draft202012Validator({"$ref": "#/$defs/resource", "$defs": defs})
 
 
 def _patient_ids(bundle: Mapping[str, Any]) -> list[str]:
@@ -287,7 +312,8 @@ def evaluate_fhir_json(engine: Evaluator, text: str | bytes, mapping: FhirMappin
     with an NB747 record; the caller reports it (the CLI exits 2).  Raises
     :class:`PatientInputError` (NB501/NB509/NB551 for the JSON, NB570 when it is not a
     FHIR resource, NB748 several Patients and no ``patient``, NB749 ``patient`` not among
-    them, or the patient diagnostics).
+    them, NB502/NB505 an element read of the wrong type, e.g. a ``total`` that is not a
+    non-negative integer: :func:`resource_problems`, or the patient diagnostics).
     """
     data, diags = parse_patient_json(text, max_bytes)
     if diags:
@@ -297,6 +323,9 @@ def evaluate_fhir_json(engine: Evaluator, text: str | bytes, mapping: FhirMappin
         raise PatientInputError("the FHIR input is not a FHIR resource", [Diagnostic(
             code="NB570", pointer="" if not isinstance(data, dict) else "/resourceType",
             message=f"expected a FHIR resource or Bundle, found {found}")])
+    problems = resource_problems(data)
+    if problems:
+        raise PatientInputError("the FHIR input has elements of the wrong type", problems)
     when = input_time(data) or recorded
     bundle = data if data["resourceType"] == "Bundle" else {"resourceType": "Bundle", "entry": [{"resource": data}]}
     ids = _patient_ids(bundle)

@@ -219,3 +219,26 @@ def test_the_example_export_has_one_file_per_resource_type() -> None:
     assert names == ["Condition.ndjson", "Observation.ndjson", "Patient.ndjson"]
     for p in EXAMPLE_EXPORT.iterdir():
         assert all(json.loads(line)["resourceType"] == p.stem for line in p.read_text().splitlines())
+
+
+@pytest.mark.parametrize("total", ["13", -1, 7.5, True])
+def test_a_malformed_total_is_rejected_not_taken_as_a_whole_record(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], total: Any) -> None:
+    # Bundle.total is an unsignedInt (FHIR R4): anything else cannot say the 7 entries
+    # held are all 14 matches, so no stage may be concluded and nothing written back
+    bundle = page(resources_of("ms-infant.json")[:7], 0, next_link=False)
+    bundle["total"] = total
+    code, out, err = run(tmp_path, capsys, bundle)
+    assert code == 2 and out is None
+    assert err.startswith("/total: NB50")
+
+
+def test_a_malformed_total_read_as_a_library_is_an_incomplete_record(engine: Any) -> None:
+    from nbrules.fhir import load_mapping, map_resources
+    from nbrules.fhir_out import unread_pages
+
+    bundle = page(resources_of("ms-infant.json")[:7], 0, next_link=False)
+    bundle["total"] = "13"
+    mapped = map_resources({"observations": bundle}, load_mapping())
+    assert mapped.incomplete and "not a count" in mapped.incomplete[0]
+    assert unread_pages(bundle) is not None and "not a count" in str(unread_pages(bundle))

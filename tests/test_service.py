@@ -338,3 +338,15 @@ def test_cds_feedback_endpoint(server: tuple[str, int]) -> None:
     assert status == 200 and body == {}
     status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma/feedback", {"feedback": "yes"})
     assert status == 400
+
+
+@pytest.mark.parametrize("total", ["13", -1])
+def test_cds_a_malformed_bundle_total_is_answered_400_with_its_pointer(server: tuple[str, int], total: Any) -> None:
+    # Bundle.total is an unsignedInt (FHIR R4); one that is not cannot tell a whole search
+    # from one page of it, so no card may be definite: the request is refused
+    url, _ = server
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    request["prefetch"]["observations"]["total"] = total
+    status, ctype, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", request)
+    assert status == 400 and ctype.startswith("application/problem+json")
+    assert [e["pointer"] for e in body["errors"]] == ["/prefetch/observations/total"]
