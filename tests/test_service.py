@@ -312,7 +312,13 @@ def test_cds_hooks_2_conformance_with_the_specification_example(server: tuple[st
     assert status == 412 and entry["code"] == "NB743" and "patientToGreet" in entry["detail"]
     spec["prefetch"] = {"patient": spec["prefetch"]["patientToGreet"], "patientToGreet": spec["prefetch"]["patientToGreet"]}
     status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", spec)
-    assert status == 200 and body["cards"] == []  # the specification's patient has no neuroblastoma
+    # its prefetch gives the Patient only: conditions and observations were not given, so
+    # whether it has neuroblastoma is not known; one card says so, and no "no neuroblastoma"
+    [card] = body["cards"]
+    assert status == 200 and card["indicator"] == "warning" and "was not given" in card["summary"]
+    assert "no diagnosis found in what was read" in card["summary"]
+    assert sorted(line.split(": ")[0] for line in body["extension"]["nbrules"]["incomplete"]) == [
+        "conditions", "observations"]
     assert {"resource": "prefetch 'patientToGreet'", "reason": "not a prefetch key of this service (patient, "
             "conditions, observations, riskAssessments); not read"} in body["extension"]["nbrules"]["notUsed"]
     conforms(body)
