@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from .diagnostics import Diagnostic
 from .errors import PatientInputError
 from .fhir import DERIVED_TAG, FhirMapping, MappedFacts, evaluate_record, map_resources
-from .patient import parse_patient_json
+from .patient import parse_patient_json, shown
 from .protocols import Evaluator
 from .results import Result
 
@@ -207,15 +207,19 @@ def transaction_bundle(written: list[WrittenBack]) -> dict[str, Any]:
 
 
 def evaluate_fhir(engine: Evaluator, bundle: Mapping[str, Any], mapping: FhirMapping, recorded: str,
-                  patient_id: str | None = None) -> tuple[Result, MappedFacts, dict[str, Any]]:
+                  patient_id: str | None = None,
+                  mapped: MappedFacts | None = None) -> tuple[Result, MappedFacts, dict[str, Any]]:
     """Evaluate a patient given as a FHIR Bundle (or any resource the mapping reads).
 
     Returns the result, what was read (:class:`MappedFacts`: facts, sources, resources
     not used) and a transaction Bundle creating the results as FHIR (empty when the
-    Bundle has no Patient id or no diagnosis).  Raises
-    :class:`~nbrules.errors.PatientInputError` when the facts read contradict each other.
+    Bundle has no Patient id or no diagnosis).  ``mapped``: what
+    ``map_resources({"bundle": bundle}, mapping, patient_id)`` gave, when already read.
+    Raises :class:`~nbrules.errors.PatientInputError` when the facts read contradict each
+    other.
     """
-    mapped = map_resources({"bundle": bundle}, mapping, patient_id)
+    if mapped is None:
+        mapped = map_resources({"bundle": bundle}, mapping, patient_id)
     result = evaluate_record(engine, mapped)  # a stage nbrules wrote back is not an input while findings derive it
     if patient_id is None:
         patient_id = next((str(e["resource"]["id"]) for e in bundle.get("entry", []) or []
@@ -309,7 +313,10 @@ def evaluate_fhir_json(engine: Evaluator, text: str | bytes, mapping: FhirMappin
 
     A Bundle that is one page of a search (:func:`unread_pages`) gives ``"fhir": null``
     (nothing written back: a page not read could change any output) and ``"problems"``
-    with an NB747 record; the caller reports it (the CLI exits 2).  Raises
+    with an NB747 record; the caller reports it (the CLI exits 2).  A record with no
+    neuroblastoma diagnosis the mapping reads is not evaluated: ``{"status":
+    "no-neuroblastoma-diagnosis", "read", "fhir": null, "problems": [NB744 record]}`` (no
+    ``result``; as a FHIR Bulk row, :data:`nbrules.batch.NO_DIAGNOSIS`).  Raises
     :class:`PatientInputError` (NB501/NB509/NB551 for the JSON, NB570 when it is not a
     FHIR resource, NB748 several Patients and no ``patient``, NB749 ``patient`` not among
     them, NB502/NB505 an element read of the wrong type, e.g. a ``total`` that is not a
@@ -339,9 +346,25 @@ def evaluate_fhir_json(engine: Evaluator, text: str | bytes, mapping: FhirMappin
             code="NB749", pointer="/entry",
             message=f"expected a Patient with id '{patient}', found {'only ' if len(ids) == 1 else ''}"
                     f"{', '.join(ids)}", hint="give the id of one of these Patients")])
-    result, mapped, out = evaluate_fhir(engine, bundle, mapping, when, patient)
-    answer: dict[str, Any] = {"result": result.to_dict(), "read": read_section(mapped), "fhir": out}
+    mapped = map_resources({"bundle": bundle}, mapping, patient)
     unread = unread_pages(bundle)
+    answer: dict[str, Any]
+    if mapped.diagnosis is None:  # not a neuroblastoma record: not evaluated, as a Bulk row (batch.NO_DIAGNOSIS)
+        from .batch import NO_DIAGNOSIS
+
+        why = "; ".join(n for n in mapped.not_used if n.startswith("Condition/")) or "it holds no Condition"
+        answer = {"status": NO_DIAGNOSIS, "read": read_section(mapped), "fhir": None, "problems": [Diagnostic(
+            code="NB744", pointer="/entry",
+            message=f"expected a Condition the FHIR mapping reads as a confirmed neuroblastoma diagnosis, found none "
+                    f"({shown(why)}); the patient is not evaluated and nothing is written back",
+            hint="give the record's neuroblastoma Condition; the codes read are under diagnosis in "
+                 "mappings/fhir-r4.yaml").to_record()]}
+        if unread is not None:  # the diagnosis may be on a page not read
+            answer["problems"].append(Diagnostic(code="NB747", pointer="/link" if "'next' link" in unread else "/total",
+                                                 message=unread).to_record())
+        return answer
+    result, mapped, out = evaluate_fhir(engine, bundle, mapping, when, patient, mapped)
+    answer = {"result": result.to_dict(), "read": read_section(mapped), "fhir": out}
     if unread is not None:
         answer["fhir"] = None
         answer["problems"] = [Diagnostic(

@@ -242,3 +242,23 @@ def test_a_malformed_total_read_as_a_library_is_an_incomplete_record(engine: Any
     mapped = map_resources({"observations": bundle}, load_mapping())
     assert mapped.incomplete and "not a count" in mapped.incomplete[0]
     assert unread_pages(bundle) is not None and "not a count" in str(unread_pages(bundle))
+
+
+def test_a_record_without_neuroblastoma_is_not_evaluated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the criteria (criteria.md) classify neuroblastoma only: a patient with no
+    # neuroblastoma diagnosis gets no stage or risk group, not an all-indeterminate result
+    leukaemia = {"resourceType": "Condition", "id": "all", "subject": {"reference": "Patient/p1"},
+                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91857003"}]}}
+    others = [r for r in resources_of("ms-infant.json") if r["resourceType"] != "Condition"]
+    for resources, why in ((others, "it holds no Condition"), (others + [leukaemia], "Condition/all")):
+        code, out, err = run(tmp_path, capsys, {"resourceType": "Bundle", "type": "collection",
+                                                "entry": [{"resource": r} for r in resources]})
+        assert code == 2
+        assert out["status"] == "no-neuroblastoma-diagnosis" and "result" not in out and out["fhir"] is None
+        assert [p["code"] for p in out["problems"]] == ["NB744"] and out["read"]["diagnosis"] is None
+        assert err.startswith("/entry: NB744") and why in err and "nothing is written back" in err
+
+    # the diagnosis may be on a page not read: both are said
+    bundle = page(others, len(others) + 1, next_link=True)
+    code, out, err = run(tmp_path, capsys, bundle)
+    assert code == 2 and [p["code"] for p in out["problems"]] == ["NB744", "NB747"]
