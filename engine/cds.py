@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .errors import PatientInputError
 from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, evaluate_record, map_resources
-from .fhir_out import WrittenBack, input_time, write_back
+from .fhir_out import WrittenBack, input_time, recorded_section, value_codes, write_back
 from .model import Decision
 from .protocols import Evaluator
 from .reference import anchor_id, split_citation
@@ -163,8 +163,7 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
                 if w.get("code") == "NB521"}
     extension["nbrules"]["warnings"] = [dict(w) for w in result.warnings]
     if mapped.recorded:
-        extension["nbrules"]["recorded"] = {o: [{"ref": c["ref"], "value": c["value"]} for c in copies]
-                                            for o, copies in sorted(mapped.recorded.items())}
+        extension["nbrules"]["recorded"] = recorded_section(mapped)
     cards = [_fetch_card(mapped, title, found=True)] if unread else []
     for d in engine.decisions:
         outs = list(d.decides)
@@ -189,7 +188,7 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
             offer = []
         for o in list(offer):
             copies = mapped.recorded.get(o, [])
-            new = _codes(written[o].resource)
+            new = value_codes(written[o].resource)
             same = [c["ref"] for c in copies if set(map(tuple, c["coding"])) == new]
             other = [c for c in copies if set(map(tuple, c["coding"])) != new]
             if same:
@@ -218,14 +217,6 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
     if missing is not None:
         cards.append(missing)
     return {"cards": cards, "extension": extension}
-
-
-def _codes(resource: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """The (system, code) pairs of the value of a stage Observation or RiskAssessment."""
-    concept = resource.get("valueCodeableConcept")
-    if concept is None and resource.get("prediction"):
-        concept = resource["prediction"][0].get("outcome")
-    return {(str(c.get("system", "")), str(c.get("code", ""))) for c in (concept or {}).get("coding", [])}
 
 
 def _record(mapped: MappedFacts) -> dict[str, Any]:

@@ -197,6 +197,43 @@ def write_back(engine: Evaluator, result: Result, mapping: FhirMapping, mapped: 
     return written
 
 
+def value_codes(resource: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """The (system, code) pairs of the value of a stage Observation or RiskAssessment."""
+    concept = resource.get("valueCodeableConcept")
+    if concept is None and resource.get("prediction"):
+        concept = resource["prediction"][0].get("outcome")
+    return {(str(c.get("system", "")), str(c.get("code", ""))) for c in (concept or {}).get("coding", [])}
+
+
+def not_recorded(written: list[WrittenBack], mapped: MappedFacts) -> list[WrittenBack]:
+    """``written`` less the results the record already holds with the same value (written
+    back by nbrules earlier: ``mapped.recorded``, same codes as :func:`value_codes`), so
+    that they are not created again.  A reference of a result kept to one left out (a
+    risk's ``basis``, a Provenance entity) names the copy in the record instead."""
+    kept: list[WrittenBack] = []
+    moved: dict[str, str] = {}
+    for w in written:
+        new = value_codes(w.resource)
+        same = [c["ref"] for c in mapped.recorded.get(w.output, []) if set(map(tuple, c["coding"])) == new]
+        if same:
+            moved[w.full_url] = same[0]
+        else:
+            kept.append(w)
+    if not moved:
+        return written
+    return [WrittenBack(w.output, w.decision, w.full_url, _moved(w.resource, moved), w.provenance_url,
+                        _moved(w.provenance, moved)) for w in kept]
+
+
+def _moved(value: Any, moved: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: moved.get(v, v) if k == "reference" and isinstance(v, str) else _moved(v, moved)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, moved) for v in value]
+    return value
+
+
 def transaction_bundle(written: list[WrittenBack]) -> dict[str, Any]:
     """A FHIR transaction Bundle that creates the resources and their Provenance."""
     entries = []
@@ -213,7 +250,8 @@ def evaluate_fhir(engine: Evaluator, bundle: Mapping[str, Any], mapping: FhirMap
 
     Returns the result, what was read (:class:`MappedFacts`: facts, sources, resources
     not used) and a transaction Bundle creating the results as FHIR (empty when the
-    Bundle has no Patient id or no diagnosis).  ``mapped``: what
+    Bundle has no Patient id or no diagnosis; a result the record already holds with the
+    same value, written back earlier, is not created again: :func:`not_recorded`).  ``mapped``: what
     ``map_resources({"bundle": bundle}, mapping, patient_id)`` gave, when already read.
     Raises :class:`~nbrules.errors.PatientInputError` when the facts read contradict each
     other.
@@ -226,7 +264,7 @@ def evaluate_fhir(engine: Evaluator, bundle: Mapping[str, Any], mapping: FhirMap
                            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
                            and e["resource"].get("resourceType") == "Patient" and isinstance(e["resource"].get("id"), str)),
                           None)
-    written = write_back(engine, result, mapping, mapped, patient_id, recorded) \
+    written = not_recorded(write_back(engine, result, mapping, mapped, patient_id, recorded), mapped) \
         if patient_id is not None and mapped.diagnosis is not None else []
     return result, mapped, transaction_bundle(written)
 
@@ -236,10 +274,19 @@ def read_section(mapped: MappedFacts) -> dict[str, Any]:
     it: ``diagnosis`` (the Condition used, or None), ``diagnosisStatus``, ``age`` (how the
     age at diagnosis was obtained), ``sources`` (fact -> resources), ``notUsed`` (each
     resource set aside, with the reason), ``conflicts`` (fact -> the disagreeing values
-    and where each came from), ``incomplete`` and ``failedFetches``."""
+    and where each came from), ``incomplete``, ``failedFetches`` and ``recorded``
+    (output -> ``[{"ref", "value"}]``: results nbrules wrote back earlier found in the
+    record, :attr:`MappedFacts.recorded`)."""
     return {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,
             "sources": mapped.sources, "notUsed": mapped.not_used, "conflicts": mapped.conflicts,
-            "incomplete": mapped.incomplete, "failedFetches": mapped.failed}
+            "incomplete": mapped.incomplete, "failedFetches": mapped.failed,
+            "recorded": recorded_section(mapped)}
+
+
+def recorded_section(mapped: MappedFacts) -> dict[str, list[dict[str, Any]]]:
+    """The results nbrules wrote back earlier found in the record: output ->
+    ``[{"ref", "value"}]`` (:attr:`MappedFacts.recorded` without the codings)."""
+    return {o: [{"ref": c["ref"], "value": c["value"]} for c in copies] for o, copies in sorted(mapped.recorded.items())}
 
 
 def _entries(bundle: Mapping[str, Any]) -> list[Any]:

@@ -262,3 +262,34 @@ def test_a_record_without_neuroblastoma_is_not_evaluated(tmp_path: Path, capsys:
     bundle = page(others, len(others) + 1, next_link=True)
     code, out, err = run(tmp_path, capsys, bundle)
     assert code == 2 and [p["code"] for p in out["problems"]] == ["NB744", "NB747"]
+
+
+def test_results_already_recorded_are_not_written_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # evaluate, accept the transaction, evaluate the record again: nothing new to create
+    first = json.loads(EXAMPLE_BUNDLE.read_text())
+    code, out, _ = run(tmp_path, capsys, first)
+    assert code == 0 and out["read"]["recorded"] == {}
+    created = {e["fullUrl"]: {**e["resource"], "id": e["fullUrl"].removeprefix("urn:uuid:")}
+               for e in out["fhir"]["entry"] if e["resource"]["resourceType"] != "Provenance"}
+    outputs = {r["meta"]["tag"][0]["code"]: (url, r) for url, r in created.items()}
+    assert "inrgss_stage" in outputs and len(outputs) > 1
+
+    again = {**first, "entry": first["entry"] + [{"resource": r} for r in created.values()]}
+    code, out, _ = run(tmp_path, capsys, again)
+    assert code == 0 and out["fhir"]["entry"] == []
+    assert set(out["read"]["recorded"]) == set(outputs)
+    stage_ref = f"Observation/{outputs['inrgss_stage'][1]['id']}"
+    assert out["read"]["recorded"]["inrgss_stage"] == [{"ref": stage_ref, "value": "MS"}]
+
+    # only the stage recorded: the rest is written, and what is based on the stage names
+    # the Observation in the record, not a resource the transaction no longer creates
+    only_stage = {**first, "entry": first["entry"] + [{"resource": outputs["inrgss_stage"][1]}]}
+    code, out, _ = run(tmp_path, capsys, only_stage)
+    kinds = [e["resource"]["meta"]["tag"][0]["code"] for e in out["fhir"]["entry"]
+             if e["resource"]["resourceType"] != "Provenance"]
+    assert code == 0 and "inrgss_stage" not in kinds and set(kinds) == set(outputs) - {"inrgss_stage"}
+    text = json.dumps(out["fhir"])
+    assert outputs["inrgss_stage"][0] not in text and f"\"reference\": \"{stage_ref}\"" in text
+    full_urls = {e["fullUrl"] for e in out["fhir"]["entry"]}
+    refs = [v for v in text.split('"reference": "')[1:]]
+    assert all(not r.startswith("urn:uuid:") or r.split('"')[0] in full_urls for r in refs)
