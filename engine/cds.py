@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .errors import PatientInputError
 from .explain import show_value
 from .fhir import FhirMapping, MappedFacts, evaluate_record, map_resources
-from .fhir_out import WrittenBack, input_time, write_back
+from .fhir_out import WrittenBack, input_time, recorded_section, value_codes, write_back
 from .model import Decision
 from .protocols import Evaluator
 from .reference import anchor_id, split_citation
@@ -27,7 +27,7 @@ from .results import APPLIES_IF_GIVEN, Result
 if TYPE_CHECKING:
     from .fhir_fetch import FetchReport
 
-__all__ = ["OPTIONAL_KEYS", "SERVICE_ID", "service_id", "discovery", "cards_for"]
+__all__ = ["OPTIONAL_KEYS", "NOT_GIVEN", "SERVICE_ID", "service_id", "discovery", "cards_for"]
 
 #: Prefetch keys the service reads when given but does not need: the RiskAssessments
 #: of the record, to find results nbrules wrote back (``meta.tag``
@@ -35,6 +35,10 @@ __all__ = ["OPTIONAL_KEYS", "SERVICE_ID", "service_id", "discovery", "cards_for"
 #: the record already holds.  Their absence, failure or incompleteness leaves every
 #: result as it is (only the check for copies already recorded is then not made).
 OPTIONAL_KEYS = ("riskAssessments",)
+#: How a needed prefetch key that is absent (or null), with nothing fetched for it, is
+#: listed under ``incomplete``: the record was not given whole, so nothing is concluded
+#: from its absence (no conditions: no "no neuroblastoma").
+NOT_GIVEN = "not given: the prefetch lacks it and nothing was fetched for it"
 
 #: The CDS service id of a package without a name (package.yaml); otherwise the id is
 #: the package's name, e.g. ``nbrules-neuroblastoma`` for the bundled package.
@@ -104,8 +108,10 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
     prefetch; its failures and incomplete searches are reported like those of the
     prefetch, and ``extension.nbrules.fetched`` lists each fetch.
 
-    Not definite, not offered: when part of the record could not be fetched or was read
-    incompletely (keys other than :data:`OPTIONAL_KEYS`), a card saying so comes first,
+    Not definite, not offered: when part of the record could not be fetched, was not
+    given (a key absent from the prefetch with nothing fetched for it: :data:`NOT_GIVEN`)
+    or was read incompletely (keys other than :data:`OPTIONAL_KEYS`), a card saying so
+    comes first (without a diagnosis found, that card alone: no "no neuroblastoma"),
     every decision card is a ``warning`` and nothing is offered for the chart (list facts
     of an incomplete search are unknown: :func:`nbrules.fhir.map_resources`).  An NB521
     warning (a value given in the record that the findings contradict) makes the card of
@@ -127,6 +133,9 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
     if fetched is not None:
         mapped.failed += fetched.failed
         mapped.incomplete += fetched.incomplete
+    said = {line.split(": ", 1)[0] for line in mapped.failed + mapped.incomplete}
+    mapped.incomplete += [f"{k}: {NOT_GIVEN}" for k in keys  # a needed key neither prefetched nor fetched
+                          if k not in OPTIONAL_KEYS and prefetch.get(k) is None and k not in said]
     title = engine.build.package.title or "Classification"
     extension = {"nbrules": _record(mapped)}
     if fetched is not None and fetched.fetched:
@@ -154,8 +163,7 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
                 if w.get("code") == "NB521"}
     extension["nbrules"]["warnings"] = [dict(w) for w in result.warnings]
     if mapped.recorded:
-        extension["nbrules"]["recorded"] = {o: [{"ref": c["ref"], "value": c["value"]} for c in copies]
-                                            for o, copies in sorted(mapped.recorded.items())}
+        extension["nbrules"]["recorded"] = recorded_section(mapped)
     cards = [_fetch_card(mapped, title, found=True)] if unread else []
     for d in engine.decisions:
         outs = list(d.decides)
@@ -180,7 +188,7 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
             offer = []
         for o in list(offer):
             copies = mapped.recorded.get(o, [])
-            new = _codes(written[o].resource)
+            new = value_codes(written[o].resource)
             same = [c["ref"] for c in copies if set(map(tuple, c["coding"])) == new]
             other = [c for c in copies if set(map(tuple, c["coding"])) != new]
             if same:
@@ -209,14 +217,6 @@ def cards_for(engine: Evaluator, mapping: FhirMapping, request: Mapping[str, Any
     if missing is not None:
         cards.append(missing)
     return {"cards": cards, "extension": extension}
-
-
-def _codes(resource: Mapping[str, Any]) -> set[tuple[str, str]]:
-    """The (system, code) pairs of the value of a stage Observation or RiskAssessment."""
-    concept = resource.get("valueCodeableConcept")
-    if concept is None and resource.get("prediction"):
-        concept = resource["prediction"][0].get("outcome")
-    return {(str(c.get("system", "")), str(c.get("code", ""))) for c in (concept or {}).get("coding", [])}
 
 
 def _record(mapped: MappedFacts) -> dict[str, Any]:
@@ -258,10 +258,12 @@ def _summary(text: str, limit: int = 140) -> str:
 
 
 def _how_unread(mapped: MappedFacts) -> str:
-    """"could not be fetched" (a fetch failed), "incomplete" (a search not read whole), or both."""
+    """"could not be fetched" (a fetch failed), "was not given" (a needed prefetch key absent
+    and no fhirServer), "incomplete" (a search not read whole), or several of them."""
     absent = [i for i in mapped.incomplete if ": not fetched: " in i]  # a key neither prefetched nor fetched
-    said = (["could not be fetched"] if mapped.failed or absent else []) \
-        + (["was read incompletely"] if len(absent) < len(mapped.incomplete) else [])
+    not_given = [i for i in mapped.incomplete if i.endswith(f": {NOT_GIVEN}")]  # ...nor fetched
+    said = (["could not be fetched"] if mapped.failed or absent else []) + (["was not given"] if not_given else []) \
+        + (["was read incompletely"] if len(absent) + len(not_given) < len(mapped.incomplete) else [])
     return " and part ".join(said)
 
 
@@ -400,12 +402,13 @@ def _missing_card(result: Result, mapped: MappedFacts, title: str,
     if mapped.failed:
         detail.append("Failed fetches (the facts they hold are unknown, not absent): " + "; ".join(mapped.failed))
     if mapped.incomplete:
-        detail.append("Incomplete data (searches not read whole): " + "; ".join(mapped.incomplete))
+        detail.append("Incomplete data (searches not read whole, or not given): " + "; ".join(mapped.incomplete))
     if mapped.partial:
         detail.append("Left unknown because their search was read incompletely: "
                       + "; ".join(f"{name(f)} (`{f}`): {why}" for f, why in mapped.partial.items()))
     if needed:
-        said = ("Facts not found in the data delivered (a fetch failed or is incomplete, so the record may hold them)"
+        said = ("Facts not found in the data delivered (a fetch failed, or data is incomplete or was not given, so "
+                "the record may hold them)"
                 if mapped.failed or mapped.incomplete else "Facts the record does not give")
         detail.append(f"{said}, which would settle the classification: "
                       + ", ".join(f"{name(f)} (`{f}`)" if name(f) != f else f for f in needed) + ". They are left unknown, never assumed.")
@@ -414,8 +417,9 @@ def _missing_card(result: Result, mapped: MappedFacts, title: str,
         detail.append(extra)
     return {
         "uuid": _card_id(f"{result.input_sha256}:missing:{','.join(needed)}:{'|'.join(mapped.not_used + mapped.failed)}"),
-        "summary": _summary(f"{title}: {len(needed)} fact(s) missing from the record"
-                            + (f", and part of the record {_how_unread(mapped)}" if mapped.failed or mapped.incomplete else "")),
+        "summary": _summary(f"{title}: {len(needed)} fact(s) not found in what was read, and part of the record "
+                            f"{_how_unread(mapped)}" if mapped.failed or mapped.incomplete
+                            else f"{title}: {len(needed)} fact(s) missing from the record"),
         "indicator": "warning",
         "detail": "\n\n".join(detail),
         "source": {"label": "nbrules FHIR mapping (mappings/fhir-r4.yaml)"},

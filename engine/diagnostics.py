@@ -166,6 +166,8 @@ CODES: dict[str, Code] = _registry(
     Code("NB743", "cds-prefetch-missing", E,
          "a CDS request has none of the service's prefetch keys and no fhirServer to fetch them from"),
     # FHIR input to evaluate --fhir
+    Code("NB744", "fhir-no-diagnosis", E,
+         "a FHIR record has no neuroblastoma diagnosis the mapping reads: the patient is not evaluated"),
     Code("NB747", "fhir-record-incomplete", E,
          "a FHIR Bundle is one page of a search: results are not written back from part of a record"),
     Code("NB748", "fhir-several-patients", E, "a FHIR Bundle holds several patients and none was chosen (--patient)"),

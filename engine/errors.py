@@ -29,7 +29,8 @@ EXIT_CODES: dict[int, tuple[str, tuple[str, ...]]] = {
     EXIT_FINDINGS: ("findings: rule files with errors, a failing case, a gap, overlap or dead rule",
                     ("validate", "test", "verify")),
     EXIT_PATIENT: ("invalid patient input, one line per problem (JSON pointer, expected, found); with --fhir, also a "
-                   "record read only in part (NB747: result printed, nothing written back)", ("evaluate",)),
+                   "record read only in part (NB747: result printed, nothing written back) or without a neuroblastoma diagnosis "
+                   "(NB744: not evaluated)", ("evaluate",)),
     EXIT_RULES: ("the rule files have errors, or a requested version cannot run",
                  ("evaluate", "evaluate --batch", "test", "verify", "render", "diff", "serve")),
     EXIT_USAGE: ("usage error: an unknown or inapplicable option, a bad value, an unreadable file or an output "

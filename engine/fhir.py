@@ -190,7 +190,8 @@ class MappedFacts:
     diagnosis was obtained (``{"days", "from", "element", "method", "fallback"}``);
     ``failed`` lists the prefetch entries that are OperationOutcomes (a failed fetch,
     with its diagnostics), ``incomplete`` the Bundles with a ``next`` link (later pages
-    not read) or a ``total`` above the entries delivered.  ``partial``: list facts
+    not read), a ``total`` above the entries delivered or a ``total`` that is not a
+    non-negative integer.  ``partial``: list facts
     (e.g. metastatic sites) left unknown because the search that holds them was read
     incompletely (fact -> why).  ``recorded``: results nbrules wrote back earlier and
     found in the record (tagged :data:`DERIVED_TAG`), output -> ``[{"ref", "value"}]``
@@ -241,7 +242,12 @@ def _resources(prefetch: Mapping[str, Any], out: MappedFacts, origin: dict[int, 
             if any(isinstance(link, dict) and link.get("relation") == "next" for link in links):
                 out.incomplete.append(f"{key}: incomplete: the Bundle has a 'next' link; later pages were not read")
                 partial_keys.add(key)
-            elif isinstance(total, int) and not isinstance(total, bool) and total > matches:
+            elif total is not None and not (isinstance(total, int) and not isinstance(total, bool) and total >= 0):
+                # a total that is no count cannot say the search was read whole
+                out.incomplete.append(f"{key}: incomplete: the Bundle's total {str(total)[:40]!r} is not a count of "
+                                      f"matches, so it cannot say the {matches} entries held are all")
+                partial_keys.add(key)
+            elif isinstance(total, int) and total > matches:
                 out.incomplete.append(f"{key}: incomplete: the Bundle counts {total} matches but holds {matches}")
                 partial_keys.add(key)
             for entry in entries:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import datetime
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Mapping
 
 from .diagnostics import Diagnostic
 from .errors import PatientInputError
 from .fhir import DERIVED_TAG, FhirMapping, MappedFacts, evaluate_record, map_resources
-from .patient import parse_patient_json
+from .patient import parse_patient_json, shown
 from .protocols import Evaluator
 from .results import Result
 
@@ -196,6 +197,43 @@ def write_back(engine: Evaluator, result: Result, mapping: FhirMapping, mapped: 
     return written
 
 
+def value_codes(resource: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """The (system, code) pairs of the value of a stage Observation or RiskAssessment."""
+    concept = resource.get("valueCodeableConcept")
+    if concept is None and resource.get("prediction"):
+        concept = resource["prediction"][0].get("outcome")
+    return {(str(c.get("system", "")), str(c.get("code", ""))) for c in (concept or {}).get("coding", [])}
+
+
+def not_recorded(written: list[WrittenBack], mapped: MappedFacts) -> list[WrittenBack]:
+    """``written`` less the results the record already holds with the same value (written
+    back by nbrules earlier: ``mapped.recorded``, same codes as :func:`value_codes`), so
+    that they are not created again.  A reference of a result kept to one left out (a
+    risk's ``basis``, a Provenance entity) names the copy in the record instead."""
+    kept: list[WrittenBack] = []
+    moved: dict[str, str] = {}
+    for w in written:
+        new = value_codes(w.resource)
+        same = [c["ref"] for c in mapped.recorded.get(w.output, []) if set(map(tuple, c["coding"])) == new]
+        if same:
+            moved[w.full_url] = same[0]
+        else:
+            kept.append(w)
+    if not moved:
+        return written
+    return [WrittenBack(w.output, w.decision, w.full_url, _moved(w.resource, moved), w.provenance_url,
+                        _moved(w.provenance, moved)) for w in kept]
+
+
+def _moved(value: Any, moved: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: moved.get(v, v) if k == "reference" and isinstance(v, str) else _moved(v, moved)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, moved) for v in value]
+    return value
+
+
 def transaction_bundle(written: list[WrittenBack]) -> dict[str, Any]:
     """A FHIR transaction Bundle that creates the resources and their Provenance."""
     entries = []
@@ -206,22 +244,27 @@ def transaction_bundle(written: list[WrittenBack]) -> dict[str, Any]:
 
 
 def evaluate_fhir(engine: Evaluator, bundle: Mapping[str, Any], mapping: FhirMapping, recorded: str,
-                  patient_id: str | None = None) -> tuple[Result, MappedFacts, dict[str, Any]]:
+                  patient_id: str | None = None,
+                  mapped: MappedFacts | None = None) -> tuple[Result, MappedFacts, dict[str, Any]]:
     """Evaluate a patient given as a FHIR Bundle (or any resource the mapping reads).
 
     Returns the result, what was read (:class:`MappedFacts`: facts, sources, resources
     not used) and a transaction Bundle creating the results as FHIR (empty when the
-    Bundle has no Patient id or no diagnosis).  Raises
-    :class:`~nbrules.errors.PatientInputError` when the facts read contradict each other.
+    Bundle has no Patient id or no diagnosis; a result the record already holds with the
+    same value, written back earlier, is not created again: :func:`not_recorded`).  ``mapped``: what
+    ``map_resources({"bundle": bundle}, mapping, patient_id)`` gave, when already read.
+    Raises :class:`~nbrules.errors.PatientInputError` when the facts read contradict each
+    other.
     """
-    mapped = map_resources({"bundle": bundle}, mapping, patient_id)
+    if mapped is None:
+        mapped = map_resources({"bundle": bundle}, mapping, patient_id)
     result = evaluate_record(engine, mapped)  # a stage nbrules wrote back is not an input while findings derive it
     if patient_id is None:
         patient_id = next((str(e["resource"]["id"]) for e in bundle.get("entry", []) or []
                            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
                            and e["resource"].get("resourceType") == "Patient" and isinstance(e["resource"].get("id"), str)),
                           None)
-    written = write_back(engine, result, mapping, mapped, patient_id, recorded) \
+    written = not_recorded(write_back(engine, result, mapping, mapped, patient_id, recorded), mapped) \
         if patient_id is not None and mapped.diagnosis is not None else []
     return result, mapped, transaction_bundle(written)
 
@@ -231,10 +274,19 @@ def read_section(mapped: MappedFacts) -> dict[str, Any]:
     it: ``diagnosis`` (the Condition used, or None), ``diagnosisStatus``, ``age`` (how the
     age at diagnosis was obtained), ``sources`` (fact -> resources), ``notUsed`` (each
     resource set aside, with the reason), ``conflicts`` (fact -> the disagreeing values
-    and where each came from), ``incomplete`` and ``failedFetches``."""
+    and where each came from), ``incomplete``, ``failedFetches`` and ``recorded``
+    (output -> ``[{"ref", "value"}]``: results nbrules wrote back earlier found in the
+    record, :attr:`MappedFacts.recorded`)."""
     return {"diagnosis": mapped.diagnosis, "diagnosisStatus": mapped.diagnosis_status or None, "age": mapped.age,
             "sources": mapped.sources, "notUsed": mapped.not_used, "conflicts": mapped.conflicts,
-            "incomplete": mapped.incomplete, "failedFetches": mapped.failed}
+            "incomplete": mapped.incomplete, "failedFetches": mapped.failed,
+            "recorded": recorded_section(mapped)}
+
+
+def recorded_section(mapped: MappedFacts) -> dict[str, list[dict[str, Any]]]:
+    """The results nbrules wrote back earlier found in the record: output ->
+    ``[{"ref", "value"}]`` (:attr:`MappedFacts.recorded` without the codings)."""
+    return {o: [{"ref": c["ref"], "value": c["value"]} for c in copies] for o, copies in sorted(mapped.recorded.items())}
 
 
 def _entries(bundle: Mapping[str, Any]) -> list[Any]:
@@ -255,12 +307,36 @@ def unread_pages(bundle: Mapping[str, Any]) -> str | None:
         url = f" ({nxt['url']})" if isinstance(nxt.get("url"), str) else ""
         return f"the Bundle has a 'next' link{url}: later pages of the search were not read"
     total = bundle.get("total")
+    if total is not None and not (isinstance(total, int) and not isinstance(total, bool) and total >= 0):
+        return f"the Bundle's total {str(total)[:40]!r} is not a count of matches: it cannot say the record is whole"
     if bundle.get("type") == "searchset" and isinstance(total, int) and not isinstance(total, bool):
         matches = sum(1 for e in _entries(bundle) if not (isinstance(e, dict) and isinstance(e.get("search"), dict)
                                                           and e["search"].get("mode") in ("include", "outcome")))
         if total > matches:
             return f"the searchset's total is {total} but it holds {matches} matching entries: the rest were not read"
     return None
+
+
+def resource_problems(data: Any) -> list[Diagnostic]:
+    """The elements of a FHIR resource or Bundle that nbrules reads and that do not have
+    their FHIR type, each with its JSON pointer: the typing of ``$defs/resource`` in
+    ``schemas/cds-request.schema.json`` (the one a CDS request's prefetch is checked
+    with), e.g. a Bundle ``total`` that is not a non-negative integer.  NB502 for a wrong
+    type, NB505 for a value out of range; empty when all is well."""
+    from .validator import schema_problems
+
+    return [Diagnostic("NB505" if p.kind == "size" else "NB502", p.message, pointer=p.pointer)
+            for p in schema_problems(_resource_validator(), data)]
+
+
+@lru_cache(maxsize=1)
+def _resource_validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    from .resources import read_schema
+
+    defs = read_schema("cds-request.schema.json")["$defs"]
+    return Draft202012Validator({"$ref": "#/$defs/resource", "$defs": defs})
 
 
 def _patient_ids(bundle: Mapping[str, Any]) -> list[str]:
@@ -284,10 +360,14 @@ def evaluate_fhir_json(engine: Evaluator, text: str | bytes, mapping: FhirMappin
 
     A Bundle that is one page of a search (:func:`unread_pages`) gives ``"fhir": null``
     (nothing written back: a page not read could change any output) and ``"problems"``
-    with an NB747 record; the caller reports it (the CLI exits 2).  Raises
+    with an NB747 record; the caller reports it (the CLI exits 2).  A record with no
+    neuroblastoma diagnosis the mapping reads is not evaluated: ``{"status":
+    "no-neuroblastoma-diagnosis", "read", "fhir": null, "problems": [NB744 record]}`` (no
+    ``result``; as a FHIR Bulk row, :data:`nbrules.batch.NO_DIAGNOSIS`).  Raises
     :class:`PatientInputError` (NB501/NB509/NB551 for the JSON, NB570 when it is not a
     FHIR resource, NB748 several Patients and no ``patient``, NB749 ``patient`` not among
-    them, or the patient diagnostics).
+    them, NB502/NB505 an element read of the wrong type, e.g. a ``total`` that is not a
+    non-negative integer: :func:`resource_problems`, or the patient diagnostics).
     """
     data, diags = parse_patient_json(text, max_bytes)
     if diags:
@@ -297,6 +377,9 @@ def evaluate_fhir_json(engine: Evaluator, text: str | bytes, mapping: FhirMappin
         raise PatientInputError("the FHIR input is not a FHIR resource", [Diagnostic(
             code="NB570", pointer="" if not isinstance(data, dict) else "/resourceType",
             message=f"expected a FHIR resource or Bundle, found {found}")])
+    problems = resource_problems(data)
+    if problems:
+        raise PatientInputError("the FHIR input has elements of the wrong type", problems)
     when = input_time(data) or recorded
     bundle = data if data["resourceType"] == "Bundle" else {"resourceType": "Bundle", "entry": [{"resource": data}]}
     ids = _patient_ids(bundle)
@@ -310,9 +393,25 @@ def evaluate_fhir_json(engine: Evaluator, text: str | bytes, mapping: FhirMappin
             code="NB749", pointer="/entry",
             message=f"expected a Patient with id '{patient}', found {'only ' if len(ids) == 1 else ''}"
                     f"{', '.join(ids)}", hint="give the id of one of these Patients")])
-    result, mapped, out = evaluate_fhir(engine, bundle, mapping, when, patient)
-    answer: dict[str, Any] = {"result": result.to_dict(), "read": read_section(mapped), "fhir": out}
+    mapped = map_resources({"bundle": bundle}, mapping, patient)
     unread = unread_pages(bundle)
+    answer: dict[str, Any]
+    if mapped.diagnosis is None:  # not a neuroblastoma record: not evaluated, as a Bulk row (batch.NO_DIAGNOSIS)
+        from .batch import NO_DIAGNOSIS
+
+        why = "; ".join(n for n in mapped.not_used if n.startswith("Condition/")) or "it holds no Condition"
+        answer = {"status": NO_DIAGNOSIS, "read": read_section(mapped), "fhir": None, "problems": [Diagnostic(
+            code="NB744", pointer="/entry",
+            message=f"expected a Condition the FHIR mapping reads as a confirmed neuroblastoma diagnosis, found none "
+                    f"({shown(why)}); the patient is not evaluated and nothing is written back",
+            hint="give the record's neuroblastoma Condition; the codes read are under diagnosis in "
+                 "mappings/fhir-r4.yaml").to_record()]}
+        if unread is not None:  # the diagnosis may be on a page not read
+            answer["problems"].append(Diagnostic(code="NB747", pointer="/link" if "'next' link" in unread else "/total",
+                                                 message=unread).to_record())
+        return answer
+    result, mapped, out = evaluate_fhir(engine, bundle, mapping, when, patient, mapped)
+    answer = {"result": result.to_dict(), "read": read_section(mapped), "fhir": out}
     if unread is not None:
         answer["fhir"] = None
         answer["problems"] = [Diagnostic(

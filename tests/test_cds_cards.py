@@ -165,3 +165,25 @@ def test_decision_cards_name_facts_by_their_titles(engine: RuleEngine) -> None:
     details = "\n".join(c["detail"] for c in cards if "missing from the record" not in c["summary"])
     assert "Matched: " in details and "age_days" not in details and "Age at diagnosis" in details
     assert "settled by: " in details and "resection_extent" not in details and "Extent of resection" in details
+
+
+def test_a_prefetch_key_not_given_is_reported_not_taken_as_absent_data(engine: RuleEngine) -> None:
+    # CDS Hooks: prefetch holds what the service asked for; a key left out (and nothing
+    # fetched for it) is data not delivered, not data the record lacks
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    no_conditions = {**request, "prefetch": {k: v for k, v in request["prefetch"].items() if k != "conditions"}}
+    body = _cards(engine, no_conditions)
+    [card] = body  # no diagnosis read: the card says the record was not given, nothing else
+    assert card["indicator"] == "warning" and "was not given" in card["summary"]
+    assert "conditions: not given" in card["detail"]
+
+    no_observations = {**request, "prefetch": {k: v for k, v in request["prefetch"].items() if k != "observations"}}
+    cards = _cards(engine, no_observations)
+    assert "was not given" in cards[0]["summary"] and "observations: not given" in cards[0]["detail"]
+    assert all(c["indicator"] == "warning" and not c.get("suggestions") for c in cards[1:])
+    assert not any("missing from the record" in c["summary"] for c in cards)
+
+    # the optional riskAssessments is not in this prefetch: its absence is not reported
+    assert "riskAssessments" not in request["prefetch"]
+    full = cards_for(engine, MAPPING, request, recorded=WHEN)
+    assert full["extension"]["nbrules"]["incomplete"] == [] and full["cards"][0]["indicator"] == "info"

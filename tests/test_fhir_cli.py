@@ -219,3 +219,77 @@ def test_the_example_export_has_one_file_per_resource_type() -> None:
     assert names == ["Condition.ndjson", "Observation.ndjson", "Patient.ndjson"]
     for p in EXAMPLE_EXPORT.iterdir():
         assert all(json.loads(line)["resourceType"] == p.stem for line in p.read_text().splitlines())
+
+
+@pytest.mark.parametrize("total", ["13", -1, 7.5, True])
+def test_a_malformed_total_is_rejected_not_taken_as_a_whole_record(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], total: Any) -> None:
+    # Bundle.total is an unsignedInt (FHIR R4): anything else cannot say the 7 entries
+    # held are all 14 matches, so no stage may be concluded and nothing written back
+    bundle = page(resources_of("ms-infant.json")[:7], 0, next_link=False)
+    bundle["total"] = total
+    code, out, err = run(tmp_path, capsys, bundle)
+    assert code == 2 and out is None
+    assert err.startswith("/total: NB50")
+
+
+def test_a_malformed_total_read_as_a_library_is_an_incomplete_record(engine: Any) -> None:
+    from nbrules.fhir import load_mapping, map_resources
+    from nbrules.fhir_out import unread_pages
+
+    bundle = page(resources_of("ms-infant.json")[:7], 0, next_link=False)
+    bundle["total"] = "13"
+    mapped = map_resources({"observations": bundle}, load_mapping())
+    assert mapped.incomplete and "not a count" in mapped.incomplete[0]
+    assert unread_pages(bundle) is not None and "not a count" in str(unread_pages(bundle))
+
+
+def test_a_record_without_neuroblastoma_is_not_evaluated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the criteria (criteria.md) classify neuroblastoma only: a patient with no
+    # neuroblastoma diagnosis gets no stage or risk group, not an all-indeterminate result
+    leukaemia = {"resourceType": "Condition", "id": "all", "subject": {"reference": "Patient/p1"},
+                 "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91857003"}]}}
+    others = [r for r in resources_of("ms-infant.json") if r["resourceType"] != "Condition"]
+    for resources, why in ((others, "it holds no Condition"), (others + [leukaemia], "Condition/all")):
+        code, out, err = run(tmp_path, capsys, {"resourceType": "Bundle", "type": "collection",
+                                                "entry": [{"resource": r} for r in resources]})
+        assert code == 2
+        assert out["status"] == "no-neuroblastoma-diagnosis" and "result" not in out and out["fhir"] is None
+        assert [p["code"] for p in out["problems"]] == ["NB744"] and out["read"]["diagnosis"] is None
+        assert err.startswith("/entry: NB744") and why in err and "nothing is written back" in err
+
+    # the diagnosis may be on a page not read: both are said
+    bundle = page(others, len(others) + 1, next_link=True)
+    code, out, err = run(tmp_path, capsys, bundle)
+    assert code == 2 and [p["code"] for p in out["problems"]] == ["NB744", "NB747"]
+
+
+def test_results_already_recorded_are_not_written_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # evaluate, accept the transaction, evaluate the record again: nothing new to create
+    first = json.loads(EXAMPLE_BUNDLE.read_text())
+    code, out, _ = run(tmp_path, capsys, first)
+    assert code == 0 and out["read"]["recorded"] == {}
+    created = {e["fullUrl"]: {**e["resource"], "id": e["fullUrl"].removeprefix("urn:uuid:")}
+               for e in out["fhir"]["entry"] if e["resource"]["resourceType"] != "Provenance"}
+    outputs = {r["meta"]["tag"][0]["code"]: (url, r) for url, r in created.items()}
+    assert "inrgss_stage" in outputs and len(outputs) > 1
+
+    again = {**first, "entry": first["entry"] + [{"resource": r} for r in created.values()]}
+    code, out, _ = run(tmp_path, capsys, again)
+    assert code == 0 and out["fhir"]["entry"] == []
+    assert set(out["read"]["recorded"]) == set(outputs)
+    stage_ref = f"Observation/{outputs['inrgss_stage'][1]['id']}"
+    assert out["read"]["recorded"]["inrgss_stage"] == [{"ref": stage_ref, "value": "MS"}]
+
+    # only the stage recorded: the rest is written, and what is based on the stage names
+    # the Observation in the record, not a resource the transaction no longer creates
+    only_stage = {**first, "entry": first["entry"] + [{"resource": outputs["inrgss_stage"][1]}]}
+    code, out, _ = run(tmp_path, capsys, only_stage)
+    kinds = [e["resource"]["meta"]["tag"][0]["code"] for e in out["fhir"]["entry"]
+             if e["resource"]["resourceType"] != "Provenance"]
+    assert code == 0 and "inrgss_stage" not in kinds and set(kinds) == set(outputs) - {"inrgss_stage"}
+    text = json.dumps(out["fhir"])
+    assert outputs["inrgss_stage"][0] not in text and f"\"reference\": \"{stage_ref}\"" in text
+    full_urls = {e["fullUrl"] for e in out["fhir"]["entry"]}
+    refs = [v for v in text.split('"reference": "')[1:]]
+    assert all(not r.startswith("urn:uuid:") or r.split('"')[0] in full_urls for r in refs)

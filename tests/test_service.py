@@ -312,7 +312,13 @@ def test_cds_hooks_2_conformance_with_the_specification_example(server: tuple[st
     assert status == 412 and entry["code"] == "NB743" and "patientToGreet" in entry["detail"]
     spec["prefetch"] = {"patient": spec["prefetch"]["patientToGreet"], "patientToGreet": spec["prefetch"]["patientToGreet"]}
     status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", spec)
-    assert status == 200 and body["cards"] == []  # the specification's patient has no neuroblastoma
+    # its prefetch gives the Patient only: conditions and observations were not given, so
+    # whether it has neuroblastoma is not known; one card says so, and no "no neuroblastoma"
+    [card] = body["cards"]
+    assert status == 200 and card["indicator"] == "warning" and "was not given" in card["summary"]
+    assert "no diagnosis found in what was read" in card["summary"]
+    assert sorted(line.split(": ")[0] for line in body["extension"]["nbrules"]["incomplete"]) == [
+        "conditions", "observations"]
     assert {"resource": "prefetch 'patientToGreet'", "reason": "not a prefetch key of this service (patient, "
             "conditions, observations, riskAssessments); not read"} in body["extension"]["nbrules"]["notUsed"]
     conforms(body)
@@ -338,3 +344,15 @@ def test_cds_feedback_endpoint(server: tuple[str, int]) -> None:
     assert status == 200 and body == {}
     status, _, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma/feedback", {"feedback": "yes"})
     assert status == 400
+
+
+@pytest.mark.parametrize("total", ["13", -1])
+def test_cds_a_malformed_bundle_total_is_answered_400_with_its_pointer(server: tuple[str, int], total: Any) -> None:
+    # Bundle.total is an unsignedInt (FHIR R4); one that is not cannot tell a whole search
+    # from one page of it, so no card may be definite: the request is refused
+    url, _ = server
+    request = json.loads((FHIR / "ms-infant.json").read_text())
+    request["prefetch"]["observations"]["total"] = total
+    status, ctype, body = call(url, "POST", "/cds-services/nbrules-neuroblastoma", request)
+    assert status == 400 and ctype.startswith("application/problem+json")
+    assert [e["pointer"] for e in body["errors"]] == ["/prefetch/observations/total"]
