@@ -179,7 +179,7 @@ def test_reloading_new_versions_of_a_big_file_keeps_the_load_memo_within_its_bou
 
 
 @pytest.mark.slow
-def test_reloading_a_big_file_a_hundred_times_leaves_memory_flat(tmp_path: Path) -> None:
+def test_reloading_a_big_file_fifty_times_leaves_memory_flat(tmp_path: Path) -> None:
     root, inrgss = _big_rules(tmp_path)
     with RuleEngine.from_directory(root) as eng:
         for i in range(20):  # warm-up: the load memo fills up to its bound
@@ -187,11 +187,11 @@ def test_reloading_a_big_file_a_hundred_times_leaves_memory_flat(tmp_path: Path)
             assert eng.reload().changed
         gc.collect()
         before = _rss_mb()
-        for i in range(20, 120):
+        for i in range(20, 70):  # well past the memo's bound (about 14 entries)
             inrgss.write_text(inrgss.read_text() + f"# edit {i}\n")
             assert eng.reload().changed
         gc.collect()
         grown = _rss_mb() - before
-    print(f"100 reloads of an 850 KB rule file: resident memory grew by {grown:.1f} MB; load memo "
+    print(f"50 reloads of an 850 KB rule file: resident memory grew by {grown:.1f} MB; load memo "
           f"{_LOADED.bytes / 1e6:.1f} MB estimated in {len(_LOADED)} entries (bound {_LOADED.max_bytes / 1e6:.1f} MB)")
-    assert grown < 10, f"resident memory grew by {grown:.1f} MB over 100 reloads of an 850 KB file"
+    assert grown < 10, f"resident memory grew by {grown:.1f} MB over 50 reloads of an 850 KB file"
