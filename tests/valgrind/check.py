@@ -43,7 +43,7 @@ def error_blocks(log: str) -> list[list[str]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--control", action="store_true", help="run the naive durable-rules path instead")
-    ap.add_argument("--rounds", type=int, default=3, help="engine reloads in the nbrules workload")
+    ap.add_argument("--rounds", type=int, default=2, help="engines built, used and closed in turn in the nbrules workload")
     args = ap.parse_args()
     valgrind = shutil.which("valgrind")
     if valgrind is None:

@@ -51,5 +51,5 @@ if __name__ == "__main__":
     if mode == "control":
         control_workload()
     else:
-        nbrules_workload(int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+        nbrules_workload(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
     print(f"workload {mode} finished")
