@@ -1,47 +1,55 @@
 """The durable-rules adapter: the only module that imports durable-rules.
 
-It absorbs every pitfall measured in docs/durable-rules.md (architecture.md §7):
+It drives durable-rules' C extension (``durable_rules_engine``) directly, making the
+calls ``durable.engine`` makes for one asserted fact, in the same order, without its
+Python layer (no ``Host``, no JSON round trips of the session state, no ``Closure``
+objects; see docs/durable-rules.md, "The lean path").  It absorbs every pitfall
+measured in docs/durable-rules.md (architecture.md §7):
 
-* a ``Host`` subclass whose ``_run`` does nothing: no dispatcher threads walking
-  freed sessions;
+* no ``Host`` at all: the ruleset is created with ``create_ruleset``, so there are no
+  dispatcher threads walking freed sessions;
 * one process-wide lock around every engine call: the C core is not thread-safe;
 * a fresh session per evaluation, always deleted in ``finally`` (at most 1024 live
   sessions per ruleset, and memory stays flat);
-* a catch-all rule that fires for every asserted fact, so every session has run an
+* a catch-all rule that fires for every asserted fact, so every session has started an
   action before it is deleted (deleting one that has not frees uninitialised memory);
+  a session is deleted only once ``start_action_for_state`` returned an action;
 * ``assert_fact`` (every matching rule fires), not ``post`` (consumed by one rule);
-* actions bound per rule to a closure that records which rule fired; activations
-  repeated by ``$or`` are de-duplicated;
-* exceptions raised in actions, which durable-rules swallows into the session
-  state, are surfaced as :class:`~nbrules.errors.EngineError`;
-* ruleset definitions are deep-copied (``set_rulesets`` mutates them), names carry
+  result codes 1 (not handled), 2 (observed) and 3 (deferred), and every error number,
+  are surfaced as :class:`~nbrules.errors.EngineError`;
+* which rule fired is read from each action message the C core writes
+  (``{"<rule>": ...}``); a rule matched twice (an ``$or`` with two true branches) gives
+  two messages, de-duplicated in the result; a name that is not one of the ruleset's
+  rules is an error, never a guess;
+* ``update_state`` is not called: no action changes the state, and no rule can see
+  the state fact (every pattern tests the discriminator), so writing it back would
+  re-store the same fact (events.c ``updateState``);
+* an exception raised by the ``on_fire`` hook is surfaced as ``EngineError`` (the
+  session is still deleted);
+* definitions are never mutated (they are written out as JSON), names carry
   version, hash and a serial (a name cannot be registered twice), and retired
   rulesets are freed with ``delete_ruleset``;
 * every number handed to durable-rules is written in a form its JSON reader accepts:
   the reader takes an exponent only after a decimal point, and Python writes
-  ``1e-05`` (see :func:`engine_json`).
-* ``durable.engine._unix_now`` calls ``datetime.utcfromtimestamp``, deprecated since
-  Python 3.12 (a DeprecationWarning on every session): it is replaced by the same
-  computation without the deprecated call.
+  ``1e-05``, orjson ``1e+16`` (see :func:`engine_json` and :func:`fact_text`).
 """
 
 from __future__ import annotations
 
-import datetime
-import itertools
 import json
+import itertools
+import re
 import threading
 import weakref
 from typing import Any, Callable, Mapping
 
-import durable.engine as _durable_engine  # type: ignore[import-untyped]
 import durable_rules_engine  # type: ignore[import-not-found]
-import durable.engine
-from durable.engine import Host, MessageNotHandledException
+import orjson
 
 from .errors import EngineError
 
-__all__ = ["EngineRuleset", "DISCRIMINATOR", "CATCH_ALL", "engine_lock", "live_rulesets", "engine_json"]
+__all__ = ["EngineRuleset", "DISCRIMINATOR", "CATCH_ALL", "engine_lock", "live_rulesets", "engine_json",
+           "fact_text"]
 
 #: Field that marks a fact as a patient fact; every pattern tests it, so no pattern
 #: can match the engine's own state fact.
@@ -49,21 +57,16 @@ DISCRIMINATOR = "__nb"
 #: Name of the rule that fires for every patient fact.
 CATCH_ALL = "__seen"
 
-_EPOCH = datetime.datetime(1970, 1, 1)  # == datetime.utcfromtimestamp(0), naive like durable's
-
-
-def _unix_now() -> float:
-    """durable-rules' ``_unix_now`` (local wall time minus the naive epoch, in seconds),
-    without ``datetime.utcfromtimestamp``, deprecated since Python 3.12."""
-    return (datetime.datetime.now() - _EPOCH).total_seconds()
-
-
-durable.engine._unix_now = _unix_now
-
 _LOCK = threading.RLock()
 _SIDS = itertools.count(1)
 _NAMES = itertools.count(1)
 _LIVE: "weakref.WeakSet[EngineRuleset]" = weakref.WeakSet()
+
+# durable_rules_engine's result codes for an asserted fact (rules.h)
+_NOT_HANDLED, _OBSERVED, _DEFERRED = 1, 2, 3
+_REFUSED = {_NOT_HANDLED: "no rule, not even the catch-all, matched",
+            _OBSERVED: "the fact was already observed in a fresh session",
+            _DEFERRED: "the fact was deferred (no queue callback is set)"}
 
 
 def _number(x: float) -> str:
@@ -118,17 +121,32 @@ def engine_json(value: Any, **options: Any) -> str:
     return _write(value)
 
 
-class _DurableJson:
-    """What ``durable.engine`` sees as its ``json`` module: :func:`engine_json` for
-    writing (facts, ruleset definitions, session state), the standard reader."""
+#: Where orjson's text may not be what durable-rules reads as the value: a digit
+#: followed by an exponent (orjson writes ``1e+16`` and ``5e-324``, with no decimal
+#: point) or ``null`` (orjson's text of a non-finite float).  A string holding one only
+#: sends the fact to the slower path.
+_CAREFUL = re.compile(rb"[0-9]e|null")
 
-    dumps = staticmethod(engine_json)
-    loads = staticmethod(json.loads)
 
+def fact_text(value: Mapping[str, Any]) -> str:
+    """:func:`engine_json` of a fact, faster: orjson's text when durable-rules reads it as
+    the same value, else :func:`engine_json`'s.
 
-# durable.engine serialises every fact, definition and state with ``json.dumps``
-# right before handing it to the C core; this is the one place to write numbers.
-_durable_engine.json = _DurableJson
+    orjson writes some floats otherwise than Python (``0.00001`` for ``1e-05``,
+    ``1.5e-7`` for ``1.5e-07``): the reader (json.c ``getNumber``, state.c ``atof``)
+    reads both as the same double.  Where orjson writes an exponent after a bare digit
+    (``1e+16``, refused with error 204) or ``null`` (for NaN and infinities, which
+    Python writes ``NaN``/``Infinity``), or cannot write the value at all (an integer
+    beyond 64 bits, a key that is not a string, a lone surrogate), the standard path
+    writes it.  Raises ``TypeError``/``ValueError`` for what is not JSON data.
+    """
+    try:
+        out = orjson.dumps(value)
+    except TypeError:
+        return engine_json(value)
+    if _CAREFUL.search(out) is None:
+        return out.decode("utf-8")
+    return engine_json(value)
 
 
 def engine_lock() -> threading.RLock:
@@ -142,16 +160,15 @@ def live_rulesets() -> int:
         return sum(1 for r in list(_LIVE) if not r.closed)
 
 
-class _QuietHost(Host):  # type: ignore[misc]
-    """A Host without the background dispatcher threads of ``Host._run``."""
-
-    def _run(self) -> None:
-        return None
-
-
 def _free(handle: int) -> None:
     with _LOCK:
         durable_rules_engine.delete_ruleset(handle)
+
+
+_assert_fact = durable_rules_engine.assert_fact
+_start_action_for_state = durable_rules_engine.start_action_for_state
+_complete_and_start_action = durable_rules_engine.complete_and_start_action
+_delete_state = durable_rules_engine.delete_state
 
 
 class EngineRuleset:
@@ -159,7 +176,10 @@ class EngineRuleset:
 
     ``definition`` maps rule names to durable-rules patterns (``{"all": [...]}``),
     without actions; :meth:`run` asserts one fact in a fresh session and returns
-    the names of the rules that fired.
+    the names of the rules that fired.  ``on_fire``, if given, is called with the rule
+    name of every action durable-rules starts, in its order (the catch-all included;
+    a rule matched twice, twice).  Rule names may not hold ``"`` or ``\\``.
+    Raises :class:`EngineError` when durable-rules refuses the definition.
     """
 
     def __init__(self, label: str, definition: Mapping[str, Mapping[str, Any]],
@@ -167,41 +187,27 @@ class EngineRuleset:
         self.name = f"nbrules:{label}:{next(_NAMES)}"
         self.closed = False
         self.last_sid: str | None = None
-        self._fired: set[str] = set()
-        self._failure: BaseException | None = None
         self._on_fire = on_fire
-        # durable-rules keeps the definition and deletes each rule's "run": a copy of each
-        # rule's mapping keeps the program's own intact (the patterns are only read, and
-        # written out as JSON, so they are shared rather than deep-copied)
-        rules: dict[str, dict[str, Any]] = {k: dict(v) for k, v in definition.items()}
+        rules: dict[str, Any] = dict(definition)
         rules[CATCH_ALL] = {"all": [{"m": {DISCRIMINATOR: 1}}]}
-        for rule_name, rule in rules.items():
-            rule["run"] = self._action(rule_name)
-        self._host = _QuietHost()
+        odd = [n for n in rules if '"' in n or "\\" in n]
+        if odd:
+            raise EngineError(f"durable-rules refused ruleset {label}: rule name {odd[0]!r} holds a quote or backslash")
+        #: The rule names an action message may carry (its first key).
+        self._names = frozenset(rules)
         with _LOCK:
             try:
-                self._host.register_rulesets({self.name: rules})
+                # the definition is only read: written out as JSON, never mutated
+                self._handle: int = durable_rules_engine.create_ruleset(self.name, engine_json(rules))
             except Exception as exc:  # durable-rules reports malformed rulesets by number only
                 raise EngineError(f"durable-rules refused ruleset {label}: {exc}") from exc
-            self._handle: int = self._host.get_ruleset(self.name)._handle
         self._finalizer = weakref.finalize(self, _free, self._handle)
         _LIVE.add(self)
 
-    def _action(self, rule_name: str) -> Callable[[Any], None]:
-        # One parameter only: durable-rules treats a two-parameter action as asynchronous.
-        def action(c: Any) -> None:
-            try:
-                self._fired.add(rule_name)
-                if self._on_fire is not None:
-                    self._on_fire(rule_name)
-            except BaseException as exc:
-                self._failure = exc
-                raise
-
-        return action
-
     def run(self, fact: Mapping[str, Any]) -> frozenset[str]:
-        """Assert ``fact`` in a new session; return the rule names that fired."""
+        """Assert ``fact`` in a new session; return the rule names that fired (the
+        catch-all left out).  Raises :class:`EngineError` when durable-rules fails or
+        refuses the fact, or when ``on_fire`` raises."""
         with _LOCK:
             if self.closed:
                 raise EngineError(f"ruleset {self.name} was closed")
@@ -210,24 +216,45 @@ class EngineRuleset:
             message = dict(fact)
             message["sid"] = sid
             message[DISCRIMINATOR] = 1
-            self._fired = set()
-            self._failure = None
+            handle, names, on_fire = self._handle, self._names, self._on_fire
+            fired: set[str] = set()
+            started = False
             try:
                 try:
-                    state = self._host.assert_fact(self.name, message)
-                except MessageNotHandledException as exc:  # pragma: no cover - the catch-all prevents it
-                    raise EngineError(f"no rule, not even the catch-all, matched in {self.name}") from exc
-                except Exception as exc:
+                    code, state = _assert_fact(handle, fact_text(message))
+                    if code:
+                        raise EngineError(f"{_REFUSED.get(code, f'result code {code}')} in {self.name}")
+                    # the calls durable.engine's Ruleset.do_actions and _flush_actions make, minus
+                    # update_state (see the module docstring): each returns the next action's
+                    # message, '{"<rule>":{"m":{...}}}', or None when no action is left
+                    first = _start_action_for_state(handle, state)
+                    if first is None:
+                        raise EngineError(f"the catch-all rule did not fire in {self.name}")
+                    started = True
+                    text: str | None = first[1]
+                    while text is not None:
+                        end = text.find('"', 2)
+                        rule = text[2:end]
+                        if text[:2] != '{"' or rule not in names:
+                            raise EngineError(f"unexpected action message from {self.name}: {text[:80]!r}")
+                        fired.add(rule)
+                        if on_fire is not None:
+                            try:
+                                on_fire(rule)
+                            except Exception as exc:
+                                raise EngineError(f"an action failed in {self.name}: {exc!r}") from exc
+                        text = _complete_and_start_action(handle, state)
+                except EngineError:
+                    raise
+                except Exception as exc:  # error numbers, MemoryError, facts that are not JSON data
                     raise EngineError(f"durable-rules failed in {self.name}: {exc}") from exc
-                if self._failure is not None or (isinstance(state, dict) and state.get("exception")):
-                    detail = repr(self._failure) if self._failure is not None else str(state.get("exception"))
-                    raise EngineError(f"an action failed in {self.name}: {detail}")
-                if CATCH_ALL not in self._fired:  # pragma: no cover - would make delete_state unsafe
+                if CATCH_ALL not in fired:  # pragma: no cover - the catch-all matches every fact
                     raise EngineError(f"the catch-all rule did not fire in {self.name}")
             finally:
-                if CATCH_ALL in self._fired:
-                    self._host.delete_state(self.name, sid)
-            return frozenset(self._fired - {CATCH_ALL})
+                if started:  # the session's action context is initialised: safe to delete
+                    _delete_state(handle, sid)
+            fired.discard(CATCH_ALL)
+            return frozenset(fired)
 
     def has_session(self, sid: str) -> bool:
         """Whether durable-rules still holds session ``sid`` (it must not after :meth:`run`)."""
