@@ -101,17 +101,20 @@ class SizedCache(Generic[K, V]):
     """A thread-safe LRU memo bounded by an estimate of the bytes of its values.
 
     ``max_bytes`` is the bound (0: store nothing, every lookup misses); ``size`` estimates
-    the bytes of one entry (default :func:`approx_size` of the value).  A value larger
-    than the bound is returned but not kept.  Values must be treated as read-only: every
+    the bytes of one value, ``key_size`` of one key (both :func:`approx_size` by default):
+    an entry counts both, as a key may hold as much as its value.
+    A value larger than the bound is returned but not kept.  Values must be treated as read-only: every
     caller gets the same object.
     """
 
-    def __init__(self, name: str, max_bytes: int, size: Callable[[V], int] = approx_size) -> None:
+    def __init__(self, name: str, max_bytes: int, size: Callable[[V], int] = approx_size,
+                 key_size: Callable[[K], int] = approx_size) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be ≥ 0, got {max_bytes}")
         self.name = name
         self.max_bytes = max_bytes
         self._size = size
+        self._key_size = key_size
         self._entries: OrderedDict[K, tuple[V, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -134,7 +137,7 @@ class SizedCache(Generic[K, V]):
         ``key`` (the one already there when another thread stored it first)."""
         if self.max_bytes == 0:
             return value
-        size = self._size(value)  # outside the lock: estimating may take a while
+        size = self._size(value) + self._key_size(key)  # outside the lock: estimating may take a while
         with self._lock:
             present = self._entries.get(key)
             if present is not None:

@@ -13,6 +13,8 @@ place without raising its version.
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -85,7 +87,10 @@ _VERDICTS: "SizedCache[Any, tuple[Diagnostic, ...]]" = SHARED.cache("governance.
 
 
 def _key(decision: Decision) -> Any:
-    return (decision.source.display, decision.sha256, tuple(sorted(decision.facts.items())))
+    """The file, its content hash and a digest of the facts it was checked against (the
+    facts themselves would keep every build's vocabulary alive as long as the entry)."""
+    facts = repr(sorted(decision.facts.items())).encode("utf-8")
+    return (decision.source.display, decision.sha256, hashlib.sha256(facts).hexdigest())
 
 
 def remember(decision: Decision, verdict: tuple[Diagnostic, ...]) -> None:

@@ -25,7 +25,7 @@ from .test_reload import _rss_mb
 
 
 def test_a_cache_is_bounded_by_bytes_not_by_count() -> None:
-    c: SizedCache[int, bytes] = SizedCache("t", 1000, size=len)
+    c: SizedCache[int, bytes] = SizedCache("t", 1000, size=len, key_size=lambda _: 0)
     for i in range(10):
         c.put(i, b"x" * 300)
     assert c.bytes <= 1000 and len(c) == 3  # three of 300 bytes fit under 1000
@@ -37,8 +37,25 @@ def test_a_cache_is_bounded_by_bytes_not_by_count() -> None:
     assert c.stats().evictions == 7
 
 
+def test_keys_count_towards_the_bound() -> None:
+    """A memo keyed by large objects is bounded by them too (the governance memo's keys once
+    held each build's fact vocabulary, ~12 kB a reload, while its values were 40 bytes)."""
+    c: SizedCache[tuple[str, ...], int] = SizedCache("t", 10_000, size=lambda _: 0)
+    for i in range(100):
+        c.put((f"k{i}", "x" * 1000), i)
+    assert 0 < c.bytes <= 10_000 and len(c) < 10
+    assert c.stats().evictions == 100 - len(c)
+
+
+def test_governance_memo_keys_hold_no_build_of_the_vocabulary(engine: RuleEngine) -> None:
+    from nbrules.governance import _key
+
+    for runner in engine.runners:
+        assert approx_size(_key(runner.decision)) < 1000  # a path, a hash, a digest
+
+
 def test_least_recently_used_goes_first() -> None:
-    c: SizedCache[str, bytes] = SizedCache("t", 30, size=len)
+    c: SizedCache[str, bytes] = SizedCache("t", 30, size=len, key_size=lambda _: 0)
     c.put("a", b"1" * 10)
     c.put("b", b"2" * 10)
     c.put("c", b"3" * 10)
@@ -68,7 +85,7 @@ def test_get_or_build_builds_once_and_counts_hits() -> None:
 
 
 def test_threads_sharing_a_cache_keep_it_consistent() -> None:
-    c: SizedCache[int, bytes] = SizedCache("t", 5000, size=len)
+    c: SizedCache[int, bytes] = SizedCache("t", 5000, size=len, key_size=lambda _: 0)
 
     def work(seed: int) -> None:
         for i in range(2000):
