@@ -155,7 +155,8 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
     diags, given = state.validator.accept(facts)
     if given is None:
         raise PatientInputError("the patient record is invalid", [d for d in diags if d.is_error])
-    warnings: list[Diagnostic] = [d for d in diags if not d.is_error] + list(state.version_warnings)
+    warnings: list[Diagnostic] = [d for d in diags if not d.is_error] + list(state.version_warnings) \
+        if diags or state.version_warnings else []
     known: dict[str, Any] = dict(given)
     open_values: dict[str, tuple[str, ...]] = {}
     missing_of: dict[str, tuple[str, ...]] = {}
@@ -167,7 +168,8 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
     fired: list[FiredRule] = []
     steps, rulesets = state.steps(runners)
     for runner, d, decides, reads, applies_if in steps:
-        restrict = {f: open_values[f] for f in reads if f in open_values} if open_values else {}
+        restrict = {f: open_values[f] for f in reads if f in open_values} \
+            if open_values and not open_values.keys().isdisjoint(reads) else {}
         if applies_if and not any(f in given for f in applies_if):
             # the record gives none of the facts that open this decision (applies_if_given)
             for out in decides:
@@ -187,14 +189,13 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
             for out in decides:
                 outputs[out] = given[out]
                 from_input[out] = FromInput(d.id, given[out])
-            if any(f in given for f in reads):
+            if not given.keys().isdisjoint(reads):
                 warnings.extend(_given_differs(runner, _outcome(runner, known, restrict), given))
             continue
         outcome = _outcome(runner, known, restrict)
-        if outcome.fired:
-            trace = runner.trace_known
-            for cr in outcome.fired:
-                fired.append(trace(len(fired) + 1, cr, known))
+        for proto, names, from_view in outcome.traces:
+            seen = runner.view(known) if from_view else known
+            fired.append(proto.at(len(fired) + 1, {f: seen.get(f) for f in names}))
         for out, oc in outcome.outputs.items():
             if out in given:
                 outputs[out] = given[out]

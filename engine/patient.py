@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 import orjson
 
 from .diagnostics import Diagnostic, did_you_mean, has_errors
-from .encoding import canonical
+from .encoding import canonical, canonical_utf8
 from .loader import join_pointer
 from .validator import describe_value, schema_problems
 from .vocabulary import FactSpec, patient_schema
@@ -269,7 +269,8 @@ def canonical_json(value: Any) -> str:
 
 
 def facts_sha256(facts: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(facts).encode("utf-8")).hexdigest()
+    """sha256 (hex) of the UTF-8 bytes of :func:`canonical_json` of ``facts``."""
+    return hashlib.sha256(canonical_utf8(facts)).hexdigest()
 
 
 def _fast_check(specs: Mapping[str, FactSpec]) -> Any:

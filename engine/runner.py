@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any, Callable, Mapping, Sequence
 
@@ -40,6 +40,11 @@ class DecisionOutcome:
     fired: tuple[CompiledRule, ...]
     scopes: tuple[CompiledRule, ...]
     outputs: Mapping[str, OutputOutcome]
+    #: Per rule in ``fired``: its trace entry's prototype (:meth:`FiredRule.at`), the facts
+    #: its ``matched`` holds and whether they must be read from the view (a fact it matches
+    #: has pending values, or is not read) rather than from all known facts, which give the
+    #: same values otherwise.  Filled by the runner; not part of the value.
+    traces: tuple[tuple[FiredRule, tuple[str, ...], bool], ...] = field(default=(), compare=False, repr=False)
 
 
 #: A fact not in a view (``None`` may be a value).
@@ -165,13 +170,6 @@ class DecisionRunner:
         p, facts = self._static[cr.index]
         return p.at(order, {f: view.get(f) for f in facts})
 
-    def trace_known(self, order: int, cr: CompiledRule, known: Mapping[str, Any]) -> FiredRule:
-        """:meth:`trace` from all known facts: the same entry as from their view."""
-        if cr.index not in self._plain_match:
-            return self.trace(order, cr, self.view(known))
-        p, facts = self._static[cr.index]
-        return p.at(order, {f: known.get(f) for f in facts})
-
     def cached(self, known: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> DecisionOutcome | None:
         """The outcome :meth:`decide` remembers for the view of ``known`` (all known facts)
         and ``restrict``, mostly without making the view; None when it has none to give this
@@ -269,7 +267,8 @@ class DecisionRunner:
                 analysed = True
                 results.update(self.analysis.outcomes(view, unknown, restrict, open_outputs, context))
         ordered_results = {out: results[out] for out in self._outputs}
-        return DecisionOutcome(tuple(fired), tuple(scopes), ordered_results), analysed
+        traces = tuple((*self._static[r.index], r.index not in self._plain_match) for r in fired)
+        return DecisionOutcome(tuple(fired), tuple(scopes), ordered_results, traces), analysed
 
     def _no_rule(self, scopes: Sequence[CompiledRule]) -> OutputOutcome:
         if scopes:
