@@ -42,6 +42,10 @@ _MISSING = object()
 class Partition:
     """The cells of one fact's domain for one decision."""
 
+    #: Whether each value of the fact is a cell of its own (a value set, a boolean), so that
+    #: the value can stand for its cell in a key (no lookup); pending values are no cell.
+    value_is_cell = False
+
     def __init__(self, spec: FactSpec, cells: Sequence[Cell]) -> None:
         self.spec = spec
         self.fact = spec.name
@@ -80,6 +84,8 @@ class Partition:
 
 
 class _EnumPartition(Partition):
+    value_is_cell = True
+
     def __init__(self, spec: FactSpec, pending: Sequence[str]) -> None:
         values = [v for v in spec.values if v not in pending]
         super().__init__(spec, [Cell(i, v, v) for i, v in enumerate(values)])
@@ -94,6 +100,8 @@ class _EnumPartition(Partition):
 
 
 class _BoolPartition(Partition):
+    value_is_cell = True
+
     def __init__(self, spec: FactSpec) -> None:
         super().__init__(spec, [Cell(0, "false", False), Cell(1, "true", True)])
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["compact", "canonical", "string", "float_safe", "Fragment"]
+__all__ = ["compact", "canonical", "canonical_utf8", "string", "float_safe", "Fragment"]
 
 _plain = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _sorted = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
@@ -79,3 +79,14 @@ def canonical(value: Any) -> str:
     if _MAYBE_OTHER_FLOAT[0] in out or _MAYBE_OTHER_FLOAT[1] in out:
         return _sorted(value)
     return out.decode("utf-8")
+
+
+def canonical_utf8(value: Any) -> bytes:
+    """``canonical(value).encode("utf-8")``, without the round trip through ``str``."""
+    try:
+        out = orjson.dumps(value, option=_SORT_KEYS)
+    except TypeError:
+        return _sorted(value).encode("utf-8")
+    if _MAYBE_OTHER_FLOAT[0] in out or _MAYBE_OTHER_FLOAT[1] in out:
+        return _sorted(value).encode("utf-8")
+    return out

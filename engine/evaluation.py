@@ -21,7 +21,7 @@ from .model import Decision
 from .patient import PatientValidator, facts_sha256
 from .pipeline import RuleSetBuild
 from .results import APPLIES_IF_GIVEN, FiredRule, FromInput, Indeterminate, KnowledgeInfo, NotApplicable, Result, RulesetInfo, Settled
-from .runner import DecisionRunner
+from .runner import DecisionOutcome, DecisionRunner
 from .versions import choose_versions
 
 __all__ = ["RuleSetState", "evaluate_patient", "compare_given", "scope_source"]
@@ -152,11 +152,11 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
     """
     if runners is None:
         runners = state.runners
-    diags = state.validator.check(facts)
-    if has_errors(diags):
+    diags, given = state.validator.accept(facts)
+    if given is None:
         raise PatientInputError("the patient record is invalid", [d for d in diags if d.is_error])
-    warnings: list[Diagnostic] = [d for d in diags if not d.is_error] + list(state.version_warnings)
-    given = state.validator.canonical(facts)
+    warnings: list[Diagnostic] = [d for d in diags if not d.is_error] + list(state.version_warnings) \
+        if diags or state.version_warnings else []
     known: dict[str, Any] = dict(given)
     open_values: dict[str, tuple[str, ...]] = {}
     missing_of: dict[str, tuple[str, ...]] = {}
@@ -168,8 +168,8 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
     fired: list[FiredRule] = []
     steps, rulesets = state.steps(runners)
     for runner, d, decides, reads, applies_if in steps:
-        view = runner.view(known)
-        restrict = {f: open_values[f] for f in reads if f in open_values} if open_values else {}
+        restrict = {f: open_values[f] for f in reads if f in open_values} \
+            if open_values and not open_values.keys().isdisjoint(reads) else {}
         if applies_if and not any(f in given for f in applies_if):
             # the record gives none of the facts that open this decision (applies_if_given)
             for out in decides:
@@ -189,13 +189,13 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
             for out in decides:
                 outputs[out] = given[out]
                 from_input[out] = FromInput(d.id, given[out])
-            warnings.extend(compare_given(runner, view, restrict, given, known))
+            if not given.keys().isdisjoint(reads):
+                warnings.extend(_given_differs(runner, _outcome(runner, known, restrict), given))
             continue
-        outcome = runner.decide(view, restrict, known)
-        if outcome.fired:
-            trace = runner.trace
-            for cr in outcome.fired:
-                fired.append(trace(len(fired) + 1, cr, view))
+        outcome = _outcome(runner, known, restrict)
+        for proto, names, from_view in outcome.traces:
+            seen = runner.view(known) if from_view else known
+            fired.append(proto.at(len(fired) + 1, {f: seen.get(f) for f in names}))
         for out, oc in outcome.outputs.items():
             if out in given:
                 outputs[out] = given[out]
@@ -253,16 +253,28 @@ def compare_given(runner: DecisionRunner, view: Mapping[str, Any], restrict: Map
     d = runner.decision
     if not any(f in given for f in d.reads):
         return []
-    outcome = runner.decide(view, restrict, context)
+    return _given_differs(runner, runner.decide(view, restrict, context), given)
+
+
+def _outcome(runner: DecisionRunner, known: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> DecisionOutcome:
+    """``runner``'s outcome for the patient whose known facts are ``known`` (its view of
+    them, and ``known`` as the context): remembered, else decided."""
+    hit = runner.cached(known, restrict)
+    return hit if hit is not None else runner.decide(runner.view(known), restrict, known)
+
+
+def _given_differs(runner: DecisionRunner, outcome: DecisionOutcome, given: Mapping[str, Any]) -> list[Diagnostic]:
+    """NB521 for each output given in ``given`` that ``outcome`` derives otherwise."""
     out_diags = []
     for out, oc in outcome.outputs.items():
         if oc.status in ("set", "settled") and oc.value != given[out]:
             rules = ", ".join(r.id for r in outcome.fired if out in r.then) or "analysis"
             out_diags.append(Diagnostic(
                 code="NB521", pointer=f"/{out}",
-                message=f"{out} is given as {given[out]}, but {d.key} derives {oc.value} from the given facts "
-                        f"(rule {rules}); the given value is used"))
+                message=f"{out} is given as {given[out]}, but {runner.decision.key} derives {oc.value} from the "
+                        f"given facts (rule {rules}); the given value is used"))
     return out_diags
+
 
 def scope_source(runner: DecisionRunner, scope: str | None) -> str | None:
     """``file:line`` of the scope ``scope`` of the runner's decision (None for None)."""

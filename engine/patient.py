@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+import re
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+import orjson
 
 from .diagnostics import Diagnostic, did_you_mean, has_errors
-from .encoding import canonical
+from .encoding import canonical, canonical_utf8
 from .loader import join_pointer
 from .validator import describe_value, schema_problems
 from .vocabulary import FactSpec, patient_schema
@@ -51,6 +54,8 @@ MAX_DEPTH = 64
 MAX_PROBLEMS = 50
 #: Longest unknown name that gets a "did you mean" suggestion.
 MAX_SUGGEST = 64
+#: Orders of a record's keys whose recipe :meth:`PatientValidator.accept` remembers.
+_RECIPES = 1024
 #: Longest key or value quoted in a message (the pointer stays exact).
 _SHOWN = 80
 
@@ -164,6 +169,14 @@ def parse_patient_json(text: str | bytes, max_bytes: int | None = None,
     of at most 4,300 digits (NB509).  Returns (data, []) or (None, [diagnostic])."""
     if max_bytes is not None and len(text) > max_bytes:
         return None, [too_large(f"expected at most {max_bytes} bytes of JSON, found {len(text)}")]
+    data = _plain_record(text, max_depth)
+    if data is not None:
+        return data, []
+    return _strict_parse(text, max_depth)
+
+
+def _strict_parse(text: str | bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, list[Diagnostic]]:
+    """:func:`parse_patient_json` by the standard library's parser, which words every problem."""
     raw = isinstance(text, bytes)
     try:
         if isinstance(text, bytes):
@@ -194,6 +207,44 @@ def parse_patient_json(text: str | bytes, max_bytes: int | None = None,
     return data, []
 
 
+#: A run of 19 digits: maybe an integer beyond 64 bits, which orjson reads as a float.
+#: Bytes are searched with every digit made 0 (several times faster than the expression).
+_LONG_NUMBER = re.compile(r"\d{19}")
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_ZEROS = b"0" * 19
+
+
+def _plain_record(text: str | bytes, max_depth: int) -> dict[str, Any] | None:
+    """The object ``text`` holds when it is a plain record that orjson reads exactly as
+    the strict parse of :func:`parse_patient_json` would (several times faster); None
+    when it may not be, and the strict parse decides.
+
+    orjson refuses NaN and Infinity, text that is not UTF-8 and lone surrogates as the
+    strict parse does, and a byte order mark and a number too large for a float (which
+    the strict parse reads), leaving them to the strict parse; it reads every other
+    number alike but an integer beyond 64 bits (a float for orjson): a text with a run
+    of 19 digits is left to the strict parse.  It keeps the last of a key
+    given twice, so the text must show no more members than the object has keys: one
+    ``{`` (no object inside), as many ``:`` as keys (a colon inside a string, or a key
+    given twice, sends the text to the strict parse).  A ``\\u`` escape, or more
+    brackets than ``max_depth``, leaves the text to the strict parse, which checks them.
+    """
+    try:
+        data = orjson.loads(text)
+    except ValueError:  # orjson.JSONDecodeError
+        return None
+    if type(data) is not dict:
+        return None
+    if isinstance(text, bytes):
+        if (text.count(b":") != len(data) or text.count(b"{") != 1 or b"\\u" in text
+                or text.count(b"[") >= max_depth or _ZEROS in text.translate(_DIGITS_AS_ZERO)):
+            return None
+    elif (text.count(":") != len(data) or text.count("{") != 1 or "\\u" in text
+          or text.count("[") >= max_depth or _LONG_NUMBER.search(text)):
+        return None
+    return data
+
+
 def canonical_facts(facts: Mapping[str, Any], specs: Mapping[str, FactSpec]) -> dict[str, Any]:
     """Facts in canonical form: lists sorted by value-set order, whole numbers as int."""
     out: dict[str, Any] = {}
@@ -218,7 +269,8 @@ def canonical_json(value: Any) -> str:
 
 
 def facts_sha256(facts: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(facts).encode("utf-8")).hexdigest()
+    """sha256 (hex) of the UTF-8 bytes of :func:`canonical_json` of ``facts``."""
+    return hashlib.sha256(canonical_utf8(facts)).hexdigest()
 
 
 def _fast_check(specs: Mapping[str, FactSpec]) -> Any:
@@ -227,25 +279,7 @@ def _fast_check(specs: Mapping[str, FactSpec]) -> Any:
     number is finite.  It lets valid records skip jsonschema; invalid ones are then run
     through jsonschema to word the problems.  tests/test_patient_input.py checks that the
     two agree."""
-    checks: dict[str, Any] = {}
-    for name, spec in specs.items():
-        if spec.kind == "enum":
-            allowed = frozenset(spec.values)
-            checks[name] = lambda v, a=allowed: type(v) is str and v in a
-        elif spec.kind == "boolean":
-            checks[name] = lambda v: type(v) is bool
-        elif spec.kind == "set":
-            allowed = frozenset(spec.values)
-            checks[name] = lambda v, a=allowed: (type(v) is list and all(type(x) is str and x in a for x in v)
-                                                 and len(set(v)) == len(v))
-        else:
-            lo = spec.minimum if spec.minimum is not None else -math.inf
-            hi = spec.maximum if spec.maximum is not None else math.inf
-            if spec.kind == "integer":
-                checks[name] = lambda v, lo=lo, hi=hi: ((type(v) is int or (type(v) is float and v.is_integer()))
-                                                        and lo <= v <= hi)
-            else:
-                checks[name] = lambda v, lo=lo, hi=hi: (type(v) in (int, float) and math.isfinite(v) and lo <= v <= hi)
+    checks = _fact_checks(specs)
 
     def valid(record: Any) -> bool:
         if type(record) is not dict:
@@ -257,6 +291,50 @@ def _fast_check(specs: Mapping[str, FactSpec]) -> Any:
         return True
 
     return valid
+
+
+def _fact_checks(specs: Mapping[str, FactSpec]) -> dict[str, Callable[[Any], bool]]:
+    """Per fact, a predicate true exactly when a value satisfies its schema (and, for a
+    number, is finite): the tests of :func:`_fast_check`."""
+    checks: dict[str, Any] = {}  # lambdas with defaults: mypy cannot infer their type
+    for name, spec in specs.items():
+        if spec.kind == "enum":
+            allowed = frozenset(spec.values)
+            checks[name] = lambda v, a=allowed: type(v) is str and v in a
+        elif spec.kind == "boolean":
+            checks[name] = lambda v: type(v) is bool
+        elif spec.kind == "set":
+            checks[name] = _set_check(frozenset(spec.values))
+        else:
+            lo = spec.minimum if spec.minimum is not None else -math.inf
+            hi = spec.maximum if spec.maximum is not None else math.inf
+            if spec.kind == "integer":
+                checks[name] = lambda v, lo=lo, hi=hi: ((type(v) is int or (type(v) is float and v.is_integer()))
+                                                        and lo <= v <= hi)
+            else:
+                checks[name] = lambda v, lo=lo, hi=hi: (type(v) in (int, float) and math.isfinite(v) and lo <= v <= hi)
+    return checks
+
+
+#: What :meth:`PatientValidator.accept` does with each fact of a record (see ``_recipe``).
+_Recipe = tuple[tuple[str, Callable[[Any], bool], dict[str, int] | None, bool], ...]
+
+
+def _never(value: Any) -> bool:
+    return False
+
+
+def _set_check(allowed: frozenset[str]) -> Callable[[Any], bool]:
+    """A list of distinct strings, each one of ``allowed``."""
+    def check(v: Any) -> bool:
+        if type(v) is not list:
+            return False
+        for x in v:
+            if type(x) is not str or x not in allowed:
+                return False
+        return len(set(v)) == len(v)
+
+    return check
 
 
 class PatientValidator:
@@ -286,7 +364,11 @@ class PatientValidator:
                 self.specs[spec.name] = spec
         self._schema = schema
         self._jsonschema: "Draft202012Validator | None" = None
+        self._checks = _fact_checks(self.specs)
         self._valid = _fast_check(self.specs)
+        #: :meth:`accept`'s recipe per order of a record's keys (records of one source give
+        #: their facts in few orders); bounded (:data:`_RECIPES`).
+        self._recipes: dict[tuple[str, ...], _Recipe] = {}
         #: Position of each fact in ``specs`` (the order of canonical facts) and, for a list
         #: fact, the position of each value in its value set (the order of its items).
         self._position = {name: i for i, name in enumerate(self.specs)}
@@ -361,6 +443,44 @@ class PatientValidator:
         elif not has_errors(diags):
             diags.extend(self._constraints(record))
         return diags
+
+    def accept(self, record: Any) -> tuple[list[Diagnostic], dict[str, Any] | None]:
+        """``(check(record), canonical(record))`` in one pass over the record: every
+        problem (errors and warnings), and its known facts in canonical form when no
+        problem is an error (None otherwise)."""
+        record = self.known(record)
+        if type(record) is dict:
+            keys = tuple(record)
+            recipe = self._recipes.get(keys)
+            if recipe is None:
+                recipe = self._recipe(keys)
+            out: dict[str, Any] = {}
+            for name, check, order, numeric in recipe:
+                value = record[name]
+                if not check(value):
+                    break  # a problem: worded below
+                if order is not None:
+                    value = sorted(value, key=order.__getitem__)  # every item is in its value set
+                elif numeric and type(value) is float and value.is_integer():
+                    value = int(value)
+                out[name] = value
+            else:
+                diags = self._constraints(record)
+                return diags, None if has_errors(diags) else out
+        diags = self.check(record)
+        return diags, None if has_errors(diags) else self.canonical(record)
+
+    def _recipe(self, keys: tuple[str, ...]) -> _Recipe:
+        """What :meth:`accept` does with each fact of records whose keys come in this
+        order: the facts in canonical order, each with its check, the order of its list
+        items (None: not a list) and whether it is a number; a key that is no fact comes
+        first, with a check no value passes."""
+        position = self._position
+        recipe = tuple((name, self._checks.get(name, _never), self._item_order.get(name), name in self._numeric)
+                       for name in sorted(keys, key=lambda k: position.get(k, -1)))
+        if len(self._recipes) < _RECIPES:
+            self._recipes[keys] = recipe
+        return recipe
 
     def _constraints(self, record: Mapping[str, Any]) -> list[Diagnostic]:
         if self.constraints is None:

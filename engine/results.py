@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import orjson
 
@@ -48,6 +48,24 @@ class FiredRule:
     #: values); ``None`` encodes them on demand.  Not part of the value.
     encoded: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
+    def at(self, order: int, matched: Mapping[str, Any]) -> "FiredRule":
+        """This rule's entry at ``order`` of a trace, with ``matched``: equal to
+        ``dataclasses.replace(self, order=order, matched=matched)``, made faster (an entry
+        is made for every rule that fires for every patient).  ``set``, ``parameters``
+        and the pre-encoded parts are shared with this one, not copied."""
+        entry = _new_fired(FiredRule)
+        _set_order(entry, order)
+        _set_decision(entry, self.decision)
+        _set_version(entry, self.version)
+        _set_rule(entry, self.rule)
+        _set_source(entry, self.source)
+        _set_cite(entry, self.cite)
+        _set_matched(entry, matched)
+        _set_set(entry, self.set)
+        _set_parameters(entry, self.parameters)
+        _set_encoded(entry, self.encoded)
+        return entry
+
     def static_json(self) -> tuple[str, str]:
         """Compact JSON of the keys before ``matched`` and of those after it, without braces."""
         head = _encode({"decision": self.decision, "version": self.version, "rule": self.rule, "source": self.source,
@@ -75,6 +93,15 @@ class FiredRule:
         if self.parameters:
             out["parameters"] = dict(self.parameters)
         return out
+
+
+#: What :meth:`FiredRule.at` makes an entry with: a bare instance, and each field's slot
+#: filled directly (a frozen dataclass's ``__init__`` goes through ``object.__setattr__``).
+_new_fired = object.__new__
+(_set_order, _set_decision, _set_version, _set_rule, _set_source, _set_cite, _set_matched, _set_set, _set_parameters,
+ _set_encoded) = (getattr(FiredRule, name).__set__ for name in FiredRule.__slots__)
+assert FiredRule.__slots__ == ("order", "decision", "version", "rule", "source", "cite", "matched", "set",
+                               "parameters", "encoded"), "FiredRule.at fills every field"
 
 
 @dataclass(frozen=True)
@@ -263,13 +290,12 @@ class Result:
                 if self.not_applicable else {},
                 "settled": {k: v.to_dict() for k, v in self.settled.items()} if self.settled else {},
                 "from_input": {k: v.to_dict() for k, v in self.from_input.items()} if self.from_input else {},
-                "fired": [{"order": f.order, **head, "matched": f.matched, **tail}
-                          for f in self.fired for head, tail in (_fired_parts(f),)],
+                "fired": None,  # below, in its place
                 "warnings": Fragment(noted),
-                "rulesets": _rulesets_fragment(self.rulesets),
+                "rulesets": _constant_fragment(self.rulesets, _rulesets_json),
             }
             if self.knowledge is not None:
-                doc["knowledge"] = _knowledge_fragment(self.knowledge)
+                doc["knowledge"] = _constant_fragment(self.knowledge, _knowledge_json)
             doc["input"] = Fragment(given)
             doc["input_sha256"] = self.input_sha256
             doc["as_of"] = self.as_of
@@ -277,6 +303,10 @@ class Result:
             if self.profile is not None:
                 doc["profile"] = self.profile
             try:
+                # each trace entry: its rule's pre-encoded parts around ``matched``
+                doc["fired"] = Fragment("[" + ",".join([
+                    f'{{"order":{f.order},{head},"matched":{orjson.dumps(f.matched).decode("utf-8")},{tail}}}'
+                    for f in self.fired for head, tail in (f.encoded or f.static_json(),)]) + "]")
                 return orjson.dumps(doc).decode("utf-8")
             except TypeError:  # a value that is not plain JSON data: the part-by-part encoding says the same
                 pass
@@ -309,38 +339,23 @@ class Result:
         return all(v is not None for v in self.outputs.values())
 
 
-#: The pre-encoded keys of fired rules before and after ``matched``, by their ``encoded`` text.
-_FIRED_PARTS: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
+#: The encoded text of constant parts of results (the rule files used, the knowledge), by
+#: the identity of the object encoded: a rule set's results share one (hashing it would
+#: cost more than encoding it).  Each entry keeps its object, so that no other object
+#: can take its id.
+_CONSTANT_TEXT: dict[int, tuple[Any, Any]] = {}
 
 
-def _fired_parts(f: FiredRule) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The keys of ``f``'s trace entry before ``matched`` and after it, each value a
-    :data:`~nbrules.encoding.Fragment` of its compact JSON (encoded once per rule)."""
-    key = f.encoded
-    hit = _FIRED_PARTS.get(key) if key is not None else None
-    if hit is not None:
-        return hit
-    head = {"decision": Fragment(string(f.decision)), "version": Fragment(string(f.version)),
-            "rule": Fragment(string(f.rule)), "source": Fragment(string(f.source)),
-            "cite": Fragment(_encode(list(f.cite)))}
-    tail = {"set": Fragment(_encode(dict(f.set)))}
-    if f.parameters:
-        tail["parameters"] = Fragment(_encode(dict(f.parameters)))
-    if key is not None:
-        if len(_FIRED_PARTS) > 4096:  # bounded: rules of rule sets reloaded many times
-            _FIRED_PARTS.clear()
-        _FIRED_PARTS[key] = (head, tail)
-    return head, tail
-
-
-@lru_cache(maxsize=64)
-def _rulesets_fragment(rulesets: tuple[RulesetInfo, ...]) -> Any:
-    return Fragment(_rulesets_json(rulesets))
-
-
-@lru_cache(maxsize=64)
-def _knowledge_fragment(knowledge: KnowledgeInfo) -> Any:
-    return Fragment(_knowledge_json(knowledge))
+def _constant_fragment(value: Any, encode: Callable[[Any], str]) -> Any:
+    """A :data:`~nbrules.encoding.Fragment` of ``encode(value)``, remembered for ``value``."""
+    hit = _CONSTANT_TEXT.get(id(value))
+    if hit is not None and hit[0] is value:
+        return hit[1]
+    fragment = Fragment(encode(value))
+    if len(_CONSTANT_TEXT) >= 256:  # bounded: rule sets reloaded many times
+        _CONSTANT_TEXT.clear()
+    _CONSTANT_TEXT[id(value)] = (value, fragment)
+    return fragment
 
 
 @lru_cache(maxsize=64)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from operator import itemgetter
+from typing import Any, Callable, Mapping, Sequence
 
 from .analysis import MissingFactAnalysis, OutputOutcome, Status, ordered
 from .backend import EngineRuleset
@@ -39,10 +40,27 @@ class DecisionOutcome:
     fired: tuple[CompiledRule, ...]
     scopes: tuple[CompiledRule, ...]
     outputs: Mapping[str, OutputOutcome]
+    #: Per rule in ``fired``: its trace entry's prototype (:meth:`FiredRule.at`), the facts
+    #: its ``matched`` holds and whether they must be read from the view (a fact it matches
+    #: has pending values, or is not read) rather than from all known facts, which give the
+    #: same values otherwise.  Filled by the runner; not part of the value.
+    traces: tuple[tuple[FiredRule, tuple[str, ...], bool], ...] = field(default=(), compare=False, repr=False)
 
 
 #: A fact not in a view (``None`` may be a value).
 _UNSEEN = object()
+#: In a key's recipe: the fact's value stands for its cell.
+_SAME = object()
+
+
+def _values_of(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """The tuple of the values of ``names`` in a mapping (KeyError when one is missing)."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    if names:
+        name = names[0]
+        return lambda facts: (facts[name],)
+    return lambda facts: ()
 
 
 class DecisionRunner:
@@ -87,6 +105,20 @@ class DecisionRunner:
         #: (None: the rules in force cannot tell its values apart, only known from unknown).
         self._key_classifiers = tuple((name, part.cell_of if name in tested else None)
                                       for name, part in domain.partitions.items())
+        #: The recipe of the key (:meth:`cache_key`): the tested facts each value of which is
+        #: its own cell (value sets, booleans), whose values stand for their cells and are read
+        #: in one call; the other tested facts, with their classifier; the untested facts, of
+        #: which only whether they are known counts.
+        parts = domain.partitions
+        self._same_names = tuple(n for n, c in self._key_classifiers if c is not None and parts[n].value_is_cell)
+        self._same = _values_of(self._same_names)
+        self._classified = tuple((n, c) for n, c in self._key_classifiers if c is not None and not parts[n].value_is_cell)
+        self._untested = tuple(n for n, c in self._key_classifiers if c is None)
+        #: Facts with pending values (the view leaves those out) and whether every
+        #: partitioned fact is one the decision reads (the view holds no other): when both
+        #: hold for a patient, :meth:`cached` keys on all its known facts as on its view.
+        self._pending_items = tuple(self._pending.items())
+        self._reads_partitioned = all(name in self._reads for name, _ in self._key_classifiers)
         #: Untested facts the input constraints test: the analysis reads their cells.
         self._limit_classifiers = tuple((name, part.cell_of) for name, part in domain.partitions.items()
                                         if name not in tested and name in limited)
@@ -98,6 +130,10 @@ class DecisionRunner:
             proto = FiredRule(0, d.id, d.version, cr.id, f"{d.source.display}:{cr.rule.line}", cr.rule.cite, {},
                               dict(cr.then), params)
             self._static[cr.index] = (replace(proto, encoded=proto.static_json()), cr.facts)
+        #: Rules whose matched facts are all read, none with pending values: their trace's
+        #: ``matched`` can be read from all known facts as from the view.
+        self._plain_match = frozenset(cr.index for cr in program.rules
+                                      if all(f in self._reads and f not in self._pending for f in cr.facts))
 
     def close(self) -> None:
         self.engine.close()
@@ -132,16 +168,41 @@ class DecisionRunner:
     def trace(self, order: int, cr: CompiledRule, view: Mapping[str, Any]) -> FiredRule:
         """The trace entry of a rule that fired for the patient seen as ``view``."""
         p, facts = self._static[cr.index]
-        return FiredRule(order, p.decision, p.version, p.rule, p.source, p.cite, {f: view.get(f) for f in facts},
-                         dict(p.set), dict(p.parameters), p.encoded)
+        return p.at(order, {f: view.get(f) for f in facts})
+
+    def cached(self, known: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> DecisionOutcome | None:
+        """The outcome :meth:`decide` remembers for the view of ``known`` (all known facts)
+        and ``restrict``, mostly without making the view; None when it has none to give this
+        way (cache off, cell not met yet, or an outcome of the missing-fact analysis, whose
+        key is longer: :meth:`decide` finds those)."""
+        if not self._cache_size:
+            return None
+        facts = known
+        if not self._reads_partitioned:
+            facts = self.view(known)
+        else:
+            for name, pending in self._pending_items:
+                if known.get(name, _UNSEEN) in pending:
+                    facts = self.view(known)
+                    break
+        key = self.cache_key(facts, restrict)
+        if self._analysed and key in self._analysed:
+            return None
+        return self._cache.get(key)  # one call: atomic under the GIL
 
     def cache_key(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> tuple[Any, ...]:
-        """What the rules in force can tell apart of ``view`` and ``restrict``: per fact
-        its cell, or for a fact no rule tests only whether it is known (``True``/``None``)."""
-        get, missing = view.get, _UNSEEN
-        return (tuple([None if (v := get(name, missing)) is missing else (True if c is None else c(v))
-                       for name, c in self._key_classifiers]),
-                tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else ())
+        """What the rules in force can tell apart of ``view`` and ``restrict``: the cell of
+        each fact a rule tests (the value itself where each value is its own cell; None when
+        unknown), and for a fact no rule tests only whether it is known."""
+        try:
+            cells = (self._same(view), tuple([c(view[name]) for name, c in self._classified]),
+                     tuple([name in view for name in self._untested]))
+        except KeyError:  # a fact is unknown
+            get, missing = view.get, _UNSEEN
+            cells = (tuple([get(name) for name in self._same_names]),
+                     tuple([None if (v := get(name, missing)) is missing else c(v) for name, c in self._classified]),
+                     tuple([name in view for name in self._untested]))
+        return cells, tuple(sorted((k, tuple(v)) for k, v in restrict.items())) if restrict else ()
 
     def _analysis_key(self, view: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[Any, ...]:
         """What the missing-fact analysis reads beyond :meth:`cache_key`."""
@@ -167,7 +228,6 @@ class DecisionRunner:
                     key = key + self._analysis_key(view, context)
                 hit = self._cache.get(key)
                 if hit is not None:
-                    self._cache.move_to_end(key)
                     return hit
         outcome, analysed = self._decide(view, restrict, context)
         if key is not None:
@@ -179,7 +239,7 @@ class DecisionRunner:
                     key = key + self._analysis_key(view, context)
                 self._cache[key] = outcome
                 if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+                    self._cache.popitem(last=False)  # the oldest out
         return outcome
 
     def _decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],
@@ -207,7 +267,8 @@ class DecisionRunner:
                 analysed = True
                 results.update(self.analysis.outcomes(view, unknown, restrict, open_outputs, context))
         ordered_results = {out: results[out] for out in self._outputs}
-        return DecisionOutcome(tuple(fired), tuple(scopes), ordered_results), analysed
+        traces = tuple((*self._static[r.index], r.index not in self._plain_match) for r in fired)
+        return DecisionOutcome(tuple(fired), tuple(scopes), ordered_results, traces), analysed
 
     def _no_rule(self, scopes: Sequence[CompiledRule]) -> OutputOutcome:
         if scopes:

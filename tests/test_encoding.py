@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nbrules import RuleEngine
-from nbrules.encoding import canonical, compact
+from nbrules.encoding import canonical, canonical_utf8, compact
 from nbrules.patient import facts_sha256
 
 
@@ -42,6 +42,8 @@ _json = st.recursive(
 def test_compact_and_canonical_are_the_standard_library_text(value: Any) -> None:
     assert compact(value) == _plain(value)
     assert canonical(value) == _sorted(value)
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in _sorted(value)):  # UTF-8 text (no lone surrogate)
+        assert canonical_utf8(value) == _sorted(value).encode("utf-8")
 
 
 def test_values_orjson_writes_otherwise_fall_back_to_the_standard_library() -> None:
@@ -50,6 +52,8 @@ def test_values_orjson_writes_otherwise_fall_back_to_the_standard_library() -> N
     for value in tricky:
         assert compact(value) == _plain(value), value
         assert canonical(value) == _sorted(value), value
+        if value != "\ud800":  # a lone surrogate is no UTF-8 text
+            assert canonical_utf8(value) == _sorted(value).encode("utf-8"), value
 
 
 def test_results_and_hashes_of_a_cohort_are_the_plain_encoding() -> None:
