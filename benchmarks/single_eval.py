@@ -6,7 +6,9 @@ evaluation of a partly known one, with their baselines measured in the same run.
 
 Prints p50/p99 in µs and the ratios:
   * complete patients, per-cell cache on (the default) and warm: goal p99 <= 150 µs;
-    baseline: a dict lookup of the finished result by the patient's facts;
+    baseline: a dict lookup of the finished result by the patient's facts; and the p99
+    of each patient's fastest of 3 calls (on a shared or virtual machine, pauses of
+    ~100 µs hit about one call in a hundred and decide the plain p99);
   * the first evaluation of a partly known patient (two to four facts removed, cache
     off so every evaluation is a first one): goal p99 <= 5 ms; baseline: the former
     missing-fact analysis (durable-rules run on every box of unknown facts, kept as the
@@ -58,6 +60,19 @@ def timed(fn: Callable[[dict[str, Any]], Any], patients: list[dict[str, Any]]) -
     return percentile(times, 0.5) * 1e6, percentile(times, 0.99) * 1e6
 
 
+def own_tail(fn: Callable[[dict[str, Any]], Any], patients: list[dict[str, Any]], repeats: int = 3) -> float:
+    """p99 in µs over patients of each one's fastest of ``repeats`` calls: the program's
+    own tail (the patients whose evaluation does the most work), without the pauses a
+    shared or virtual machine inflicts on one call in a hundred."""
+    best = [float("inf")] * len(patients)
+    for _ in range(repeats):
+        for i, p in enumerate(patients):
+            t = time.perf_counter()
+            fn(p)
+            best[i] = min(best[i], time.perf_counter() - t)
+    return percentile(best, 0.99) * 1e6
+
+
 def former_engine() -> RuleEngine:
     import nbrules.runtime as runtime
 
@@ -86,6 +101,7 @@ def main() -> int:
             engine.evaluate(p)
         table = {repr(sorted(p.items())): engine.evaluate(p).to_json() for p in complete}
         c50, c99 = timed(engine.evaluate, complete)
+        b99 = own_tail(engine.evaluate, complete)
     d50, d99 = timed(lambda p: table[repr(sorted(p.items()))], complete)
 
     with RuleEngine.default(cache_size=0) as engine:
@@ -105,7 +121,8 @@ def main() -> int:
 
     print(f"complete patient, cache warm: p50 {c50:.0f} µs, p99 {c99:.0f} µs (goal p99 <= 150 µs); "
           f"dict lookup of the finished result: p50 {d50:.1f} µs, p99 {d99:.1f} µs; "
-          f"engine : lookup at p99 = {c99 / d99:.0f}×")
+          f"engine : lookup at p99 = {c99 / d99:.0f}×; each patient's fastest of 3 calls: p99 {b99:.0f} µs "
+          f"(the program's own tail, without the machine's pauses)")
     print(f"first evaluation of a partly known patient ({len(partial)} patients, cache off): "
           f"p50 {n50:.0f} µs, p99 {n99:.0f} µs (goal p99 <= 5,000 µs), {new_runs:.1f} engine runs per patient")
     print(f"former engine-search analysis on the first {len(few)} of them: p50 {o50:.0f} µs, p99 {o99:.0f} µs, "
