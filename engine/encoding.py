@@ -70,23 +70,24 @@ def float_safe(value: Any) -> bytes | None:
     return out
 
 
-def canonical(value: Any) -> str:
-    """``json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))``, faster."""
+def _orjson_sorted(value: Any) -> bytes | None:
+    """orjson's sorted-keys text of ``value`` when it is the standard library's too, else None."""
     try:
         out = orjson.dumps(value, option=_SORT_KEYS)
     except TypeError:
-        return _sorted(value)
+        return None
     if _MAYBE_OTHER_FLOAT[0] in out or _MAYBE_OTHER_FLOAT[1] in out:
-        return _sorted(value)
-    return out.decode("utf-8")
+        return None
+    return out
+
+
+def canonical(value: Any) -> str:
+    """``json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))``, faster."""
+    out = _orjson_sorted(value)
+    return _sorted(value) if out is None else out.decode("utf-8")
 
 
 def canonical_utf8(value: Any) -> bytes:
     """``canonical(value).encode("utf-8")``, without the round trip through ``str``."""
-    try:
-        out = orjson.dumps(value, option=_SORT_KEYS)
-    except TypeError:
-        return _sorted(value).encode("utf-8")
-    if _MAYBE_OTHER_FLOAT[0] in out or _MAYBE_OTHER_FLOAT[1] in out:
-        return _sorted(value).encode("utf-8")
-    return out
+    out = _orjson_sorted(value)
+    return _sorted(value).encode("utf-8") if out is None else out

@@ -24,7 +24,7 @@ from .results import APPLIES_IF_GIVEN, FiredRule, FromInput, Indeterminate, Know
 from .runner import DecisionOutcome, DecisionRunner
 from .versions import choose_versions
 
-__all__ = ["RuleSetState", "evaluate_patient", "compare_given", "scope_source"]
+__all__ = ["RuleSetState", "evaluate_patient", "scope_source"]
 
 #: What :func:`evaluate_patient` reads of one runner: (runner, decision, outputs, reads, applies_if_given).
 _Step = tuple[DecisionRunner, Decision, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
@@ -193,8 +193,13 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
                 warnings.extend(_given_differs(runner, _outcome(runner, known, restrict), given))
             continue
         outcome = _outcome(runner, known, restrict)
+        view: Mapping[str, Any] | None = None  # made once, for the first rule that needs it
         for proto, names, from_view in outcome.traces:
-            seen = runner.view(known) if from_view else known
+            seen: Mapping[str, Any] = known
+            if from_view:
+                if view is None:
+                    view = runner.view(known)
+                seen = view
             fired.append(proto.at(len(fired) + 1, {f: seen.get(f) for f in names}))
         for out, oc in outcome.outputs.items():
             if out in given:
@@ -246,14 +251,6 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
         as_of=state._as_of_text,
         profile=state.profile,
     )
-
-def compare_given(runner: DecisionRunner, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],
-                  given: Mapping[str, Any], context: Mapping[str, Any]) -> list[Diagnostic]:
-    """Warn (NB521) when the rules would derive another value than the one given."""
-    d = runner.decision
-    if not any(f in given for f in d.reads):
-        return []
-    return _given_differs(runner, runner.decide(view, restrict, context), given)
 
 
 def _outcome(runner: DecisionRunner, known: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> DecisionOutcome:

@@ -14,7 +14,6 @@ place without raising its version.
 from __future__ import annotations
 
 import hashlib
-
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 

@@ -165,11 +165,6 @@ class DecisionRunner:
         return {name: known[name] for name in self._reads
                 if name in known and (name not in pending or known[name] not in pending[name])}
 
-    def trace(self, order: int, cr: CompiledRule, view: Mapping[str, Any]) -> FiredRule:
-        """The trace entry of a rule that fired for the patient seen as ``view``."""
-        p, facts = self._static[cr.index]
-        return p.at(order, {f: view.get(f) for f in facts})
-
     def cached(self, known: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> DecisionOutcome | None:
         """The outcome :meth:`decide` remembers for the view of ``known`` (all known facts)
         and ``restrict``, mostly without making the view; None when it has none to give this
