@@ -11,19 +11,28 @@ run goes on.  Worker processes exit when the parent process dies.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
+import itertools
 import json
 import multiprocessing
 import os
+import pickle
+import queue
 import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Sequence, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 from .cohort import Row, jsonl_lines, jsonl_row, read_rows, unique_id
 from .diagnostics import Diagnostic
@@ -35,11 +44,11 @@ from .results import Result
 
 if TYPE_CHECKING:
     from .pipeline import RuleSetBuild
+    from .runner import DecisionRunner, Lesson
     from .runtime import RuleEngine
 
 __all__ = ["BatchSummary", "EngineSpec", "run_batch", "row_record", "status_of"]
 
-CHUNK = 256
 #: The status of a FHIR Bulk patient whose record has no usable neuroblastoma diagnosis.
 NO_DIAGNOSIS = "no-neuroblastoma-diagnosis"
 
@@ -139,8 +148,18 @@ def row_record(row: Row, engine: Evaluator | None, outputs: Sequence[str] | None
 
 
 # -- worker processes ------------------------------------------------------------------------
+#
+# ``--workers N`` is N processes evaluating: this one and N - 1 worker processes.  This
+# process reads the input, keeps each worker fed with chunks, evaluates a chunk itself
+# whenever the workers have enough, and writes every record in input order.  It moves
+# chunks and results itself, between two chunks of its own, with no helper thread:
+# a thread that needed the GIL to move results (as concurrent.futures' do) would wait on
+# this one's evaluating, and the workers would starve (measured: benchmarks/run.py).
 
-_WORKER_ENGINE: Evaluator | None = None
+#: Rows per chunk a process evaluates at a time.
+CHUNK = 64
+#: Chunks sent ahead to each worker process, so it never waits for this one.
+DEPTH = 4
 
 
 def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
@@ -155,71 +174,220 @@ def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="nbrules-parent-watch", daemon=True).start()
 
 
-def _init_worker(spec: EngineSpec, parent: int, checked: RuleSetBuild | None = None) -> None:
-    global _WORKER_ENGINE
-    _exit_with_parent(parent)
-    _WORKER_ENGINE = spec.build(checked)
+def _widen(conn: Connection) -> None:
+    """Let a pipe hold ~1 MB (Linux; elsewhere it keeps its size): a worker then rarely
+    waits for this process to take its results."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+    if set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(conn.fileno(), set_size, 1 << 20)
 
 
-def _pool(spec: EngineSpec, workers: int, engine: Evaluator | None) -> ProcessPoolExecutor:
-    """Worker processes, each with its own engine.  Where workers are forked, each starts
-    from the parent engine's checked rule set (inherited, not pickled): it only compiles,
-    instead of loading, checking, verifying and running the cases again (seconds), and
-    every worker has exactly the rules the parent checked."""
-    forked = multiprocessing.get_start_method() == "fork"
-    checked = engine.build if engine is not None and forked else None
-    return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                               initargs=(spec, os.getpid(), checked))
+def _work(chunk: Sequence[Row], engine: Evaluator) -> list[tuple[str, str]]:
+    """(status, record line) of each row."""
+    outputs = engine.requested_outputs()
+    return [row_record(row, engine, outputs) for row in chunk]
 
 
-def _work(chunk: Sequence[Row]) -> list[tuple[str, str]]:
-    assert _WORKER_ENGINE is not None
-    outputs = _WORKER_ENGINE.requested_outputs()
-    return [row_record(row, _WORKER_ENGINE, outputs) for row in chunk]
-
-
-def _work_lines(chunk: Sequence[tuple[int, bytes | str | None]], id_column: str,
-                max_row: int) -> list[tuple[str | None, int, str, str]]:
-    """In a worker: parse and evaluate JSONL lines; (row id, row number, status, line) each."""
-    assert _WORKER_ENGINE is not None
-    outputs = _WORKER_ENGINE.requested_outputs()
+def _work_lines(chunk: Sequence[tuple[int, bytes | str | None]], id_column: str, max_row: int,
+                engine: Evaluator) -> list[tuple[str | None, int, str, str]]:
+    """Parse and evaluate JSONL lines; (row id, row number, status, record line) each."""
+    outputs = engine.requested_outputs()
     out = []
     for number, line in chunk:
         row = jsonl_row(number, line, id_column, max_row)
         if row is not None:
-            out.append((row.id, row.number, *row_record(row, _WORKER_ENGINE, outputs)))
+            out.append((row.id, row.number, *row_record(row, engine, outputs)))
     return out
 
 
-def _line_records(lines: Iterable[tuple[int, bytes | str | None]], spec: EngineSpec, workers: int, id_column: str,
-                  max_row: int, engine: Evaluator | None = None) -> Iterator[tuple[str, str]]:
-    """The records of JSONL lines evaluated by ``workers`` processes, in input order.
+Lessons = list[tuple[str, list["Lesson"]]]
 
-    The lines go to the workers unparsed, so the parent only reads and writes: parsing
-    in the parent would make it the bottleneck of the run.  A row whose id an earlier
-    row has gets the NB560 record :func:`~nbrules.cohort.read_rows` gives it.
+
+def _journals(engine: Evaluator, on: bool) -> dict[str, DecisionRunner]:
+    """``engine``'s decision runners by signature, their journals turned on (or off);
+    none for an evaluator without runners."""
+    runners = {r.signature: r for r in getattr(engine, "runners", ())}
+    for r in runners.values():
+        r.journal = [] if on else None
+    return runners
+
+
+def _lessons(runners: Mapping[str, DecisionRunner]) -> Lessons:
+    """What the runners computed since last asked (their journals, emptied)."""
+    out: Lessons = []
+    for signature, r in runners.items():
+        if r.journal:
+            out.append((signature, r.journal))
+            r.journal = []
+    return out
+
+
+def _learn(runners: Mapping[str, DecisionRunner], lessons: Lessons) -> None:
+    for signature, taught in lessons:
+        runner = runners.get(signature)
+        if runner is not None:
+            runner.learn(taught)
+
+
+def _serve(tasks: Connection, results: Connection, spec: EngineSpec, parent: int, checked: RuleSetBuild | None,
+           work: Callable[..., list[Any]], args: tuple[Any, ...]) -> None:
+    """A worker process: build the engine (from ``checked`` where forked), then answer
+    each pickled ``(chunk, lessons)`` from ``tasks`` with ``("ok", (work(chunk, *args,
+    engine), lessons))`` on ``results``, until an empty message; ``("failed", exception)``
+    if anything fails.  Forked, the lessons are outcomes computed in the other processes
+    (learnt before the chunk) and in this one (sent with its results): a cell met in one
+    process is not met again in the others."""
+    _exit_with_parent(parent)
+    inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+
+    def read() -> None:  # take every chunk at once, so the parent never blocks sending one
+        while True:
+            try:
+                data = tasks.recv_bytes()
+            except (EOFError, OSError):
+                data = b""
+            inbox.put(data)
+            if not data:
+                return
+
+    try:
+        engine = spec.build(checked)
+        threading.Thread(target=read, name="nbrules-batch-inbox", daemon=True).start()
+        runners = _journals(engine, on=True) if checked is not None else {}
+        with engine:
+            while data := inbox.get():
+                chunk, taught = pickle.loads(data)
+                _learn(runners, taught)
+                done = work(chunk, *args, engine)
+                results.send_bytes(pickle.dumps(("ok", (done, _lessons(runners))), _PROTOCOL))
+    except BaseException as exc:  # reported to the parent, which raises it
+        with contextlib.suppress(Exception):
+            try:
+                message = pickle.dumps(("failed", exc), _PROTOCOL)
+            except Exception:
+                message = pickle.dumps(("failed", NbrulesError(f"{type(exc).__name__}: {exc}")), _PROTOCOL)
+            results.send_bytes(message)
+
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+class _Slot:
+    """A chunk's results, in input order: ready, or awaited from a worker."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: list[Any] | None = None) -> None:
+        self.value = value
+
+
+class _Worker:
+    """A worker process and the two pipes that feed and drain it."""
+
+    def __init__(self, spec: EngineSpec, engine: Evaluator, work: Callable[..., list[Any]],
+                 args: tuple[Any, ...]) -> None:
+        context = multiprocessing.get_context()
+        task_end, self.tasks = context.Pipe(duplex=False)
+        self.results, result_end = context.Pipe(duplex=False)
+        # forked, a worker starts from this engine's checked rule set (inherited, not
+        # pickled): it only compiles, instead of loading, checking, verifying and running
+        # the cases again (seconds), and has exactly the rules this process checked
+        checked = engine.build if context.get_start_method() == "fork" else None
+        self.process = context.Process(target=_serve, name="nbrules-batch-worker", daemon=True,
+                                       args=(task_end, result_end, spec, os.getpid(), checked, work, args))
+        self.process.start()
+        task_end.close()
+        result_end.close()
+        _widen(self.tasks)
+        _widen(self.results)
+        self.awaited: deque[_Slot] = deque()
+
+    def submit(self, chunk: list[Any], lessons: Lessons) -> _Slot:
+        slot = _Slot()
+        self.awaited.append(slot)
+        try:
+            self.tasks.send_bytes(pickle.dumps((chunk, lessons), _PROTOCOL))
+        except OSError:  # it died: the next take says how
+            pass
+        return slot
+
+    def take(self, block: bool, cells: _Cells) -> None:
+        """Fill the awaited slots whose results have come (``block``: wait for one), and
+        pass the lessons that came with them to ``cells``."""
+        while self.awaited and (block or self.results.poll()):
+            block = False
+            try:
+                status, value = pickle.loads(self.results.recv_bytes())
+            except (EOFError, OSError):
+                self.process.join(5)
+                raise NbrulesError(f"a batch worker process ended unexpectedly (exit code {self.process.exitcode})",
+                                   [Diagnostic(code="NB530", message="a batch worker process ended unexpectedly "
+                                               f"(exit code {self.process.exitcode})")]) from None
+            if status != "ok":
+                raise value
+            self.awaited.popleft().value, lessons = value
+            cells.taught(self, lessons)
+
+    def stop(self, wait: bool) -> None:
+        with contextlib.suppress(OSError):
+            if wait:
+                self.tasks.send_bytes(b"")
+        self.tasks.close()
+        self.process.join(10 if wait else 0)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        self.results.close()
+
+
+class _Cells:
+    """The outcomes the processes of a forked batch compute, passed on to the others.
+
+    Each process meets most of the cells (cache keys) of its rows for the first time; a
+    cell costs an engine run (~40 us, durable-rules' share) the first time, a lookup
+    afterwards.  Lessons (see :meth:`DecisionRunner.learn`) from this process and from
+    every worker are logged, and each worker is sent those it has not seen with its next
+    chunk.  The log keeps only what some worker has yet to be sent: memory stays bounded
+    by the cells met while a chunk is out.
     """
-    first: dict[str, int] = {}
-    with _pool(spec, workers, engine) as pool:
-        window: deque[Future[list[tuple[str | None, int, str, str]]]] = deque()
 
-        def done(future: Future[list[tuple[str | None, int, str, str]]]) -> Iterator[tuple[str, str]]:
-            for row_id, number, status, line in future.result():
-                if row_id is not None:
-                    row = unique_id(Row(number, row_id, None), first, id_column)
-                    if row.problems:
-                        status, line = row_record(row, None)
-                yield status, line
+    def __init__(self, engine: Evaluator, pool: Sequence[_Worker], on: bool) -> None:
+        self.runners = _journals(engine, on=on)
+        self.on = on
+        self.log: deque[tuple[_Worker | None, Lessons]] = deque()
+        self.start = 0  # the log position of log[0]
+        self.sent = {id(w): 0 for w in pool}  # per worker, the log position it has been sent up to
 
-        for chunk in _chunks(lines, CHUNK):
-            window.append(pool.submit(_work_lines, chunk, id_column, max_row))
-            if len(window) >= 2 * workers:  # bounded: memory stays constant
-                yield from done(window.popleft())
-        while window:
-            yield from done(window.popleft())
+    def taught(self, origin: _Worker, lessons: Lessons) -> None:
+        if self.on and lessons:
+            _learn(self.runners, lessons)
+            self.log.append((origin, lessons))
+
+    def lessons_for(self, worker: _Worker) -> Lessons:
+        if not self.on:
+            return []
+        own = _lessons(self.runners)
+        if own:
+            self.log.append((None, own))
+        out: Lessons = []
+        for origin, lessons in itertools.islice(self.log, self.sent[id(worker)] - self.start, None):
+            if origin is not worker:
+                out.extend(lessons)
+        self.sent[id(worker)] = self.start + len(self.log)
+        oldest = min(self.sent.values())
+        while self.start < oldest:
+            self.log.popleft()
+            self.start += 1
+        return out
+
+    def close(self) -> None:
+        for r in self.runners.values():
+            r.journal = None
 
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def _chunks(rows: Iterable[_T], size: int) -> Iterator[list[_T]]:
@@ -233,27 +401,89 @@ def _chunks(rows: Iterable[_T], size: int) -> Iterator[list[_T]]:
         yield chunk
 
 
+def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evaluator | None,
+            work: Callable[..., list[_R]], *args: Any) -> Iterator[_R]:
+    """``work(chunk, *args, engine)`` over chunks of ``items`` by ``workers`` processes,
+    this one included (see the comment above); the results in input order.
+
+    Chunks balance themselves between fast and slow processes, and only the rows another
+    process evaluates cross a pipe.  At most ``(DEPTH + 1) * workers`` chunks are held:
+    memory stays constant.  ``engine`` (built from ``spec`` when None, and then closed)
+    is this process's.  Raises what a worker raised, or :class:`NbrulesError` (NB530)
+    when one ends unexpectedly.
+    """
+    own = engine is None
+    engine = spec.build() if engine is None else engine
+    pool: list[_Worker] = []
+    cells: _Cells | None = None
+    window: deque[tuple[_Slot, _Worker | None]] = deque()
+    limit = (DEPTH + 1) * workers
+    done = False
+    try:
+        pool = [_Worker(spec, engine, work, args) for _ in range(workers - 1)]
+        # only forked workers run this engine's rules (built from its checked rule set)
+        cells = _Cells(engine, pool, on=multiprocessing.get_context().get_start_method() == "fork")
+        for chunk in _chunks(items, CHUNK):
+            for w in pool:
+                w.take(False, cells)
+            free = min(pool, key=lambda w: len(w.awaited))
+            if len(free.awaited) < DEPTH:
+                window.append((free.submit(chunk, cells.lessons_for(free)), free))
+            else:
+                window.append((_Slot(work(chunk, *args, engine)), None))
+            while window and (window[0][0].value is not None or len(window) >= limit):
+                yield from _settled(window.popleft(), cells)
+        while window:
+            yield from _settled(window.popleft(), cells)
+        done = True
+    finally:
+        for w in pool:
+            w.stop(wait=done)
+        if cells is not None:
+            cells.close()
+        if own:
+            engine.close()
+
+
+def _settled(entry: tuple[_Slot, _Worker | None], cells: _Cells) -> list[Any]:
+    slot, worker = entry
+    while slot.value is None and worker is not None:
+        worker.take(True, cells)
+    assert slot.value is not None
+    return slot.value
+
+
+def _line_records(lines: Iterable[tuple[int, bytes | str | None]], spec: EngineSpec, workers: int, id_column: str,
+                  max_row: int, engine: Evaluator | None = None) -> Iterator[tuple[str, str]]:
+    """The records of JSONL lines evaluated by ``workers`` processes, in input order.
+
+    Lines are parsed where they are evaluated, so this process does not parse the
+    workers' rows.  A row whose id an earlier row has gets the NB560 record
+    :func:`~nbrules.cohort.read_rows` gives it.
+    """
+    first: dict[str, int] = {}
+    for row_id, number, status, line in _spread(lines, workers, spec, engine, _work_lines, id_column, max_row):
+        if row_id is not None:
+            row = unique_id(Row(number, row_id, None), first, id_column)
+            if row.problems:
+                status, line = row_record(row, None)
+        yield status, line
+
+
 def _records(rows: Iterable[Row], spec: EngineSpec, workers: int,
              engine: Evaluator | None = None) -> Iterator[tuple[str, str]]:
-    if workers <= 1:
-        own = engine is None
-        engine = spec.build() if engine is None else engine
-        try:
-            outputs = engine.requested_outputs()
-            for row in rows:
-                yield row_record(row, engine, outputs)
-        finally:
-            if own:
-                engine.close()
+    if workers > 1:
+        yield from _spread(rows, workers, spec, engine, _work)
         return
-    with _pool(spec, workers, engine) as pool:
-        window: deque[Future[list[tuple[str, str]]]] = deque()
-        for chunk in _chunks(rows, CHUNK):
-            window.append(pool.submit(_work, chunk))
-            if len(window) >= 2 * workers:  # bounded: memory stays constant
-                yield from window.popleft().result()
-        while window:
-            yield from window.popleft().result()
+    own = engine is None
+    engine = spec.build() if engine is None else engine
+    try:
+        outputs = engine.requested_outputs()
+        for row in rows:
+            yield row_record(row, engine, outputs)
+    finally:
+        if own:
+            engine.close()
 
 
 class _CountingReader(io.RawIOBase):

@@ -519,7 +519,7 @@ def _parser() -> _Parser:
     e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin, JSONL "
                                                  "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
-    e.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), metavar="N", help="batch: worker processes (default 1)")
+    e.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), metavar="N", help="batch: processes that evaluate, this one included (default 1)")
     e.add_argument("--input-format", choices=("jsonl", "csv", "fhir-ndjson"),
                    help="batch: input format (default: from the name; jsonl for -; fhir-ndjson for a directory, "
                         "a FHIR Bulk Data export)")

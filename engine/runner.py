@@ -18,6 +18,8 @@ truth of those constraints' tests on the *context* (the other known facts they t
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -25,14 +27,14 @@ from operator import itemgetter
 from typing import Any, Callable, Mapping, Sequence
 
 from .analysis import MissingFactAnalysis, OutputOutcome, Status, ordered
-from .backend import EngineRuleset
+from .backend import EngineRuleset, engine_json
 from .compiler import CompiledRule, Program, engine_fact
 from .conditions import atom_truth, atoms
 from .diagnostics import Diagnostic
 from .errors import EngineError
 from .results import FiredRule
 
-__all__ = ["DecisionRunner", "DecisionOutcome", "OutputOutcome", "Status"]
+__all__ = ["DecisionRunner", "DecisionOutcome", "Lesson", "OutputOutcome", "Status"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,11 @@ class DecisionOutcome:
     #: same values otherwise.  Filled by the runner; not part of the value.
     traces: tuple[tuple[FiredRule, tuple[str, ...], bool], ...] = field(default=(), compare=False, repr=False)
 
+
+#: An outcome as :meth:`DecisionRunner.learn` takes it (picklable): its cache key, whether
+#: the missing-fact analysis ran, the indexes of the rules and scope exclusions that fired,
+#: and the outcome of each output.
+Lesson = tuple[Any, bool, tuple[int, ...], tuple[int, ...], dict[str, OutputOutcome]]
 
 #: A fact not in a view (``None`` may be a value).
 _UNSEEN = object()
@@ -84,6 +91,9 @@ class DecisionRunner:
         #: stored under a longer key.
         self._analysed: set[Any] = set()
         self._cache_lock = threading.Lock()
+        #: When a list, every outcome :meth:`decide` computes is noted here too, as a
+        #: :data:`Lesson`, for :meth:`learn` in another process (batch workers share cells).
+        self.journal: list[Lesson] | None = None
         self.engine_runs = 0
         self._reads = tuple(self.decision.reads)
         self._pending = {f: frozenset(v) for f, v in self.decision.pending.items()}
@@ -122,6 +132,7 @@ class DecisionRunner:
         #: Untested facts the input constraints test: the analysis reads their cells.
         self._limit_classifiers = tuple((name, part.cell_of) for name, part in domain.partitions.items()
                                         if name not in tested and name in limited)
+        self._by_index = {cr.index: cr for cr in program.rules + program.scopes}
         # what every trace entry of a rule repeats, computed once
         d = self.decision
         self._static: dict[int, tuple[FiredRule, tuple[str, ...]]] = {}
@@ -137,6 +148,12 @@ class DecisionRunner:
 
     def close(self) -> None:
         self.engine.close()
+
+    @functools.cached_property
+    def signature(self) -> str:
+        """What another runner must have for :meth:`learn` to take its lessons: the
+        decision (its file's hash) and its compiled rules, parameters applied."""
+        return f"{self.program.label}:{hashlib.sha256(engine_json(self.program.definition).encode()).hexdigest()}"
 
     # -- running the engine ----------------------------------------------------------
 
@@ -235,7 +252,29 @@ class DecisionRunner:
                 self._cache[key] = outcome
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)  # the oldest out
+                if self.journal is not None:
+                    self.journal.append((key, len(key) > 2, tuple(r.index for r in outcome.fired),
+                                         tuple(r.index for r in outcome.scopes), dict(outcome.outputs)))
         return outcome
+
+    def learn(self, lessons: Sequence[Lesson]) -> None:
+        """Remember outcomes another runner of the same compiled decision computed (its
+        :attr:`journal`), as if :meth:`decide` had computed them here: an outcome is a
+        function of its key.  The caller vouches that both runners run the same rules."""
+        if not self._cache_size:
+            return
+        by_index = self._by_index
+        with self._cache_lock:
+            for key, analysed, fired, scopes, outputs in lessons:
+                if key in self._cache:
+                    continue
+                if analysed:
+                    if len(self._analysed) > 2 * self._cache_size:
+                        self._analysed.clear()
+                    self._analysed.add(key[:2])
+                self._cache[key] = self._outcome([by_index[i] for i in fired], [by_index[i] for i in scopes], outputs)
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
 
     def _decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],
                 context: Mapping[str, Any]) -> tuple[DecisionOutcome, bool]:
@@ -261,9 +300,12 @@ class DecisionRunner:
             else:
                 analysed = True
                 results.update(self.analysis.outcomes(view, unknown, restrict, open_outputs, context))
-        ordered_results = {out: results[out] for out in self._outputs}
+        return self._outcome(fired, scopes, {out: results[out] for out in self._outputs}), analysed
+
+    def _outcome(self, fired: Sequence[CompiledRule], scopes: Sequence[CompiledRule],
+                 outputs: Mapping[str, OutputOutcome]) -> DecisionOutcome:
         traces = tuple((*self._static[r.index], r.index not in self._plain_match) for r in fired)
-        return DecisionOutcome(tuple(fired), tuple(scopes), ordered_results, traces), analysed
+        return DecisionOutcome(tuple(fired), tuple(scopes), outputs, traces)
 
     def _no_rule(self, scopes: Sequence[CompiledRule]) -> OutputOutcome:
         if scopes:

@@ -96,13 +96,13 @@ def test_a_killed_run_leaves_a_partial_file_and_no_workers(tmp_path: Path) -> No
     out = tmp_path / "out.jsonl"
     partial = Path(f"{out}.partial")
     proc = subprocess.Popen([sys.executable, "-m", "nbrules.cli", "evaluate", "--batch", str(src), "--out", str(out),
-                             "--workers", "2", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--workers", "3", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 0):
             time.sleep(0.2)
-        workers = _children(proc.pid)
-        assert partial.exists() and len(workers) >= 2, workers
+        workers = _children(proc.pid)  # --workers 3: this process and two worker processes
+        assert partial.exists() and len(workers) == 2, workers
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 20

@@ -1,0 +1,185 @@
+"""Batch with worker processes: this process evaluates too, results come back in input
+order byte for byte as one process writes them, and the cells one process meets are
+taught to the others (a cell's outcome is a function of its key)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbrules import RuleEngine
+from nbrules.batch import EngineSpec, _Cells, _spread, run_batch
+from nbrules.errors import NbrulesError
+
+SITES = [[], ["liver"], ["skin", "liver"], ["bone_marrow"], ["bone"], ["bone", "bone_marrow"], ["lung"]]
+
+
+def _cohort(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """Patients with a random part of their facts left out: complete ones, and partly
+    known ones whose outcomes the missing-fact analysis gives (indeterminate, not applicable)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        sites = rng.choice(SITES)
+        p: dict[str, Any] = {
+            "age_days": rng.choice([rng.randint(0, 546), rng.randint(547, 6000)]),
+            "metastatic_sites": sites,
+            "primary_idrfs": rng.choice([[], ["two_compartments"], ["renal_pedicle_invasion"]]),
+            "mycn_status": rng.choice(["amplified", "not_amplified"]),
+            "histology_category": rng.choice(["neuroblastoma", "ganglioneuroblastoma_intermixed",
+                                              "ganglioneuroblastoma_nodular"]),
+            "ploidy": rng.choice(["diploid", "hyperdiploid"]),
+            "chr11q_status": rng.choice(["normal", "aberrant"]),
+        }
+        if "bone_marrow" in sites:
+            p["bone_marrow_tumor_percent"] = rng.choice([5, 20])
+        for name in list(p):
+            if name != "age_days" and rng.random() < 0.2:
+                del p[name]
+        rows.append({"id": f"r{i}", **p})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def cohort_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("workers") / "cohort.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _cohort(1500)))
+    return path
+
+
+def _run(path: Path, workers: int, spec: EngineSpec, engine: RuleEngine | None = None) -> str:
+    out = io.StringIO()
+    summary = run_batch(str(path), out, "jsonl", spec, workers=workers, engine=engine)
+    assert summary.rows == 1500
+    return out.getvalue()
+
+
+def test_every_number_of_workers_writes_the_same_bytes(cohort_file: Path) -> None:
+    spec = EngineSpec()
+    with spec.build() as engine:
+        one = _run(cohort_file, 1, spec, engine)
+    statuses = {json.loads(line)["status"] for line in one.splitlines()}
+    assert statuses == {"ok", "indeterminate"}  # complete and partly known patients both
+    for workers in (2, 3):
+        with spec.build() as engine:
+            assert _run(cohort_file, workers, spec, engine) == one, f"{workers} workers"
+    assert _run(cohort_file, 2, spec) == one  # the engine built by the batch
+    uncached = EngineSpec(cache_size=0)
+    with uncached.build() as engine:  # no cache, so nothing to teach: the same bytes still
+        assert _run(cohort_file, 2, uncached, engine) == one
+
+
+def test_the_cells_a_worker_met_are_taught_to_this_process(cohort_file: Path) -> None:
+    """After a 2-worker run, every row's cells are known here, those of the rows the
+    worker evaluated included: evaluating them all again runs the engine not once."""
+    spec = EngineSpec()
+    rows = [json.loads(line) for line in cohort_file.read_text().splitlines()]
+    with spec.build() as engine:
+        _run(cohort_file, 2, spec, engine)
+        before = sum(r.engine_runs for r in engine.runners)
+        for row in rows:
+            row.pop("id")
+            engine.evaluate(row)
+        assert sum(r.engine_runs for r in engine.runners) == before
+        assert all(r.journal is None for r in engine.runners)  # journals off after the batch
+    with spec.build() as alone:  # the same rows in a fresh engine do run it
+        for row in rows[:50]:
+            alone.evaluate(row)
+        assert sum(r.engine_runs for r in alone.runners) > 0
+
+
+def test_a_runner_that_learns_a_journal_gives_the_same_outcomes_without_running_the_engine() -> None:
+    rows = _cohort(300, seed=11)
+    for row in rows:
+        row.pop("id")
+    with RuleEngine.default() as teacher, RuleEngine.default() as pupil, \
+            RuleEngine.default(cache_size=0) as plain:
+        for r in teacher.runners:
+            r.journal = []
+        expected = [teacher.evaluate(p).to_json() for p in rows]
+        by_signature = {r.signature: r for r in pupil.runners}
+        taught = analysed = 0
+        for r in teacher.runners:
+            assert r.journal is not None
+            analysed += sum(1 for lesson in r.journal if lesson[1])
+            by_signature[r.signature].learn(r.journal)
+            taught += len(r.journal)
+        assert taught > 100 and analysed > 0  # outcomes of the missing-fact analysis taught too
+        assert [pupil.evaluate(p).to_json() for p in rows] == expected
+        assert sum(r.engine_runs for r in pupil.runners) == 0
+        assert [plain.evaluate(p).to_json() for p in rows] == expected
+
+
+def test_runners_under_other_parameters_have_other_signatures() -> None:
+    """A lesson is taken only by a runner of the same compiled rules: a profile that moves
+    a threshold changes the signature of the decisions that use it, and only theirs."""
+    with RuleEngine.default() as a, RuleEngine.default() as b, RuleEngine.default(profile="day-547-younger") as c:
+        assert [r.signature for r in a.runners] == [r.signature for r in b.runners]
+        moved = {r.decision.id for r, other in zip(a.runners, c.runners) if r.signature != other.signature}
+        assert "inrgss" in moved and len(moved) < len(a.runners)
+
+
+_PARENT = os.getpid()
+
+
+def _dies_in_a_worker(chunk: list[Any], engine: Any) -> list[int]:
+    if os.getpid() != _PARENT:
+        os._exit(3)
+    return [len(chunk)]
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
+    global _PARENT
+    _PARENT = os.getpid()
+    spec = EngineSpec(decisions=("inrgss",))
+    with spec.build() as engine:
+        with pytest.raises(NbrulesError) as caught:
+            list(_spread(range(5000), 2, spec, engine, _dies_in_a_worker))
+    assert "worker process ended unexpectedly (exit code 3)" in str(caught.value)
+    assert caught.value.diagnostics[0].code == "NB530"
+
+
+class _FakeWorker:
+    pass
+
+
+def test_the_lesson_log_keeps_only_what_a_worker_has_yet_to_be_sent() -> None:
+    with RuleEngine.default() as engine:
+        a, b = _FakeWorker(), _FakeWorker()
+        cells = _Cells(engine, [a, b], on=True)  # type: ignore[list-item]
+        runner = engine.runners[0]
+        lesson = ("key", False, (), (), {})
+        cells.taught(a, [(runner.signature, [lesson])])  # type: ignore[arg-type]
+        assert cells.lessons_for(a) == []  # its own lesson is not sent back
+        assert len(cells.log) == 1  # b has yet to be sent it
+        assert cells.lessons_for(b) == [(runner.signature, [lesson])]
+        assert len(cells.log) == 0  # everyone has it: dropped
+        cells.close()
+        assert all(r.journal is None for r in engine.runners)
+
+
+def test_spawned_workers_build_their_own_engine_and_write_the_same_bytes(
+        cohort_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where processes are spawned (macOS, Windows), a worker cannot inherit this one's
+    checked rules: it builds its engine from the spec, and no lessons are exchanged (its
+    rules are the files on disk, not necessarily this process's)."""
+    import multiprocessing
+
+    spec = EngineSpec(decisions=("inrgss", "inrg"))
+    with spec.build() as engine:
+        one = _run(cohort_file, 1, spec, engine)
+    spawn = multiprocessing.get_context("spawn")
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None: spawn)
+    with spec.build() as engine:
+        before = len(engine.runners[0]._cache)
+        assert _run(cohort_file, 2, spec, engine) == one
+        evaluated_here = len(engine.runners[0]._cache) - before
+    with spec.build() as engine:  # every cell met by one process, for comparison
+        _run(cohort_file, 1, spec, engine)
+        assert evaluated_here < len(engine.runners[0]._cache)  # nothing taught: the worker's cells stayed there
