@@ -27,7 +27,10 @@ from .versions import choose_versions
 __all__ = ["RuleSetState", "evaluate_patient", "scope_source"]
 
 #: What :func:`evaluate_patient` reads of one runner: (runner, decision, outputs, reads, applies_if_given).
-_Step = tuple[DecisionRunner, Decision, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+#: What evaluate_patient reads of a decision: its runner, the decision, its outputs, the
+#: facts it reads, its ``applies_if_given`` and, when it has one, the gap an output is in
+#: when the record gives none of them (one immutable record, shared by every result).
+_Step = tuple[DecisionRunner, Decision, tuple[str, ...], tuple[str, ...], tuple[str, ...], NotApplicable | None]
 
 
 class RuleSetState:
@@ -121,14 +124,13 @@ class RuleSetState:
         return plan
 
     def steps(self, runners: Sequence[DecisionRunner]) -> tuple[tuple[_Step, ...], tuple[RulesetInfo, ...]]:
-        """(runner, decision, its outputs, the facts it reads, its ``applies_if_given``) of
-        each of ``runners``, and the rule files they use: what :func:`evaluate_patient`
-        reads of them, looked up once per plan."""
+        """The :data:`_Step` of each of ``runners``, and the rule files they use: what
+        :func:`evaluate_patient` reads of them, looked up once per plan."""
         key = tuple(runners)
         hit = self._steps.get(key)
         if hit is None:
             steps = tuple((r, r.decision, tuple(r.decision.decides), tuple(r.decision.reads),
-                           tuple(r.decision.applies_if)) for r in key)
+                           tuple(r.decision.applies_if), _applies_gap(r.decision)) for r in key)
             rulesets = self.rulesets
             if len(key) != len(self.runners):
                 ran = {r.decision.id for r in key}
@@ -167,10 +169,10 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
     from_input: dict[str, FromInput] = {}
     fired: list[FiredRule] = []
     steps, rulesets = state.steps(runners)
-    for runner, d, decides, reads, applies_if in steps:
+    for runner, d, decides, reads, applies_if, gap in steps:
         restrict = {f: open_values[f] for f in reads if f in open_values} \
             if open_values and not open_values.keys().isdisjoint(reads) else {}
-        if applies_if and not any(f in given for f in applies_if):
+        if gap is not None and given.keys().isdisjoint(applies_if):
             # the record gives none of the facts that open this decision (applies_if_given)
             for out in decides:
                 if out in given:
@@ -179,8 +181,7 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
                     continue
                 outputs[out] = None
                 open_values[out] = ()
-                not_applicable[out] = NotApplicable(d.id, d.applies_reason, APPLIES_IF_GIVEN,
-                                                    d.location("/applies_if_given"))
+                not_applicable[out] = gap
             continue
         for out in decides:
             if out not in given:
@@ -251,6 +252,14 @@ def evaluate_patient(state: RuleSetState, facts: Mapping[str, Any], runners: Seq
         as_of=state._as_of_text,
         profile=state.profile,
     )
+
+
+def _applies_gap(d: Decision) -> NotApplicable | None:
+    """The gap of an output of ``d`` when the record gives none of its ``applies_if_given``
+    facts (None when it has none)."""
+    if not d.applies_if:
+        return None
+    return NotApplicable(d.id, d.applies_reason, APPLIES_IF_GIVEN, d.location("/applies_if_given"))
 
 
 def _outcome(runner: DecisionRunner, known: Mapping[str, Any], restrict: Mapping[str, Sequence[str]]) -> DecisionOutcome:
