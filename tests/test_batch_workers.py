@@ -183,3 +183,25 @@ def test_spawned_workers_build_their_own_engine_and_write_the_same_bytes(
     with spec.build() as engine:  # every cell met by one process, for comparison
         _run(cohort_file, 1, spec, engine)
         assert evaluated_here < len(engine.runners[0]._cache)  # nothing taught: the worker's cells stayed there
+
+
+def test_objects_frozen_for_the_fork_are_unfrozen_after_the_batch(cohort_file: Path) -> None:
+    """The batch leaves this process's objects out of collections while it forks and runs
+    (no collector writes to pages the workers share), and gives them back at the end."""
+    import gc
+
+    frozen_during: list[int] = []
+    spec = EngineSpec(decisions=("inrgss",))
+
+    def spy(chunk: Any, *args: Any) -> Any:
+        frozen_during.append(gc.get_freeze_count())
+        return _work_lines(chunk, *args)
+
+    from nbrules.batch import _work_lines, jsonl_lines
+
+    assert gc.get_freeze_count() == 0
+    with spec.build() as engine, open(cohort_file, "rb") as lines:
+        records = list(_spread(jsonl_lines(lines, 1 << 20), 2, spec, engine, spy, "id", 1 << 20))
+    assert len(records) == 1500
+    assert frozen_during and min(frozen_during) > 0  # frozen while this process evaluated its chunks
+    assert gc.get_freeze_count() == 0
