@@ -8,7 +8,7 @@ Prints, for the same generated cohort of complete patients:
   * batch throughput per core (1 worker, after the engine start, which is reported apart)
     and with all cores (worker start included);
   * HTTP requests per second (16 clients on loopback);
-  * 2 workers against 1 (as the CLI runs them: the parent's engine built, worker start timed);
+  * 2 workers against 1 (as the CLI runs them, in a fresh process: benchmarks/workers.py);
   * the baseline: the same decisions as hand-written if/else (benchmarks/baseline.py),
     (a) deciding only, and (b) doing the batch's whole job: read the same JSON lines,
     parse them strictly, check the schema and the input constraints, canonicalise and
@@ -25,6 +25,8 @@ import io
 import json
 import os
 import random
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,9 +42,8 @@ from load_test import run_load, start_server  # noqa: E402
 from nbrules import RuleEngine  # noqa: E402
 from nbrules.batch import EngineSpec, run_batch  # noqa: E402
 
-#: The decisions the hand-written baseline implements (the staging and risk chain, not the
-#: INRC response decisions, which apply only to a response assessment): both sides do the same job.
-DECISIONS = ("inrgss", "inrg", "mki-class", "inpc", "cog-risk", "cog-v1-risk")
+import workers  # noqa: E402
+from workers import DECISIONS  # noqa: E402  (what the baseline implements: both sides do the same job)
 from nbrules.vocabulary import input_facts  # noqa: E402
 
 SITES = [[], [], ["liver"], ["skin", "liver"], ["bone_marrow"], ["bone"], ["bone", "bone_marrow"], ["lung"]]
@@ -198,18 +199,8 @@ def prepare_baseline() -> None:
                            for name, s in facts.items()})
 
 
-def _children_cpu() -> float:
-    """CPU seconds of the finished child processes (the batch's workers)."""
-    import resource
-
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
-
-
 def engine_start() -> float:
     """Seconds to build the default engine in a new process (after imports)."""
-    import subprocess
-
     code = ("import time; from nbrules import RuleEngine; t = time.perf_counter(); RuleEngine.default(); "
             "print(time.perf_counter() - t)")
     runs = sorted(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -272,44 +263,27 @@ def main() -> int:
             pairs.append((one.seconds / base, one, base))
         pairs.sort(key=lambda p: p[0])
         ratio, s1, full = pairs[len(pairs) // 2]
-        # Workers, as 'nbrules evaluate --batch --workers N' runs them: the parent has built
-        # and checked its engine (its per-cell cache empty, as in a fresh process: the
-        # parent evaluates rows too); each run's clock includes starting its workers.
+        # Workers, as 'nbrules evaluate --batch --workers N' runs them: in a fresh process,
+        # whose heap is the CLI's, not this one's (a fork shares and copies the heap).
+        figures = json.loads(subprocess.run([sys.executable, str(HERE / "workers.py"), str(src), "--json",
+                                             "--trials", str(max(args.trials, 5))],
+                                            capture_output=True, text=True, check=True).stdout)
         cores = os.cpu_count() or 1
-        scaling, work = [], []
-        spec = EngineSpec(decisions=DECISIONS)
-        with spec.build() as checked:
-            for _ in range(args.trials):
-                with spec.build(checked.build) as fresh:
-                    cpu = time.process_time()
-                    alone = run_batch(str(src), sink, "jsonl", spec, workers=1, engine=fresh)
-                    cpu_alone = time.process_time() - cpu
-                with spec.build(checked.build) as fresh:
-                    cpu, children = time.process_time(), _children_cpu()
-                    two = run_batch(str(src), sink, "jsonl", spec, workers=2, engine=fresh)
-                    cpu, children = time.process_time() - cpu, _children_cpu() - children
-                scaling.append(alone.seconds / two.seconds)
-                work.append((cpu + children) / cpu_alone)
-            scaling.sort()
-            work.sort()
-            with spec.build(checked.build) as fresh:
-                sa = run_batch(str(src), sink, "jsonl", spec, workers=cores, engine=fresh)
+        with EngineSpec(decisions=DECISIONS).build() as fresh:
+            sa = run_batch(str(src), sink, "jsonl", EngineSpec(decisions=DECISIONS), workers=cores, engine=fresh)
         sink.close()
         decide_only = time.perf_counter()
         for p in patients:
             baseline.decide(p)
         decide_only = time.perf_counter() - decide_only
-    two_workers = scaling[len(scaling) // 2]
+    two_workers = statistics.median(figures["ratios"])
     per_core = s1.rows / s1.seconds
     all_cores = sa.rows / sa.seconds
     base_full = n / full
     base_decide = n / decide_only
     print(f"  batch throughput: {per_core:,.0f} rows/s on 1 core, {all_cores:,.0f} rows/s with {cores} workers "
           f"(worker start included); every row carries its complete trace")
-    print(f"  2 workers against 1, same run: {two_workers:.2f}x (median of {len(scaling)}: "
-          f"{', '.join(f'{x:.2f}' for x in scaling)}; goal: at least 1.7x on 2 free cores); the two processes "
-          f"do {work[len(work) // 2]:.2f}x the CPU work of one (so at most {2 / work[len(work) // 2]:.2f}x on 2 "
-          f"free cores: cells met in both, rows and results through pipes)")
+    print(f"  {workers.summary(figures)}, paired in a fresh process (benchmarks/workers.py)")
     print(f"  engine start in a fresh process (load, validate, check, verify, run the cases, compile): "
           f"{engine_start():.2f} s")
     print(f"  baseline, same job (read, parse strictly, check schema and constraints, hash, decide by if/else, "
