@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import sys
 import threading
 import time
@@ -38,7 +39,7 @@ except ImportError:  # pragma: no cover - not POSIX
 from .cohort import Row, jsonl_lines, jsonl_row, read_rows, unique_id
 from .diagnostics import Diagnostic
 from .encoding import compact, string
-from .errors import NbrulesError, PatientInputError
+from .errors import NbrulesError, PatientInputError, WorkerLost
 from .patient import DEFAULT_MAX_INPUT, not_text
 from .protocols import Evaluator
 from .results import Result
@@ -322,13 +323,31 @@ class _Worker:
                 status, value = pickle.loads(self.results.recv_bytes())
             except (EOFError, OSError):
                 self.process.join(5)
-                raise NbrulesError(f"a batch worker process ended unexpectedly (exit code {self.process.exitcode})",
-                                   [Diagnostic(code="NB530", message="a batch worker process ended unexpectedly "
-                                               f"(exit code {self.process.exitcode})")]) from None
+                raise self.lost(self.process.exitcode) from None
             if status != "ok":
-                raise value
+                raise self.lost(None) if isinstance(value, KeyboardInterrupt) else value
             self.awaited.popleft().value, lessons = value
             cells.taught(self, lessons)
+
+    def lost(self, exitcode: int | None) -> WorkerLost:
+        """The error for this worker's end: killed by a signal (a negative ``exitcode``),
+        exited, or interrupted (None: SIGINT reached it alone)."""
+        if exitcode is None:
+            how = "was interrupted (SIGINT)"
+        elif exitcode < 0:
+            try:
+                name = signal.Signals(-exitcode).name
+            except ValueError:
+                name = f"signal {-exitcode}"
+            how = f"was killed by {name}" + (" (by another process, or the out-of-memory killer)"
+                                             if -exitcode == signal.SIGKILL else "")
+        else:
+            how = f"exited with status {exitcode}"
+        message = f"a worker process (pid {self.process.pid}) {how} before its rows were done"
+        return WorkerLost(f"nbrules evaluate --batch: stopped, {message}",
+                          [Diagnostic(code="NB531", message=message,
+                                      hint="OUT.partial holds the rows written before; run again, with fewer workers "
+                                           "if memory was short")])
 
     def stop(self, wait: bool) -> None:
         with contextlib.suppress(OSError):
@@ -410,8 +429,8 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
     Chunks balance themselves between fast and slow processes, and only the rows another
     process evaluates cross a pipe.  At most ``(DEPTH + 1) * workers`` chunks are held:
     memory stays constant.  ``engine`` (built from ``spec`` when None, and then closed)
-    is this process's.  Raises what a worker raised, or :class:`NbrulesError` (NB530)
-    when one ends unexpectedly.
+    is this process's.  Raises what a worker raised, or :class:`WorkerLost` (NB531)
+    when one ends before its rows are done.
     """
     own = engine is None
     engine = spec.build() if engine is None else engine

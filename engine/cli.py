@@ -519,7 +519,7 @@ def _parser() -> _Parser:
     e.add_argument("--batch", metavar="IN", help="evaluate every row of a JSONL or CSV file (- for stdin, JSONL "
                                                  "unless --input-format csv)")
     e.add_argument("--out", metavar="OUT", help="batch: write JSON lines here (default: standard output)")
-    e.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), metavar="N", help="batch: processes that evaluate, this one included (default 1)")
+    e.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), metavar="N", help="batch: processes that evaluate, this one included (default 1; at most 4 per core)")
     e.add_argument("--input-format", choices=("jsonl", "csv", "fhir-ndjson"),
                    help="batch: input format (default: from the name; jsonl for -; fhir-ndjson for a directory, "
                         "a FHIR Bulk Data export)")
@@ -641,6 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc.report(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        print("nbrules: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a defect: say so plainly; the traceback only on request
         if os.environ.get("NBRULES_DEBUG"):

@@ -108,10 +108,13 @@ def unique_id(row: Row, first: dict[str, int], id_column: str) -> Row:
     return row
 
 
-def _missing_id(id_column: str) -> Diagnostic:
+def _missing_id(id_column: str, found: Any = None) -> Diagnostic:
+    """NB508 for a row whose ``id_column`` is missing (``found`` None) or holds no usable
+    identifier (not text or a number, or blank text)."""
+    what = "none" if found is None else describe_value(found)
     return Diagnostic(code="NB508", pointer=join_pointer("", id_column),
-                      message=f"expected an identifier in '{id_column}', found none",
-                      hint=f"give every row a '{id_column}'")
+                      message=f"expected an identifier (non-blank text or a number) in '{id_column}', found {what}",
+                      hint=f"give every row its own '{id_column}'")
 
 
 def _lines(stream: IO[Any], limit: int) -> Iterator[str | bytes | None]:
@@ -164,8 +167,8 @@ def jsonl_row(number: int, line: bytes | str | None, id_column: str,
             code="NB507", pointer="", message=f"expected a JSON object of patient facts, found {describe_value(data)}"),))
     raw_id = data.pop(id_column, None)
     row_id = None if raw_id is None or isinstance(raw_id, (dict, list, bool)) else str(raw_id)
-    if row_id is None or row_id == "":
-        return Row(number, None, data, (_missing_id(id_column),))
+    if row_id is None or not row_id.strip():
+        return Row(number, None, data, (_missing_id(id_column, raw_id),))
     return Row(number, row_id, data)
 
 

@@ -565,7 +565,18 @@ def evaluate_batch(source: str, out: str | IO[str], input_format: str | None = N
         raise UsageError(f"nbrules evaluate: --batch {source}: a FHIR Bulk Data export is a directory of "
                          ".ndjson files; a cohort is a JSONL or CSV file")
     if source != "-" and not bulk and not Path(source).is_file():
-        raise UsageError(f"cannot read '{source}': no such file")
+        raise UsageError(f"nbrules evaluate: --batch {source}: cannot read it: no such file")
+    if bulk:
+        from .fhir_bulk import bulk_files
+
+        try:
+            found = bulk_files(Path(source))
+        except OSError as exc:
+            raise UsageError(f"nbrules evaluate: --batch {source}: cannot read the directory: "
+                             f"{exc.strerror or exc}") from exc
+        if not found:
+            raise UsageError(f"nbrules evaluate: --batch {source}: a FHIR Bulk Data export holds .ndjson files; "
+                             "this directory holds none")
     chosen = tuple(decisions) if decisions is not None else None
     cache = DEFAULT_CACHE_SIZE if cache_size is None else cache_size
     # the rules are checked here, once, before any worker starts
@@ -577,6 +588,11 @@ def evaluate_batch(source: str, out: str | IO[str], input_format: str | None = N
         engine.close()  # the rename would replace a device, FIFO or symlink with a regular file
         raise UsageError(f"nbrules evaluate: --out {out}: it exists and is not a regular file; "
                          "give the path of a regular file (or - for standard output)")
+    if isinstance(out, str) and source != "-" and not bulk and any(
+            os.path.exists(p) and os.path.samefile(source, p) for p in (out, f"{out}.partial")):
+        engine.close()  # writing would replace the cohort with its results
+        raise UsageError(f"nbrules evaluate: --out {out}: it is the input (--batch {source}); "
+                         "give another path for the results")
     stream: Any = out
     done = False
     try:
@@ -588,8 +604,12 @@ def evaluate_batch(source: str, out: str | IO[str], input_format: str | None = N
         summary = run_batch(source, stream, fmt, spec, workers=workers, id_column=id_column, progress=progress,
                             engine=engine, max_row=DEFAULT_MAX_INPUT if max_row is None else max_row)
         done = True
-    except CohortFormatError as exc:
-        raise UsageError(str(exc)) from exc
+    except CohortFormatError as exc:  # found before any row: no OUT.partial is left
+        if partial is not None and stream is not out:
+            stream.close()
+            os.remove(partial)
+            stream = out
+        raise UsageError(f"nbrules evaluate: --batch {source}: {exc}") from exc
     finally:
         engine.close()
         if partial is not None and stream is not out:

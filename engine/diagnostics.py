@@ -138,6 +138,7 @@ CODES: dict[str, Code] = _registry(
     Code("NB520", "rules-disagree", W, "rules of one decision set different values for an output"),
     Code("NB521", "given-differs", W, "a value given in the input differs from what the rules derive"),
     Code("NB530", "engine-failure", E, "the rule engine failed while evaluating"),
+    Code("NB531", "worker-lost", E, "a batch worker process ended before its rows were done"),
     Code("NB545", "unknown-profile", E, "the profile asked for is not declared in parameters.yaml"),
     Code("NB550", "more-problems", E, "further problems of the same input, counted but not listed"),
     Code("NB551", "input-not-text", E, "a string or key of the input is not valid Unicode text"),

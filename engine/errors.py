@@ -11,7 +11,8 @@ from typing import Any, Iterable
 from .diagnostics import Diagnostic, format_diagnostic
 
 __all__ = ["NbrulesError", "RuleSetError", "UsageError", "PatientInputError", "EngineError", "VersionError", "MappingError",
-           "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_LISTEN", "EXIT_INTERNAL", "EXIT_CODES"]
+           "WorkerLost", "EXIT_OK", "EXIT_FINDINGS", "EXIT_PATIENT", "EXIT_RULES", "EXIT_USAGE", "EXIT_LISTEN",
+           "EXIT_INTERNAL", "EXIT_WORKER_LOST", "EXIT_CODES"]
 
 # -- exit codes of the command line (the README's table is checked against EXIT_CODES) --------
 
@@ -22,6 +23,7 @@ EXIT_RULES = 3
 EXIT_USAGE = 4
 EXIT_LISTEN = 5
 EXIT_INTERNAL = 70
+EXIT_WORKER_LOST = 71
 
 #: exit code -> (meaning, the commands that can return it; ``*`` for every command).
 EXIT_CODES: dict[int, tuple[str, tuple[str, ...]]] = {
@@ -38,6 +40,8 @@ EXIT_CODES: dict[int, tuple[str, tuple[str, ...]]] = {
                  ("*",)),
     EXIT_LISTEN: ("the service cannot listen on the address (port in use, or not permitted)", ("serve",)),
     EXIT_INTERNAL: ("internal error: a defect in nbrules (rerun with NBRULES_DEBUG=1 for the traceback)", ("*",)),
+    EXIT_WORKER_LOST: ("a worker process was lost (killed by a signal, e.g. by the out-of-memory killer; NB531): "
+                       "OUT.partial holds the rows written before", ("evaluate --batch",)),
 }
 
 
@@ -68,6 +72,13 @@ class RuleSetError(NbrulesError):
     """Rule files failed to load, validate or check; ``diagnostics`` says where and why."""
 
     exit_code = EXIT_RULES
+
+
+class WorkerLost(NbrulesError):
+    """A batch worker process ended before its rows were done (killed by a signal, by
+    the out-of-memory killer for one, or it failed to start); the run stops."""
+
+    exit_code = EXIT_WORKER_LOST
 
 
 class UsageError(NbrulesError):

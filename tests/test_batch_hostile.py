@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from nbrules.cli import main
 
 from .conftest import DATA
@@ -113,3 +115,66 @@ def test_a_killed_run_leaves_a_partial_file_and_no_workers(tmp_path: Path) -> No
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("sig, how", [(signal.SIGKILL, "was killed by SIGKILL"),
+                                      (signal.SIGINT, "was interrupted (SIGINT)")])
+def test_a_killed_worker_stops_the_run_with_nb531_and_exit_71(tmp_path: Path, sig: int, how: str) -> None:
+    """kill -9 of a worker (as the out-of-memory killer does), or SIGINT to it alone: the
+    run stops at once with exit code 71 and one NB531 saying what happened, no
+    traceback; only OUT.partial is left, holding whole lines, the first rows of the output."""
+    src = tmp_path / "cohort.jsonl"
+    with open(src, "w") as f:
+        for i in range(200_000):
+            f.write(json.dumps({"id": f"p{i}", "age_days": i % 3000, "metastatic_sites": [] if i % 2 else ["bone"],
+                                "mycn_status": "not_amplified"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    partial = Path(f"{out}.partial")
+    proc = subprocess.Popen([sys.executable, "-m", "nbrules.cli", "evaluate", "--batch", str(src), "--out", str(out),
+                             "--workers", "2", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 0):
+            time.sleep(0.2)
+        [worker] = _children(proc.pid)
+        os.kill(worker, sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 71, err
+    assert "Traceback" not in err
+    assert f"NB531 [worker-lost] a worker process (pid {worker}) {how}" in err
+    assert err.count("NB531") == 1
+    assert not out.exists()
+    lines = partial.read_text().splitlines()
+    assert lines and [json.loads(line)["row"] for line in lines] == list(range(1, len(lines) + 1))
+
+
+@pytest.mark.parametrize("name, out", [("cohort.jsonl", "cohort.jsonl"), ("res.jsonl.partial", "res.jsonl")])
+def test_results_are_never_written_over_the_input(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  name: str, out: str) -> None:
+    """--out naming the input (or OUT.partial being it) is refused before anything is
+    written: the cohort is left as it was."""
+    cohort = tmp_path / name
+    text = '{"id": "a", "age_days": 100}\n'
+    cohort.write_text(text)
+    assert main(["evaluate", "--batch", str(cohort), "--input-format", "jsonl", "--out", str(tmp_path / out),
+                 "-q"]) == 4
+    assert "it is the input" in capsys.readouterr().err
+    assert cohort.read_text() == text
+
+
+def test_input_refused_before_a_row_leaves_no_partial_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CSV without its id column, or a directory without .ndjson files, is a usage error
+    (exit 4) found before any row: nothing is written, not even an empty OUT.partial."""
+    csv_file = tmp_path / "noid.csv"
+    csv_file.write_text("pid,age_days\nx,100\n")
+    empty = tmp_path / "export"
+    empty.mkdir()
+    for source, why in ((csv_file, "the CSV header has no 'id' column"), (empty, "this directory holds none")):
+        out = tmp_path / "out.jsonl"
+        assert main(["evaluate", "--batch", str(source), "--out", str(out), "--workers", "2", "-q"]) == 4
+        err = capsys.readouterr().err
+        assert err.startswith(f"nbrules evaluate: --batch {source}: ") and why in err, err
+        assert not out.exists() and not Path(f"{out}.partial").exists()

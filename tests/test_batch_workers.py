@@ -15,7 +15,7 @@ import pytest
 
 from nbrules import RuleEngine
 from nbrules.batch import EngineSpec, _Cells, _spread, run_batch
-from nbrules.errors import NbrulesError
+from nbrules.errors import WorkerLost
 
 SITES = [[], ["liver"], ["skin", "liver"], ["bone_marrow"], ["bone"], ["bone", "bone_marrow"], ["lung"]]
 
@@ -139,10 +139,10 @@ def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
     _PARENT = os.getpid()
     spec = EngineSpec(decisions=("inrgss",))
     with spec.build() as engine:
-        with pytest.raises(NbrulesError) as caught:
+        with pytest.raises(WorkerLost) as caught:
             list(_spread(range(5000), 2, spec, engine, _dies_in_a_worker))
-    assert "worker process ended unexpectedly (exit code 3)" in str(caught.value)
-    assert caught.value.diagnostics[0].code == "NB530"
+    assert "exited with status 3 before its rows were done" in str(caught.value)
+    assert caught.value.diagnostics[0].code == "NB531" and caught.value.exit_code == 71
 
 
 class _FakeWorker:
