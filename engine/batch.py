@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -156,7 +157,7 @@ def row_record(row: Row, engine: Evaluator | None, outputs: Sequence[str] | None
 # whenever the workers have enough, and writes every record in input order.  It moves
 # chunks and results itself, between two chunks of its own, with no helper thread:
 # a thread that needed the GIL to move results (as concurrent.futures' do) would wait on
-# this one's evaluating, and the workers would starve (measured: benchmarks/run.py).
+# this one's evaluating, and the workers would starve (measured: benchmarks/workers.py).
 
 #: Rows per chunk a process evaluates at a time.
 CHUNK = 64
@@ -211,7 +212,7 @@ def _journals(engine: Evaluator, on: bool) -> dict[str, DecisionRunner]:
     none for an evaluator without runners."""
     runners = {r.signature: r for r in getattr(engine, "runners", ())}
     for r in runners.values():
-        r.journal = [] if on else None
+        r.keep_journal(on)
     return runners
 
 
@@ -219,9 +220,9 @@ def _lessons(runners: Mapping[str, DecisionRunner]) -> Lessons:
     """What the runners computed since last asked (their journals, emptied)."""
     out: Lessons = []
     for signature, r in runners.items():
-        if r.journal:
-            out.append((signature, r.journal))
-            r.journal = []
+        taken = r.take_journal()
+        if taken:
+            out.append((signature, taken))
     return out
 
 
@@ -236,22 +237,26 @@ def _serve(tasks: Connection, results: Connection, spec: EngineSpec, parent: int
            work: Callable[..., list[Any]], args: tuple[Any, ...]) -> None:
     """A worker process: build the engine (from ``checked`` where forked), then answer
     each pickled ``(chunk, lessons)`` from ``tasks`` with ``("ok", (work(chunk, *args,
-    engine), lessons))`` on ``results``, until an empty message; ``("failed", exception)``
-    if anything fails.  Forked, the lessons are outcomes computed in the other processes
-    (learnt before the chunk) and in this one (sent with its results): a cell met in one
-    process is not met again in the others."""
+    engine), lessons))`` on ``results``, until an empty message or the end of ``tasks``;
+    ``("failed", exception, traceback)`` if anything fails.  Forked, the lessons are
+    outcomes computed in the other processes (learnt before the chunk) and in this one
+    (sent with its results), so a cell met in one process is seldom met again in the
+    others (only when two meet it before either has told).  Ctrl-C is the parent's to
+    handle (it stops its workers): a worker ignores SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for end in _PARENT_ENDS:  # forked: the parent's ends of every worker's pipes, its own included
+        end.close()
     _exit_with_parent(parent)
     inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
 
     def read() -> None:  # take every chunk at once, so the parent never blocks sending one
-        while True:
+        data = b"x"
+        while data:
             try:
                 data = tasks.recv_bytes()
-            except (EOFError, OSError):
+            except BaseException:  # the end of tasks, or anything else: the worker stops
                 data = b""
             inbox.put(data)
-            if not data:
-                return
 
     try:
         engine = spec.build(checked)
@@ -264,15 +269,24 @@ def _serve(tasks: Connection, results: Connection, spec: EngineSpec, parent: int
                 done = work(chunk, *args, engine)
                 results.send_bytes(pickle.dumps(("ok", (done, _lessons(runners))), _PROTOCOL))
     except BaseException as exc:  # reported to the parent, which raises it
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(BaseException):
+            trace = traceback.format_exc()
             try:
-                message = pickle.dumps(("failed", exc), _PROTOCOL)
+                message = pickle.dumps(("failed", exc, trace), _PROTOCOL)
             except Exception:
-                message = pickle.dumps(("failed", NbrulesError(f"{type(exc).__name__}: {exc}")), _PROTOCOL)
+                message = pickle.dumps(("failed", RuntimeError(f"{type(exc).__name__}: {exc}"), trace), _PROTOCOL)
             results.send_bytes(message)
 
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: The parent's ends of the pipes of the worker processes it has now: a worker forked
+#: later inherits them and closes them first thing, so that each pipe's ends are held
+#: only by the two processes it joins (a worker then sees the end of its tasks).
+_PARENT_ENDS: list[Connection] = []
+
+
+class _WorkerTraceback(Exception):
+    """A worker process's traceback, chained to the error it raised (NBRULES_DEBUG=1 shows it)."""
 
 
 class _Slot:
@@ -285,7 +299,8 @@ class _Slot:
 
 
 class _Worker:
-    """A worker process and the two pipes that feed and drain it."""
+    """A worker process and the two pipes that feed and drain it.  Raises
+    :class:`WorkerLost` (NB531) when the process cannot be started."""
 
     def __init__(self, spec: EngineSpec, engine: Evaluator, work: Callable[..., list[Any]],
                  args: tuple[Any, ...]) -> None:
@@ -298,9 +313,17 @@ class _Worker:
         checked = engine.build if context.get_start_method() == "fork" else None
         self.process = context.Process(target=_serve, name="nbrules-batch-worker", daemon=True,
                                        args=(task_end, result_end, spec, os.getpid(), checked, work, args))
-        self.process.start()
-        task_end.close()
-        result_end.close()
+        _PARENT_ENDS.extend((self.tasks, self.results))
+        try:
+            self.process.start()
+        except OSError as exc:  # no process (fork refused: too many processes, no memory)
+            self._forget()
+            for end in (task_end, result_end, self.tasks, self.results):
+                end.close()
+            raise _lost(f"could not be started ({exc.strerror or exc})") from exc
+        finally:
+            task_end.close()
+            result_end.close()
         _widen(self.tasks)
         _widen(self.results)
         self.awaited: deque[_Slot] = deque()
@@ -316,49 +339,66 @@ class _Worker:
 
     def take(self, block: bool, cells: _Cells) -> None:
         """Fill the awaited slots whose results have come (``block``: wait for one), and
-        pass the lessons that came with them to ``cells``."""
+        pass the lessons that came with them to ``cells``.  Raises what the worker raised
+        (its traceback chained), or :class:`WorkerLost` when it ended or ran out of memory."""
         while self.awaited and (block or self.results.poll()):
             block = False
             try:
-                status, value = pickle.loads(self.results.recv_bytes())
+                message = pickle.loads(self.results.recv_bytes())
             except (EOFError, OSError):
                 self.process.join(5)
-                raise self.lost(self.process.exitcode) from None
-            if status != "ok":
-                raise self.lost(None) if isinstance(value, KeyboardInterrupt) else value
-            self.awaited.popleft().value, lessons = value
+                raise self.lost() from None
+            if message[0] != "ok":
+                _, exc, trace = message
+                if isinstance(exc, MemoryError):
+                    raise _lost(f"(pid {self.process.pid}) ran out of memory") from _WorkerTraceback(trace)
+                raise exc from _WorkerTraceback(trace)
+            self.awaited.popleft().value, lessons = message[1]
             cells.taught(self, lessons)
 
-    def lost(self, exitcode: int | None) -> WorkerLost:
-        """The error for this worker's end: killed by a signal (a negative ``exitcode``),
-        exited, or interrupted (None: SIGINT reached it alone)."""
-        if exitcode is None:
-            how = "was interrupted (SIGINT)"
-        elif exitcode < 0:
+    def lost(self) -> WorkerLost:
+        """The error for this worker's end: killed by a signal, or exited."""
+        code = self.process.exitcode
+        if code is None:
+            how = "closed its pipe"
+        elif code < 0:
             try:
-                name = signal.Signals(-exitcode).name
+                name = signal.Signals(-code).name
             except ValueError:
-                name = f"signal {-exitcode}"
+                name = f"signal {-code}"
             how = f"was killed by {name}" + (" (by another process, or the out-of-memory killer)"
-                                             if -exitcode == signal.SIGKILL else "")
+                                             if -code == signal.SIGKILL else "")
         else:
-            how = f"exited with status {exitcode}"
-        message = f"a worker process (pid {self.process.pid}) {how} before its rows were done"
-        return WorkerLost(f"nbrules evaluate --batch: stopped, {message}",
-                          [Diagnostic(code="NB531", message=message,
-                                      hint="OUT.partial holds the rows written before; run again, with fewer workers "
-                                           "if memory was short")])
+            how = f"exited with status {code}"
+        return _lost(f"(pid {self.process.pid}) {how} before its rows were done")
 
     def stop(self, wait: bool) -> None:
-        with contextlib.suppress(OSError):
-            if wait:
-                self.tasks.send_bytes(b"")
-        self.tasks.close()
-        self.process.join(10 if wait else 0)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join()
-        self.results.close()
+        """Send the last message (``wait``: and give the worker 10 s to end), then end it."""
+        try:
+            with contextlib.suppress(OSError):
+                if wait:
+                    self.tasks.send_bytes(b"")
+            self.tasks.close()
+            self.process.join(10 if wait else 0)
+        finally:
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join()
+            self.results.close()
+            self._forget()
+
+    def _forget(self) -> None:
+        for end in (self.tasks, self.results):
+            if end in _PARENT_ENDS:
+                _PARENT_ENDS.remove(end)
+
+
+def _lost(what: str) -> WorkerLost:
+    message = f"a worker process {what}"
+    return WorkerLost(f"nbrules evaluate --batch: stopped, {message}",
+                      [Diagnostic(code="NB531", message=message,
+                                  hint="OUT.partial holds the rows written before; run again, with fewer workers "
+                                       "if memory was short")])
 
 
 class _Cells:
@@ -403,7 +443,7 @@ class _Cells:
 
     def close(self) -> None:
         for r in self.runners.values():
-            r.journal = None
+            r.keep_journal(False)
 
 
 _T = TypeVar("_T")
@@ -434,22 +474,32 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
     """
     own = engine is None
     engine = spec.build() if engine is None else engine
-    pool: list[_Worker] = []
-    cells: _Cells | None = None
     window: deque[tuple[_Slot, _Worker | None]] = deque()
     limit = (DEPTH + 1) * workers
     done = False
     forked = multiprocessing.get_context().get_start_method() == "fork"
-    if forked:
-        # What Python's gc docs advise before a fork: the objects alive now are left out of
-        # collections (until the end of the batch) so that no process's collector writes
-        # to their pages, each of which the kernel would then copy (measured: 23k page
-        # faults per process instead of 6k, and 2 workers 1.30x one instead of 1.45x).
-        gc.freeze()
-    try:
-        pool = [_Worker(spec, engine, work, args) for _ in range(workers - 1)]
+    with contextlib.ExitStack() as cleanup:  # every step runs, in reverse, even if one fails
+        if own:
+            cleanup.callback(engine.close)
+        if forked:
+            # What Python's gc docs advise before a fork: the objects alive now are left out
+            # of collections (until the end of the batch) so that no process's collector
+            # writes to their pages, each of which the kernel would then copy (measured: 23k
+            # page faults per process instead of 6k, and 2 workers 1.30x one instead of
+            # 1.45x).  A host that had frozen its heap (the CLI does) keeps it frozen.
+            if gc.get_freeze_count() == 0:
+                cleanup.callback(gc.unfreeze)
+            gc.freeze()
+        def stop(worker: _Worker) -> None:
+            worker.stop(wait=done)
+
+        pool: list[_Worker] = []
+        for _ in range(workers - 1):
+            pool.append(_Worker(spec, engine, work, args))
+            cleanup.callback(stop, pool[-1])
         # only forked workers run this engine's rules (built from its checked rule set)
         cells = _Cells(engine, pool, on=forked)
+        cleanup.callback(cells.close)
         for chunk in _chunks(items, CHUNK):
             for w in pool:
                 w.take(False, cells)
@@ -463,15 +513,6 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
         while window:
             yield from _settled(window.popleft(), cells)
         done = True
-    finally:
-        for w in pool:
-            w.stop(wait=done)
-        if cells is not None:
-            cells.close()
-        if forked:
-            gc.unfreeze()
-        if own:
-            engine.close()
 
 
 def _settled(entry: tuple[_Slot, _Worker | None], cells: _Cells) -> list[Any]:
@@ -507,9 +548,8 @@ def _records(rows: Iterable[Row], spec: EngineSpec, workers: int,
     own = engine is None
     engine = spec.build() if engine is None else engine
     try:
-        outputs = engine.requested_outputs()
-        for row in rows:
-            yield row_record(row, engine, outputs)
+        for chunk in _chunks(rows, CHUNK):
+            yield from _work(chunk, engine)
     finally:
         if own:
             engine.close()
@@ -564,9 +604,13 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     Every row gets one line, in input order; a row over ``max_row`` bytes gets an
     NB509 error record.
 
-    With one worker, ``engine`` (built from ``spec`` by the caller, and left open) is
-    used instead of building another; worker processes build their own, from its
-    checked rule set where they are forked.  JSONL lines are parsed in the workers.
+    ``workers``: processes that evaluate, this one included.  ``engine`` (built from
+    ``spec`` by the caller, and left open; built here when None) evaluates this
+    process's rows, so it must be ``spec``'s: an engine of another profile, date or
+    choice of decisions would mix two configurations in one output.  Worker processes
+    build their own, from its checked rule set where they are forked.  Lines are parsed
+    where they are evaluated.  Raises :class:`WorkerLost` (NB531) when a worker ends
+    before its rows are done.
     """
     summary = BatchSummary()
     start = time.perf_counter()

@@ -538,6 +538,21 @@ class GuardedStream:
         return getattr(self._stream, name)
 
 
+def _writes_over_input(source: str, bulk: bool, out: str) -> bool:
+    """Whether writing ``out`` (or ``out.partial``) would replace the input: the cohort
+    file itself, or, for a FHIR Bulk Data export, an .ndjson file inside its directory
+    (existing or not: the next read of the export would take the results for resources)."""
+    if source == "-":
+        return False
+    for path in (out, f"{out}.partial"):
+        if bulk:
+            if Path(path).name.lower().endswith(".ndjson") and Path(path).resolve().parent == Path(source).resolve():
+                return True
+        elif os.path.exists(path) and os.path.samefile(source, path):
+            return True
+    return False
+
+
 def evaluate_batch(source: str, out: str | IO[str], input_format: str | None = None, *,
                    rules: str | None = None, use: Sequence[str] = (), decisions: Sequence[str] | None = None,
                    as_of: datetime.date | None = None, profile: str | None = None, cache_size: int | None = None,
@@ -588,9 +603,8 @@ def evaluate_batch(source: str, out: str | IO[str], input_format: str | None = N
         engine.close()  # the rename would replace a device, FIFO or symlink with a regular file
         raise UsageError(f"nbrules evaluate: --out {out}: it exists and is not a regular file; "
                          "give the path of a regular file (or - for standard output)")
-    if isinstance(out, str) and source != "-" and not bulk and any(
-            os.path.exists(p) and os.path.samefile(source, p) for p in (out, f"{out}.partial")):
-        engine.close()  # writing would replace the cohort with its results
+    if isinstance(out, str) and _writes_over_input(source, bulk, out):
+        engine.close()  # writing would replace the cohort (or a file of the export) with results
         raise UsageError(f"nbrules evaluate: --out {out}: it is the input (--batch {source}); "
                          "give another path for the results")
     stream: Any = out

@@ -40,8 +40,8 @@ EXIT_CODES: dict[int, tuple[str, tuple[str, ...]]] = {
                  ("*",)),
     EXIT_LISTEN: ("the service cannot listen on the address (port in use, or not permitted)", ("serve",)),
     EXIT_INTERNAL: ("internal error: a defect in nbrules (rerun with NBRULES_DEBUG=1 for the traceback)", ("*",)),
-    EXIT_WORKER_LOST: ("a worker process was lost (killed by a signal, e.g. by the out-of-memory killer; NB531): "
-                       "OUT.partial holds the rows written before", ("evaluate --batch",)),
+    EXIT_WORKER_LOST: ("a worker process was lost (killed, e.g. by the out-of-memory killer, out of memory, or not "
+                       "started; NB531): OUT.partial holds the rows written before", ("evaluate --batch",)),
 }
 
 
@@ -76,7 +76,8 @@ class RuleSetError(NbrulesError):
 
 class WorkerLost(NbrulesError):
     """A batch worker process ended before its rows were done (killed by a signal, by
-    the out-of-memory killer for one, or it failed to start); the run stops."""
+    the out-of-memory killer for one, or out of memory), or could not be started; the
+    run stops."""
 
     exit_code = EXIT_WORKER_LOST
 

@@ -26,7 +26,6 @@ from .versions import choose_versions
 
 __all__ = ["RuleSetState", "evaluate_patient", "scope_source"]
 
-#: What :func:`evaluate_patient` reads of one runner: (runner, decision, outputs, reads, applies_if_given).
 #: What evaluate_patient reads of a decision: its runner, the decision, its outputs, the
 #: facts it reads, its ``applies_if_given`` and, when it has one, the gap an output is in
 #: when the record gives none of them (one immutable record, shared by every result).

@@ -92,7 +92,8 @@ class DecisionRunner:
         self._analysed: set[Any] = set()
         self._cache_lock = threading.Lock()
         #: When a list, every outcome :meth:`decide` computes is noted here too, as a
-        #: :data:`Lesson`, for :meth:`learn` in another process (batch workers share cells).
+        #: :data:`Lesson`, for :meth:`learn` in another process (batch workers share cells);
+        #: see :meth:`keep_journal` and :meth:`take_journal`.
         self.journal: list[Lesson] | None = None
         self.engine_runs = 0
         self._reads = tuple(self.decision.reads)
@@ -151,8 +152,9 @@ class DecisionRunner:
 
     @functools.cached_property
     def signature(self) -> str:
-        """What another runner must have for :meth:`learn` to take its lessons: the
-        decision (its file's hash) and its compiled rules, parameters applied."""
+        """What another runner of the same checked build must have for :meth:`learn` to
+        take its lessons: the decision (its file's hash) and its compiled rules,
+        parameters applied."""
         return f"{self.program.label}:{hashlib.sha256(engine_json(self.program.definition).encode()).hexdigest()}"
 
     # -- running the engine ----------------------------------------------------------
@@ -245,36 +247,50 @@ class DecisionRunner:
         if key is not None:
             with self._cache_lock:
                 if analysed and len(key) == 2:
-                    if len(self._analysed) > 2 * self._cache_size:
-                        self._analysed.clear()  # bounded; a key forgotten is found again
-                    self._analysed.add(key)
                     key = key + self._analysis_key(view, context)
-                self._cache[key] = outcome
-                if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)  # the oldest out
-                if self.journal is not None:
-                    self.journal.append((key, len(key) > 2, tuple(r.index for r in outcome.fired),
-                                         tuple(r.index for r in outcome.scopes), dict(outcome.outputs)))
+                self._remember(key, outcome)
+                journal = self.journal  # read once: another thread may take or stop it
+                if journal is not None:
+                    journal.append((key, len(key) > 2, tuple(r.index for r in outcome.fired),
+                                    tuple(r.index for r in outcome.scopes), dict(outcome.outputs)))
         return outcome
 
+    def _remember(self, key: tuple[Any, ...], outcome: DecisionOutcome) -> None:
+        """Store ``outcome`` under ``key`` (a long key: the missing-fact analysis ran, and its
+        short key is marked so); the oldest entry goes when full.  Under the cache lock."""
+        if len(key) > 2:
+            if len(self._analysed) > 2 * self._cache_size:
+                self._analysed.clear()  # bounded; a key forgotten is found again
+            self._analysed.add(key[:2])
+        self._cache[key] = outcome
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)  # the oldest out
+
+    def keep_journal(self, on: bool) -> None:
+        """Start (an empty :attr:`journal`) or stop noting the outcomes computed."""
+        with self._cache_lock:
+            self.journal = [] if on else None
+
+    def take_journal(self) -> list[Lesson]:
+        """What :attr:`journal` noted since last taken (none when it is off)."""
+        with self._cache_lock:
+            taken, self.journal = self.journal or [], [] if self.journal is not None else None
+        return taken
+
     def learn(self, lessons: Sequence[Lesson]) -> None:
-        """Remember outcomes another runner of the same compiled decision computed (its
-        :attr:`journal`), as if :meth:`decide` had computed them here: an outcome is a
-        function of its key.  The caller vouches that both runners run the same rules."""
+        """Remember outcomes another runner computed (its :attr:`journal`), as if
+        :meth:`decide` had computed them here: an outcome is a function of its key.  Only
+        for runners of one checked build and one configuration (batch workers forked from
+        one engine): :attr:`signature` tells decisions and parameters apart, not the
+        facts' partitions or the input constraints, which the build fixes."""
         if not self._cache_size:
             return
         by_index = self._by_index
         with self._cache_lock:
-            for key, analysed, fired, scopes, outputs in lessons:
-                if key in self._cache:
-                    continue
-                if analysed:
-                    if len(self._analysed) > 2 * self._cache_size:
-                        self._analysed.clear()
-                    self._analysed.add(key[:2])
-                self._cache[key] = self._outcome([by_index[i] for i in fired], [by_index[i] for i in scopes], outputs)
-                if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+            for key, _analysed, fired, scopes, outputs in lessons:
+                if key not in self._cache:
+                    self._remember(key, self._outcome([by_index[i] for i in fired], [by_index[i] for i in scopes],
+                                                      outputs))
 
     def _decide(self, view: Mapping[str, Any], restrict: Mapping[str, Sequence[str]],
                 context: Mapping[str, Any]) -> tuple[DecisionOutcome, bool]:

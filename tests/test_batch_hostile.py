@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from nbrules.cli import main
 
-from .conftest import DATA
+from .conftest import DATA, REPO
 
 HOSTILE = DATA / "hostile"
 
@@ -89,7 +90,9 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def test_a_killed_run_leaves_a_partial_file_and_no_workers(tmp_path: Path) -> None:
+def _running_batch(tmp_path: Path, workers: int) -> tuple[subprocess.Popen[str], Path, Path]:
+    """A CLI batch of 200,000 rows with ``workers``, once it has written its first rows:
+    (the process, OUT, OUT.partial)."""
     src = tmp_path / "cohort.jsonl"
     with open(src, "w") as f:
         for i in range(200_000):
@@ -98,11 +101,17 @@ def test_a_killed_run_leaves_a_partial_file_and_no_workers(tmp_path: Path) -> No
     out = tmp_path / "out.jsonl"
     partial = Path(f"{out}.partial")
     proc = subprocess.Popen([sys.executable, "-m", "nbrules.cli", "evaluate", "--batch", str(src), "--out", str(out),
-                             "--workers", "3", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--workers", str(workers), "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 0) and proc.poll() is None:
+        time.sleep(0.2)
+    return proc, out, partial
+
+
+def test_a_killed_run_leaves_a_partial_file_and_no_workers(tmp_path: Path) -> None:
+    proc, out, partial = _running_batch(tmp_path, 3)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 0):
-            time.sleep(0.2)
         workers = _children(proc.pid)  # --workers 3: this process and two worker processes
         assert partial.exists() and len(workers) == 2, workers
         os.kill(proc.pid, signal.SIGKILL)
@@ -117,52 +126,50 @@ def test_a_killed_run_leaves_a_partial_file_and_no_workers(tmp_path: Path) -> No
             proc.kill()
 
 
-@pytest.mark.parametrize("sig, how", [(signal.SIGKILL, "was killed by SIGKILL"),
-                                      (signal.SIGINT, "was interrupted (SIGINT)")])
-def test_a_killed_worker_stops_the_run_with_nb531_and_exit_71(tmp_path: Path, sig: int, how: str) -> None:
-    """kill -9 of a worker (as the out-of-memory killer does), or SIGINT to it alone: the
-    run stops at once with exit code 71 and one NB531 saying what happened, no
-    traceback; only OUT.partial is left, holding whole lines, the first rows of the output."""
-    src = tmp_path / "cohort.jsonl"
-    with open(src, "w") as f:
-        for i in range(200_000):
-            f.write(json.dumps({"id": f"p{i}", "age_days": i % 3000, "metastatic_sites": [] if i % 2 else ["bone"],
-                                "mycn_status": "not_amplified"}) + "\n")
-    out = tmp_path / "out.jsonl"
-    partial = Path(f"{out}.partial")
-    proc = subprocess.Popen([sys.executable, "-m", "nbrules.cli", "evaluate", "--batch", str(src), "--out", str(out),
-                             "--workers", "2", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def test_a_killed_worker_stops_the_run_with_nb531_and_exit_71(tmp_path: Path) -> None:
+    """A worker ignores SIGINT (Ctrl-C is the parent's); kill -9 of a worker (as the
+    out-of-memory killer does) stops the run at once with exit code 71 and one NB531
+    naming the signal, no traceback; only OUT.partial is left, holding whole lines, the
+    first rows of the output."""
+    proc, out, partial = _running_batch(tmp_path, 2)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 0):
-            time.sleep(0.2)
         [worker] = _children(proc.pid)
-        os.kill(worker, sig)
+        os.kill(worker, signal.SIGINT)
+        time.sleep(0.5)
+        assert _alive(worker), "a worker ended on SIGINT"
+        os.kill(worker, signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 71, err
     assert "Traceback" not in err
-    assert f"NB531 [worker-lost] a worker process (pid {worker}) {how}" in err
+    assert f"NB531 [worker-lost] a worker process (pid {worker}) was killed by SIGKILL" in err
     assert err.count("NB531") == 1
     assert not out.exists()
     lines = partial.read_text().splitlines()
     assert lines and [json.loads(line)["row"] for line in lines] == list(range(1, len(lines) + 1))
 
 
-@pytest.mark.parametrize("name, out", [("cohort.jsonl", "cohort.jsonl"), ("res.jsonl.partial", "res.jsonl")])
+@pytest.mark.parametrize("name, out", [("cohort.jsonl", "cohort.jsonl"), ("res.jsonl.partial", "res.jsonl"),
+                                       ("export", "export/Patient.ndjson"), ("export", "export/Results.NDJSON")])
 def test_results_are_never_written_over_the_input(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                   name: str, out: str) -> None:
-    """--out naming the input (or OUT.partial being it) is refused before anything is
-    written: the cohort is left as it was."""
-    cohort = tmp_path / name
-    text = '{"id": "a", "age_days": 100}\n'
-    cohort.write_text(text)
-    assert main(["evaluate", "--batch", str(cohort), "--input-format", "jsonl", "--out", str(tmp_path / out),
-                 "-q"]) == 4
+    """--out naming the input (or OUT.partial being it), or an .ndjson file inside the
+    FHIR Bulk export read, is refused before anything is written: the input is left as
+    it was."""
+    source = tmp_path / name
+    if name == "export":
+        shutil.copytree(REPO / "examples" / "fhir" / "bulk", source)
+        before = {p.name: p.read_bytes() for p in source.iterdir()}
+    else:
+        source.write_text('{"id": "a", "age_days": 100}\n')
+        before = {name: source.read_bytes()}
+    args = ["evaluate", "--batch", str(source), "--out", str(tmp_path / out), "-q"]
+    assert main(args + ([] if name == "export" else ["--input-format", "jsonl"])) == 4
     assert "it is the input" in capsys.readouterr().err
-    assert cohort.read_text() == text
+    after = {p.name: p.read_bytes() for p in source.iterdir()} if name == "export" else {name: source.read_bytes()}
+    assert after == before
 
 
 def test_input_refused_before_a_row_leaves_no_partial_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

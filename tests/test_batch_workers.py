@@ -205,3 +205,66 @@ def test_objects_frozen_for_the_fork_are_unfrozen_after_the_batch(cohort_file: P
     assert len(records) == 1500
     assert frozen_during and min(frozen_during) > 0  # frozen while this process evaluated its chunks
     assert gc.get_freeze_count() == 0
+
+
+def test_a_host_that_froze_its_heap_keeps_it_frozen(cohort_file: Path) -> None:
+    """A host (a pre-fork server; the CLI itself) that called gc.freeze() keeps its heap
+    frozen after a batch: the batch thaws only what it froze in a heap it found thawed."""
+    import gc
+
+    spec = EngineSpec(decisions=("inrgss",))
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with spec.build() as engine:
+            _run(cohort_file, 2, spec, engine)
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
+
+
+def _fails_in_a_worker(chunk: list[Any], engine: Any) -> list[int]:
+    if os.getpid() != _PARENT:
+        raise ValueError("a bug in a worker")
+    return [len(chunk)]
+
+
+def test_an_error_in_a_worker_is_raised_here_with_its_traceback() -> None:
+    global _PARENT
+    _PARENT = os.getpid()
+    spec = EngineSpec(decisions=("inrgss",))
+    with spec.build() as engine:
+        with pytest.raises(ValueError, match="a bug in a worker") as caught:
+            list(_spread(range(5000), 2, spec, engine, _fails_in_a_worker))
+    assert "_fails_in_a_worker" in str(caught.value.__cause__)  # the worker's traceback, chained
+    assert all(r.journal is None for r in engine.runners)
+
+
+def test_a_worker_that_cannot_be_started_stops_the_run_and_leaves_no_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second of three workers cannot be forked (too many processes): NB531, and the
+    first, already started, is stopped; journals off, nothing frozen."""
+    import gc
+    import multiprocessing
+
+    context = multiprocessing.get_context()
+    real_start = context.Process.start
+    started: list[Any] = []
+
+    def start(self: Any) -> None:
+        if started:
+            raise OSError(11, "Resource temporarily unavailable")
+        real_start(self)
+        started.append(self)
+
+    monkeypatch.setattr(context.Process, "start", start)
+    spec = EngineSpec(decisions=("inrgss",))
+    with spec.build() as engine:
+        with pytest.raises(WorkerLost, match="could not be started") as caught:
+            list(_spread(range(5000), 3, spec, engine, _dies_in_a_worker))
+        assert caught.value.diagnostics[0].code == "NB531"
+        assert all(r.journal is None for r in engine.runners)
+    [first] = started
+    assert not first.is_alive() and first.exitcode is not None
+    assert gc.get_freeze_count() == 0
