@@ -318,8 +318,8 @@ class _Worker:
             self.process.start()
         except OSError as exc:  # no process (fork refused: too many processes, no memory)
             self._forget()
-            for end in (task_end, result_end, self.tasks, self.results):
-                end.close()
+            self.tasks.close()
+            self.results.close()
             raise _lost(f"could not be started ({exc.strerror or exc})") from exc
         finally:
             task_end.close()
@@ -413,7 +413,7 @@ class _Cells:
     """
 
     def __init__(self, engine: Evaluator, pool: Sequence[_Worker], on: bool) -> None:
-        self.runners = _journals(engine, on=on)
+        self.runners = _journals(engine, on=True) if on else {}
         self.on = on
         self.log: deque[tuple[_Worker | None, Lessons]] = deque()
         self.start = 0  # the log position of log[0]
@@ -461,6 +461,16 @@ def _chunks(rows: Iterable[_T], size: int) -> Iterator[list[_T]]:
         yield chunk
 
 
+@contextlib.contextmanager
+def _engine_for(spec: EngineSpec, engine: Evaluator | None) -> Iterator[Evaluator]:
+    """``engine``, or (None) one built from ``spec`` and closed on leaving."""
+    if engine is not None:
+        yield engine
+        return
+    with spec.build() as built:
+        yield built
+
+
 def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evaluator | None,
             work: Callable[..., list[_R]], *args: Any) -> Iterator[_R]:
     """``work(chunk, *args, engine)`` over chunks of ``items`` by ``workers`` processes,
@@ -472,15 +482,12 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
     is this process's.  Raises what a worker raised, or :class:`WorkerLost` (NB531)
     when one ends before its rows are done.
     """
-    own = engine is None
-    engine = spec.build() if engine is None else engine
     window: deque[tuple[_Slot, _Worker | None]] = deque()
     limit = (DEPTH + 1) * workers
     done = False
     forked = multiprocessing.get_context().get_start_method() == "fork"
     with contextlib.ExitStack() as cleanup:  # every step runs, in reverse, even if one fails
-        if own:
-            cleanup.callback(engine.close)
+        engine = cleanup.enter_context(_engine_for(spec, engine))
         if forked:
             # What Python's gc docs advise before a fork: the objects alive now are left out
             # of collections (until the end of the batch) so that no process's collector
@@ -490,6 +497,7 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
             if gc.get_freeze_count() == 0:
                 cleanup.callback(gc.unfreeze)
             gc.freeze()
+
         def stop(worker: _Worker) -> None:
             worker.stop(wait=done)
 
@@ -545,14 +553,9 @@ def _records(rows: Iterable[Row], spec: EngineSpec, workers: int,
     if workers > 1:
         yield from _spread(rows, workers, spec, engine, _work)
         return
-    own = engine is None
-    engine = spec.build() if engine is None else engine
-    try:
+    with _engine_for(spec, engine) as evaluator:
         for chunk in _chunks(rows, CHUNK):
-            yield from _work(chunk, engine)
-    finally:
-        if own:
-            engine.close()
+            yield from _work(chunk, evaluator)
 
 
 class _CountingReader(io.RawIOBase):

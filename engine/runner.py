@@ -49,10 +49,10 @@ class DecisionOutcome:
     traces: tuple[tuple[FiredRule, tuple[str, ...], bool], ...] = field(default=(), compare=False, repr=False)
 
 
-#: An outcome as :meth:`DecisionRunner.learn` takes it (picklable): its cache key, whether
-#: the missing-fact analysis ran, the indexes of the rules and scope exclusions that fired,
-#: and the outcome of each output.
-Lesson = tuple[Any, bool, tuple[int, ...], tuple[int, ...], dict[str, OutputOutcome]]
+#: An outcome as :meth:`DecisionRunner.learn` takes it (picklable): its cache key (a long
+#: key when the missing-fact analysis ran), the indexes of the rules and scope exclusions
+#: that fired, and the outcome of each output.
+Lesson = tuple[Any, tuple[int, ...], tuple[int, ...], dict[str, OutputOutcome]]
 
 #: A fact not in a view (``None`` may be a value).
 _UNSEEN = object()
@@ -251,7 +251,7 @@ class DecisionRunner:
                 self._remember(key, outcome)
                 journal = self.journal  # read once: another thread may take or stop it
                 if journal is not None:
-                    journal.append((key, len(key) > 2, tuple(r.index for r in outcome.fired),
+                    journal.append((key, tuple(r.index for r in outcome.fired),
                                     tuple(r.index for r in outcome.scopes), dict(outcome.outputs)))
         return outcome
 
@@ -274,8 +274,10 @@ class DecisionRunner:
     def take_journal(self) -> list[Lesson]:
         """What :attr:`journal` noted since last taken (none when it is off)."""
         with self._cache_lock:
-            taken, self.journal = self.journal or [], [] if self.journal is not None else None
-        return taken
+            taken = self.journal
+            if taken:
+                self.journal = []
+        return taken or []
 
     def learn(self, lessons: Sequence[Lesson]) -> None:
         """Remember outcomes another runner computed (its :attr:`journal`), as if
@@ -287,7 +289,7 @@ class DecisionRunner:
             return
         by_index = self._by_index
         with self._cache_lock:
-            for key, _analysed, fired, scopes, outputs in lessons:
+            for key, fired, scopes, outputs in lessons:
                 if key not in self._cache:
                     self._remember(key, self._outcome([by_index[i] for i in fired], [by_index[i] for i in scopes],
                                                       outputs))

@@ -107,7 +107,7 @@ def test_a_runner_that_learns_a_journal_gives_the_same_outcomes_without_running_
         taught = analysed = 0
         for r in teacher.runners:
             assert r.journal is not None
-            analysed += sum(1 for lesson in r.journal if lesson[1])
+            analysed += sum(1 for lesson in r.journal if len(lesson[0]) > 2)
             by_signature[r.signature].learn(r.journal)
             taught += len(r.journal)
         assert taught > 100 and analysed > 0  # outcomes of the missing-fact analysis taught too
@@ -154,7 +154,7 @@ def test_the_lesson_log_keeps_only_what_a_worker_has_yet_to_be_sent() -> None:
         a, b = _FakeWorker(), _FakeWorker()
         cells = _Cells(engine, [a, b], on=True)  # type: ignore[list-item]
         runner = engine.runners[0]
-        lesson = ("key", False, (), (), {})
+        lesson = ("key", (), (), {})
         cells.taught(a, [(runner.signature, [lesson])])  # type: ignore[arg-type]
         assert cells.lessons_for(a) == []  # its own lesson is not sent back
         assert len(cells.log) == 1  # b has yet to be sent it
