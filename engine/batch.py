@@ -17,6 +17,7 @@ import gc
 import io
 import itertools
 import json
+import mmap
 import multiprocessing
 import os
 import pickle
@@ -163,6 +164,9 @@ def row_record(row: Row, engine: Evaluator | None, outputs: Sequence[str] | None
 CHUNK = 64
 #: Chunks sent ahead to each worker process, so it never waits for this one.
 DEPTH = 4
+#: Bytes of a chunk's results a forked worker hands over in shared memory (a slot per
+#: chunk sent ahead); results that do not fit cross the pipe instead.
+SLOT = 1 << 21
 
 
 def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
@@ -186,22 +190,40 @@ def _widen(conn: Connection) -> None:
             fcntl.fcntl(conn.fileno(), set_size, 1 << 20)
 
 
-def _work(chunk: Sequence[Row], engine: Evaluator) -> list[tuple[str, str]]:
-    """(status, record line) of each row."""
+@dataclass(frozen=True)
+class _Lines:
+    """A chunk's records as they are written: each row's line, and what the writer needs
+    besides, ``heads[i]``: ``(status,)`` or ``(row id, row number, status)``.
+
+    A forked worker process hands its lines over in shared memory (see :class:`_Worker`):
+    one copy of the bytes, and no ~5 KB object per row to pickle and unpickle.
+    """
+
+    heads: list[tuple[Any, ...]]
+    lines: list[str]
+
+    @classmethod
+    def of(cls, records: Sequence[tuple[Any, ...]]) -> _Lines:
+        """From ``(head..., line)`` records."""
+        return cls([r[:-1] for r in records], [r[-1] for r in records])
+
+
+def _work(chunk: Sequence[Row], engine: Evaluator) -> _Lines:
+    """The records of ``chunk``'s rows: heads ``(status,)``."""
     outputs = engine.requested_outputs()
-    return [row_record(row, engine, outputs) for row in chunk]
+    return _Lines.of([row_record(row, engine, outputs) for row in chunk])
 
 
 def _work_lines(chunk: Sequence[tuple[int, bytes | str | None]], id_column: str, max_row: int,
-                engine: Evaluator) -> list[tuple[str | None, int, str, str]]:
-    """Parse and evaluate JSONL lines; (row id, row number, status, record line) each."""
+                engine: Evaluator) -> _Lines:
+    """Parse and evaluate JSONL lines; heads ``(row id, row number, status)``."""
     outputs = engine.requested_outputs()
     out = []
     for number, line in chunk:
         row = jsonl_row(number, line, id_column, max_row)
         if row is not None:
             out.append((row.id, row.number, *row_record(row, engine, outputs)))
-    return out
+    return _Lines.of(out)
 
 
 Lessons = list[tuple[str, list["Lesson"]]]
@@ -233,16 +255,55 @@ def _learn(runners: Mapping[str, DecisionRunner], lessons: Lessons) -> None:
             runner.learn(taught)
 
 
-def _serve(tasks: Connection, results: Connection, spec: EngineSpec, parent: int, checked: RuleSetBuild | None,
-           work: Callable[..., list[Any]], args: tuple[Any, ...]) -> None:
-    """A worker process: build the engine (from ``checked`` where forked), then answer
-    each pickled ``(chunk, lessons)`` from ``tasks`` with ``("ok", (work(chunk, *args,
-    engine), lessons))`` on ``results``, until an empty message or the end of ``tasks``;
-    ``("failed", exception, traceback)`` if anything fails.  Forked, the lessons are
-    outcomes computed in the other processes (learnt before the chunk) and in this one
-    (sent with its results), so a cell met in one process is seldom met again in the
-    others (only when two meet it before either has told).  Ctrl-C is the parent's to
-    handle (it stops its workers): a worker ignores SIGINT."""
+@dataclass(frozen=True)
+class _InSlot:
+    """A worker's :class:`_Lines` whose lines wait in its slot of shared memory, one
+    after the other, ``sizes[i]`` bytes of UTF-8 each."""
+
+    heads: list[tuple[Any, ...]]
+    sizes: list[int]
+
+
+def _into_slot(done: _Lines, shared: mmap.mmap, slot: int) -> _InSlot | _Lines:
+    """``done`` written in ``slot`` of ``shared``; as it is when its lines do not fit."""
+    at, end = slot * SLOT, (slot + 1) * SLOT
+    sizes = []
+    for line in done.lines:
+        data = line.encode("utf-8")
+        if at + len(data) > end:
+            return done
+        shared[at:at + len(data)] = data
+        at += len(data)
+        sizes.append(len(data))
+    return _InSlot(done.heads, sizes)
+
+
+def _from_slot(taken: _InSlot, shared: mmap.mmap, slot: int) -> _Lines:
+    lines = []
+    at = slot * SLOT
+    with memoryview(shared) as view:
+        for size in taken.sizes:
+            lines.append(str(view[at:at + size], "utf-8"))
+            at += size
+    return _Lines(taken.heads, lines)
+
+
+def _serve(tasks: Connection, results: Connection, spec: EngineSpec, parent: int, engine: Evaluator | None,
+           shared: mmap.mmap | None, work: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """A worker process: answer each pickled ``(chunk, lessons, slot)`` from ``tasks``
+    with ``("ok", (work(chunk, *args, engine), lessons))`` on ``results``, until an
+    empty message or the end of ``tasks``; ``("failed", exception, traceback)`` if
+    anything fails.
+
+    Forked, ``engine`` is this process's copy of the parent's (nothing to load, check or
+    compile again, and exactly the rules the parent checked), ``shared`` the memory it
+    shares with the parent: a :class:`_Lines` result's text is written in ``slot`` of it
+    and an :class:`_InSlot` sent instead (unless they do not fit).  The lessons are outcomes computed in the
+    other processes (learnt before the chunk) and in this one (sent with its results),
+    so a cell met in one process is seldom met again in the others (only when two meet
+    it before either has told).  Spawned (``engine`` None), the worker builds its engine
+    from ``spec``; results cross the pipe.  Ctrl-C is the parent's to handle (it stops
+    its workers): a worker ignores SIGINT."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for end in _PARENT_ENDS:  # forked: the parent's ends of every worker's pipes, its own included
         end.close()
@@ -259,14 +320,17 @@ def _serve(tasks: Connection, results: Connection, spec: EngineSpec, parent: int
             inbox.put(data)
 
     try:
-        engine = spec.build(checked)
-        threading.Thread(target=read, name="nbrules-batch-inbox", daemon=True).start()
-        runners = _journals(engine, on=True) if checked is not None else {}
-        with engine:
+        with contextlib.ExitStack() as owned:
+            runners = _journals(engine, on=True) if engine is not None else {}
+            if engine is None:
+                engine = owned.enter_context(spec.build())
+            threading.Thread(target=read, name="nbrules-batch-inbox", daemon=True).start()
             while data := inbox.get():
-                chunk, taught = pickle.loads(data)
+                chunk, taught, slot = pickle.loads(data)
                 _learn(runners, taught)
                 done = work(chunk, *args, engine)
+                if shared is not None and slot is not None and isinstance(done, _Lines):
+                    done = _into_slot(done, shared, slot)
                 results.send_bytes(pickle.dumps(("ok", (done, _lessons(runners))), _PROTOCOL))
     except BaseException as exc:  # reported to the parent, which raises it
         with contextlib.suppress(BaseException):
@@ -294,7 +358,7 @@ class _Slot:
 
     __slots__ = ("value",)
 
-    def __init__(self, value: list[Any] | None = None) -> None:
+    def __init__(self, value: Any = None) -> None:
         self.value = value
 
 
@@ -302,17 +366,21 @@ class _Worker:
     """A worker process and the two pipes that feed and drain it.  Raises
     :class:`WorkerLost` (NB531) when the process cannot be started."""
 
-    def __init__(self, spec: EngineSpec, engine: Evaluator, work: Callable[..., list[Any]],
+    def __init__(self, spec: EngineSpec, engine: Evaluator, work: Callable[..., Any],
                  args: tuple[Any, ...]) -> None:
         context = multiprocessing.get_context()
         task_end, self.tasks = context.Pipe(duplex=False)
         self.results, result_end = context.Pipe(duplex=False)
-        # forked, a worker starts from this engine's checked rule set (inherited, not
-        # pickled): it only compiles, instead of loading, checking, verifying and running
-        # the cases again (seconds), and has exactly the rules this process checked
-        checked = engine.build if context.get_start_method() == "fork" else None
+        # forked, a worker evaluates with its copy of this engine (inherited, not
+        # pickled): nothing to load, check, verify or compile again, and exactly the
+        # rules this process checked; it hands its results over in shared memory, a
+        # slot per chunk sent ahead, each slot free again once its results are taken
+        forked = context.get_start_method() == "fork"
+        self.shared = mmap.mmap(-1, DEPTH * SLOT) if forked else None
+        self.slots = list(range(DEPTH))
         self.process = context.Process(target=_serve, name="nbrules-batch-worker", daemon=True,
-                                       args=(task_end, result_end, spec, os.getpid(), checked, work, args))
+                                       args=(task_end, result_end, spec, os.getpid(), engine if forked else None,
+                                             self.shared, work, args))
         _PARENT_ENDS.extend((self.tasks, self.results))
         try:
             self.process.start()
@@ -320,19 +388,22 @@ class _Worker:
             self._forget()
             self.tasks.close()
             self.results.close()
+            if self.shared is not None:
+                self.shared.close()
             raise _lost(f"could not be started ({exc.strerror or exc})") from exc
         finally:
             task_end.close()
             result_end.close()
         _widen(self.tasks)
         _widen(self.results)
-        self.awaited: deque[_Slot] = deque()
+        self.awaited: deque[tuple[_Slot, int | None]] = deque()
 
     def submit(self, chunk: list[Any], lessons: Lessons) -> _Slot:
         slot = _Slot()
-        self.awaited.append(slot)
+        at = self.slots.pop() if self.shared is not None and self.slots else None
+        self.awaited.append((slot, at))
         try:
-            self.tasks.send_bytes(pickle.dumps((chunk, lessons), _PROTOCOL))
+            self.tasks.send_bytes(pickle.dumps((chunk, lessons, at), _PROTOCOL))
         except OSError:  # it died: the next take says how
             pass
         return slot
@@ -353,7 +424,14 @@ class _Worker:
                 if isinstance(exc, MemoryError):
                     raise _lost(f"(pid {self.process.pid}) ran out of memory") from _WorkerTraceback(trace)
                 raise exc from _WorkerTraceback(trace)
-            self.awaited.popleft().value, lessons = message[1]
+            value, lessons = message[1]
+            slot, at = self.awaited.popleft()
+            if at is not None:
+                if isinstance(value, _InSlot):
+                    assert self.shared is not None
+                    value = _from_slot(value, self.shared, at)
+                self.slots.append(at)
+            slot.value = value
             cells.taught(self, lessons)
 
     def lost(self) -> WorkerLost:
@@ -385,6 +463,8 @@ class _Worker:
                 self.process.terminate()
                 self.process.join()
             self.results.close()
+            if self.shared is not None:
+                self.shared.close()
             self._forget()
 
     def _forget(self) -> None:
@@ -472,9 +552,9 @@ def _engine_for(spec: EngineSpec, engine: Evaluator | None) -> Iterator[Evaluato
 
 
 def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evaluator | None,
-            work: Callable[..., list[_R]], *args: Any) -> Iterator[_R]:
+            work: Callable[..., _R], *args: Any) -> Iterator[_R]:
     """``work(chunk, *args, engine)`` over chunks of ``items`` by ``workers`` processes,
-    this one included (see the comment above); the results in input order.
+    this one included (see the comment above); the result of each chunk, in input order.
 
     Chunks balance themselves between fast and slow processes, and only the rows another
     process evaluates cross a pipe.  At most ``(DEPTH + 1) * workers`` chunks are held:
@@ -517,13 +597,13 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
             else:
                 window.append((_Slot(work(chunk, *args, engine)), None))
             while window and (window[0][0].value is not None or len(window) >= limit):
-                yield from _settled(window.popleft(), cells)
+                yield _settled(window.popleft(), cells)
         while window:
-            yield from _settled(window.popleft(), cells)
+            yield _settled(window.popleft(), cells)
         done = True
 
 
-def _settled(entry: tuple[_Slot, _Worker | None], cells: _Cells) -> list[Any]:
+def _settled(entry: tuple[_Slot, _Worker | None], cells: _Cells) -> Any:
     slot, worker = entry
     while slot.value is None and worker is not None:
         worker.take(True, cells)
@@ -532,30 +612,35 @@ def _settled(entry: tuple[_Slot, _Worker | None], cells: _Cells) -> list[Any]:
 
 
 def _line_records(lines: Iterable[tuple[int, bytes | str | None]], spec: EngineSpec, workers: int, id_column: str,
-                  max_row: int, engine: Evaluator | None = None) -> Iterator[tuple[str, str]]:
-    """The records of JSONL lines evaluated by ``workers`` processes, in input order.
+                  max_row: int, engine: Evaluator | None = None) -> Iterator[_Lines]:
+    """The records of JSONL lines evaluated by ``workers`` processes, a chunk at a time,
+    in input order.
 
     Lines are parsed where they are evaluated, so this process does not parse the
     workers' rows.  A row whose id an earlier row has gets the NB560 record
     :func:`~nbrules.cohort.read_rows` gives it.
     """
     first: dict[str, int] = {}
-    for row_id, number, status, line in _spread(lines, workers, spec, engine, _work_lines, id_column, max_row):
-        if row_id is not None:
-            row = unique_id(Row(number, row_id, None), first, id_column)
-            if row.problems:
-                status, line = row_record(row, None)
-        yield status, line
+    for chunk in _spread(lines, workers, spec, engine, _work_lines, id_column, max_row):
+        again = {}
+        for i, (row_id, number, _) in enumerate(chunk.heads):
+            if row_id is not None:
+                row = unique_id(Row(number, row_id, None), first, id_column)
+                if row.problems:
+                    again[i] = (row_id, number, *row_record(row, None))
+        for i, record in again.items():
+            chunk.heads[i], chunk.lines[i] = record[:-1], record[-1]
+        yield chunk
 
 
 def _records(rows: Iterable[Row], spec: EngineSpec, workers: int,
-             engine: Evaluator | None = None) -> Iterator[tuple[str, str]]:
+             engine: Evaluator | None = None) -> Iterator[_Lines]:
     if workers > 1:
         yield from _spread(rows, workers, spec, engine, _work)
         return
     with _engine_for(spec, engine) as evaluator:
         for chunk in _chunks(rows, CHUNK):
-            yield from _work(chunk, evaluator)
+            yield _work(chunk, evaluator)
 
 
 class _CountingReader(io.RawIOBase):
@@ -651,12 +736,14 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     return summary
 
 
-def _write(records: Iterable[tuple[str, str]], out: IO[str], summary: BatchSummary, bar: _Progress | None,
+def _write(chunks: Iterable[_Lines], out: IO[str], summary: BatchSummary, bar: _Progress | None,
            counter: _CountingReader | None) -> None:
-    for status, line in records:
-        out.write(line + "\n")
-        summary.rows += 1
-        summary.statuses[status] = summary.statuses.get(status, 0) + 1
+    statuses = summary.statuses
+    for chunk in chunks:
+        for head, line in zip(chunk.heads, chunk.lines):
+            out.write(line + "\n")
+            statuses[head[-1]] = statuses.get(head[-1], 0) + 1
+        summary.rows += len(chunk.heads)
         if bar is not None and counter is not None:
             bar.update(summary.rows, counter.count)
     summary.ok = summary.statuses.get("ok", 0)

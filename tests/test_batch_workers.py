@@ -75,6 +75,55 @@ def test_every_number_of_workers_writes_the_same_bytes(cohort_file: Path) -> Non
         assert _run(cohort_file, 2, uncached, engine) == one
 
 
+def test_a_forked_worker_evaluates_with_its_copy_of_this_engine(cohort_file: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked worker builds nothing (no loading, checking or compiling again): it
+    evaluates with the engine it inherited, and writes what this process would."""
+    parent = os.getpid()
+    real = EngineSpec.build
+
+    def build(self: EngineSpec, checked: Any = None) -> RuleEngine:
+        if os.getpid() != parent:
+            raise AssertionError("a worker process built an engine")
+        return real(self, checked)
+
+    monkeypatch.setattr(EngineSpec, "build", build)
+    spec = EngineSpec(decisions=("inrgss", "inrg"))
+    with spec.build() as engine:
+        one = _run(cohort_file, 1, spec, engine)
+    with spec.build() as engine:
+        assert _run(cohort_file, 2, spec, engine) == one
+
+
+@pytest.mark.parametrize("slot", [1 << 21, 1024], ids=["in-shared-memory", "through-the-pipe"])
+def test_a_workers_lines_come_back_unchanged_in_shared_memory_or_through_the_pipe(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slot: int) -> None:
+    """A forked worker hands its lines over in shared memory, a slot per chunk; lines
+    that do not fit their slot cross the pipe.  Either way the bytes are this process's,
+    ids beyond ASCII (two, three and four UTF-8 bytes) and a lone surrogate included."""
+    from nbrules import batch
+
+    rows = _cohort(400, seed=5)
+    for i, row in enumerate(rows):
+        row["id"] = ["Zoë", "患者", "🧒", "\ud800"][i % 4] + f"-{i}"
+    path = tmp_path / "cohort.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = EngineSpec(decisions=("inrgss", "inrg"))
+    with spec.build() as engine:
+        one = io.StringIO()
+        run_batch(str(path), one, "jsonl", spec, workers=1, engine=engine)
+    assert "患者-1" in one.getvalue() and "\\ud800-3" in one.getvalue()
+    taken = []
+    real = batch._from_slot
+    monkeypatch.setattr(batch, "_from_slot", lambda *a: taken.append(1) or real(*a))
+    monkeypatch.setattr(batch, "SLOT", slot)
+    with spec.build() as engine:
+        two = io.StringIO()
+        run_batch(str(path), two, "jsonl", spec, workers=2, engine=engine)
+    assert two.getvalue() == one.getvalue()
+    assert (len(taken) > 0) == (slot > 1024)  # 64 lines never fit in 1 KB
+
+
 def test_the_cells_a_worker_met_are_taught_to_this_process(cohort_file: Path) -> None:
     """After a 2-worker run, every row's cells are known here, those of the rows the
     worker evaluated included: evaluating them all again runs the engine not once."""
@@ -201,8 +250,8 @@ def test_objects_frozen_for_the_fork_are_unfrozen_after_the_batch(cohort_file: P
 
     assert gc.get_freeze_count() == 0
     with spec.build() as engine, open(cohort_file, "rb") as lines:
-        records = list(_spread(jsonl_lines(lines, 1 << 20), 2, spec, engine, spy, "id", 1 << 20))
-    assert len(records) == 1500
+        chunks = list(_spread(jsonl_lines(lines, 1 << 20), 2, spec, engine, spy, "id", 1 << 20))
+    assert sum(len(chunk.lines) for chunk in chunks) == 1500
     assert frozen_during and min(frozen_during) > 0  # frozen while this process evaluated its chunks
     assert gc.get_freeze_count() == 0
 
