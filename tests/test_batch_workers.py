@@ -113,9 +113,14 @@ def test_a_workers_lines_come_back_unchanged_in_shared_memory_or_through_the_pip
         one = io.StringIO()
         run_batch(str(path), one, "jsonl", spec, workers=1, engine=engine)
     assert "患者-1" in one.getvalue() and "\\ud800-3" in one.getvalue()
-    taken = []
+    taken: list[int] = []
     real = batch._from_slot
-    monkeypatch.setattr(batch, "_from_slot", lambda *a: taken.append(1) or real(*a))
+
+    def from_slot(*args: Any) -> Any:
+        taken.append(len(args[0].heads))
+        return real(*args)
+
+    monkeypatch.setattr(batch, "_from_slot", from_slot)
     monkeypatch.setattr(batch, "SLOT", slot)
     with spec.build() as engine:
         two = io.StringIO()
