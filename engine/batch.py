@@ -541,6 +541,19 @@ def _chunks(rows: Iterable[_T], size: int) -> Iterator[list[_T]]:
         yield chunk
 
 
+def _counted(chunks: Iterable[_T], horizon: int) -> Iterator[tuple[_T, int | None]]:
+    """Each of ``chunks`` with how many follow it, once that is at most ``horizon``
+    (None before): reads ``horizon`` + 1 chunks ahead."""
+    source = iter(chunks)
+    ahead = deque(itertools.islice(source, horizon + 1))
+    for chunk in source:
+        ahead.append(chunk)
+        yield ahead.popleft(), None
+    while ahead:
+        chunk = ahead.popleft()
+        yield chunk, len(ahead)
+
+
 @contextlib.contextmanager
 def _engine_for(spec: EngineSpec, engine: Evaluator | None) -> Iterator[Evaluator]:
     """``engine``, or (None) one built from ``spec`` and closed on leaving."""
@@ -588,11 +601,14 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
         # only forked workers run this engine's rules (built from its checked rule set)
         cells = _Cells(engine, pool, on=forked)
         cleanup.callback(cells.close)
-        for chunk in _chunks(items, CHUNK):
+        for chunk, left in _counted(_chunks(items, CHUNK), DEPTH):
             for w in pool:
                 w.take(False, cells)
             free = min(pool, key=lambda w: len(w.awaited))
-            if len(free.awaited) < DEPTH:
+            # near the end, a worker is sent a chunk only while this process has as many
+            # left to do as it has queued: all finish about together (measured: this
+            # process waited ~30 ms at the end of 20,000 rows for the worker's last chunks)
+            if len(free.awaited) < DEPTH and (left is None or len(free.awaited) < left):
                 window.append((free.submit(chunk, cells.lessons_for(free)), free))
             else:
                 window.append((_Slot(work(chunk, *args, engine)), None))

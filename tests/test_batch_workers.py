@@ -129,6 +129,28 @@ def test_a_workers_lines_come_back_unchanged_in_shared_memory_or_through_the_pip
     assert (len(taken) > 0) == (slot > 1024)  # 64 lines never fit in 1 KB
 
 
+def test_near_the_end_this_process_keeps_the_chunks_a_worker_would_queue() -> None:
+    """A worker is sent a chunk only while this process has more left than the worker
+    has queued, so neither waits long for the other at the end: the last chunk is
+    always this process's, and of the last few the worker gets at most as many as it
+    could finish meanwhile."""
+    from nbrules.batch import CHUNK, DEPTH, _counted
+
+    assert list(_counted(range(6), 2)) == [(0, None), (1, None), (2, None), (3, 2), (4, 1), (5, 0)]
+    assert list(_counted(range(2), 4)) == [(0, 1), (1, 0)]
+    spec = EngineSpec(decisions=("inrgss",))
+    here = os.getpid()
+    with spec.build() as engine:
+        where = [pid for chunk in _spread(range(CHUNK * 40), 2, spec, engine, _whose) for pid in chunk]
+    assert where[-1] == here
+    tail = where[-DEPTH:]
+    assert tail.count(here) >= DEPTH // 2, tail
+
+
+def _whose(chunk: list[Any], engine: Any) -> list[int]:
+    return [os.getpid()]
+
+
 def test_the_cells_a_worker_met_are_taught_to_this_process(cohort_file: Path) -> None:
     """After a 2-worker run, every row's cells are known here, those of the rows the
     worker evaluated included: evaluating them all again runs the engine not once."""
