@@ -59,7 +59,9 @@ NO_DIAGNOSIS = "no-neuroblastoma-diagnosis"
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """How a worker process builds its engine (picklable)."""
+    """How a batch's engine is built (picklable): by a spawned worker process, and by
+    :func:`run_batch` when it is given no engine.  A forked worker builds nothing: it
+    evaluates with its copy of the parent's engine."""
 
     rules: str | None = None  # a rules directory; None for the bundled rules
     use: tuple[str, ...] = ()
