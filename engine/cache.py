@@ -36,7 +36,7 @@ import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
+from typing import Any, Callable, Generic, Hashable, Iterable, Iterator, TypeVar, cast
 
 __all__ = ["SizedCache", "CacheStats", "CachePool", "SHARED", "approx_size"]
 
@@ -56,31 +56,62 @@ def approx_size(value: object) -> int:
     seen: set[int] = set()
     todo: list[object] = [value]
     total = 0
+    plans = _PLANS
     while todo and len(seen) < _WALK_LIMIT:
         obj = todo.pop()
-        if id(obj) in seen or isinstance(obj, (type, type(sys), type(approx_size))):
+        if id(obj) in seen:
+            continue
+        cls = type(obj)
+        plan = plans.get(cls) or _plan(cls)
+        kind = plan[0]
+        if kind == _SKIP:
             continue
         seen.add(id(obj))
         try:
             total += sys.getsizeof(obj)
         except TypeError:  # pragma: no cover - an extension object without a size
             continue
-        if isinstance(obj, (str, bytes, bytearray, int, float, bool)) or obj is None:
-            continue
-        if isinstance(obj, dict):
-            todo.extend(obj.keys())
-            todo.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            todo.extend(obj)
-        else:
+        if kind == _SEQ:
+            todo.extend(cast("Iterable[object]", obj))
+        elif kind == _MAP:
+            todo.extend(cast("dict[object, object]", obj).keys())
+            todo.extend(cast("dict[object, object]", obj).values())
+        elif kind == _OBJ:
             d = getattr(obj, "__dict__", None)
             if isinstance(d, dict):
                 todo.append(d)
-            for cls in type(obj).__mro__:
-                for slot in cls.__dict__.get("__slots__", ()):
-                    if isinstance(slot, str) and hasattr(obj, slot):
-                        todo.append(getattr(obj, slot))
+            for slot in plan[1]:
+                if hasattr(obj, slot):
+                    todo.append(getattr(obj, slot))
     return total
+
+
+# How approx_size walks an object of a type, found once per type: not counted (types,
+# modules, functions), counted only (text, bytes, numbers, None), through its items
+# (dicts; lists, tuples, sets), or through its __dict__ and the __slots__ of its classes.
+_SKIP, _LEAF, _MAP, _SEQ, _OBJ = range(5)
+_PLANS: dict[type, tuple[int, tuple[str, ...]]] = {}
+
+
+def _plan(cls: type) -> tuple[int, tuple[str, ...]]:
+    slots: tuple[str, ...] = ()
+    if issubclass(cls, (type, type(sys), type(approx_size))):
+        kind = _SKIP
+    elif issubclass(cls, (str, bytes, bytearray, int, float, bool, type(None))):
+        kind = _LEAF
+    elif issubclass(cls, dict):
+        kind = _MAP
+    elif issubclass(cls, (list, tuple, set, frozenset)):
+        kind = _SEQ
+    else:
+        kind = _OBJ
+        names: list[str] = []
+        for c in cls.__mro__:
+            declared = c.__dict__.get("__slots__", ())
+            names.extend([declared] if isinstance(declared, str) else [n for n in declared if isinstance(n, str)])
+        slots = tuple(names)
+    plan = _PLANS[cls] = (kind, slots)
+    return plan
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
-from .compiler import compile_decision
 from .diagnostics import Diagnostic, has_errors
 from .errors import PatientInputError, RuleSetError, VersionError
 from .governance import governance_problems
@@ -74,7 +73,7 @@ class RuleSetState:
         runners: list[DecisionRunner] = []
         try:
             for d in self.decisions:
-                runners.append(DecisionRunner(compile_decision(d, self.overrides[d.id]), cache_size=cache_size))
+                runners.append(DecisionRunner(build.program(d, self.overrides[d.id]), cache_size=cache_size))
         except BaseException:
             for r in runners:
                 r.close()

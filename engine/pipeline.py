@@ -7,7 +7,7 @@ files still are, so one run reports every problem.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -22,6 +22,7 @@ from .sources import RuleSource, directory_sources, file_source
 from .vocabulary import FactSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .compiler import Program
     from .store import BuildStore
 
 __all__ = ["RuleSetBuild", "build_sources", "build_directory", "build_bundled", "build_file"]
@@ -46,6 +47,22 @@ class RuleSetBuild:
     constraints: ConstraintSet | None = None
     #: The package's shared parameters and profiles (None without a valid parameters.yaml).
     shared: SharedParameters | None = None
+    #: Decisions compiled so far, by decision and parameter overrides (see :meth:`program`):
+    #: at most one per decision and profile, freed with the build, and kept with it in the
+    #: on-disk cache, so a one-shot process does not compile again.
+    compiled: dict[tuple[Any, ...], Program] = field(default_factory=dict, compare=False, repr=False)
+
+    def program(self, decision: Decision, params: Mapping[str, Any] | None = None) -> Program:
+        """``decision`` (one of :attr:`decisions`) compiled with ``params`` (overrides of its
+        parameters, by name): compiled once, then taken from :attr:`compiled` (compiling
+        is a function of the decision's file and the values, nothing else)."""
+        from .compiler import compile_decision
+
+        key = (decision.key, decision.sha256, tuple(sorted((k, repr(v)) for k, v in (params or {}).items())))
+        hit = self.compiled.get(key)
+        if hit is None:
+            hit = self.compiled.setdefault(key, compile_decision(decision, params))
+        return hit
 
     def profile(self, name: str | None) -> dict[str, Any]:
         """The readings of profile ``name`` ({} for None); KeyError when it is not declared."""
@@ -328,6 +345,9 @@ def _stored_build(store: "BuildStore", sources: Sequence[RuleSource], label: str
     else:
         build = build_sources(sources, label)
     known = tuple(governance_problems(d) for d in build.decisions) if verdicts and build.ok else None
+    if known is not None:  # an engine will run it: kept compiled (default parameters) too
+        for decision in build.decisions:
+            build.program(decision)
     if hit is None or known is not None:
         store.put(key, StoredBuild(build, known))
     return build

@@ -15,7 +15,8 @@ never updated in place and never trusted across versions of nbrules.
 
 An entry holds the :class:`~nbrules.pipeline.RuleSetBuild` (checked decisions, every
 diagnostic) and, once an engine has needed them, the governance verdict of each
-decision (verify and example cases, :func:`~nbrules.governance.governance_problems`),
+decision (verify and example cases, :func:`~nbrules.governance.governance_problems`)
+and each decision compiled with its default parameters (``RuleSetBuild.compiled``),
 pickled.  Pickle is acceptable here
 because the cache directory is the user's own: it is created with mode 0700, and a
 directory not owned by the user, or writable by group or others, is not used at all.
@@ -62,7 +63,7 @@ ENV_SWITCH = "NBRULES_CACHE"
 #: Entries kept in the cache directory; older ones are removed when a new one is written.
 MAX_ENTRIES = 32
 #: Bumped whenever the layout of an entry changes.
-_FORMAT = 1
+_FORMAT = 2
 _SUFFIX = ".nbc"
 _OFF = ("off", "0", "no", "false")
 

@@ -196,6 +196,28 @@ def test_eighteen_months_is_declared_once_and_read_by_each_system() -> None:
     assert {d.parameters["eighteen_months_days"].value for d in build.decisions if d.id in users} == {547}
 
 
+def test_one_binding_of_the_constraints_serves_every_decision_run_with_its_own_parameters() -> None:
+    """Binding the constraints reads only the values of the shared parameters and the
+    parameters of the decisions they refer to (mki-class here): each decision of the
+    bundled package, run with its own parameters, gets the one binding; moving either
+    kind gets another, whose conditions differ."""
+    build = build_directory(REPO / "rules")
+    assert build.constraints is not None
+    cs = build.constraints.rebind(())
+    default = cs.bound()
+    assert all(cs.bound({d.id: d.param_values()}) is default for d in build.decisions)
+
+    def violations(bound: tuple) -> list:
+        return [b.violation for b in bound]
+
+    for moved in ({"inrg": {"eighteen_months_days": 365}},
+                  {"mki-class": {"mki_high_min_count": 150}}):
+        other = cs.bound(moved)
+        assert other is not default and violations(other) != violations(default), moved
+    # the shared value as a later decision gives it back: the binding in force
+    assert cs.bound({"inrg": {"eighteen_months_days": 365}, "cog-risk": {"eighteen_months_days": 547}}) is default
+
+
 def test_a_shared_parameter_declared_again_in_a_rule_file_is_refused(rules: Path) -> None:
     _edit(rules / "risk" / "inrg.yaml", "parameters:\n",
           "parameters:\n  eighteen_months_days:\n    value: 548\n    note: a second 18 months\n")

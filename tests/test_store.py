@@ -265,6 +265,44 @@ def test_validate_stores_no_verdicts_and_the_first_engine_adds_them(cache: Path,
     assert first[0] == 0 and json.loads(first[1])["outputs"] == {"demo_out": "low"}  # 100 days < 547
 
 
+def test_an_engine_from_a_warm_cache_compiles_nothing(cache: Path, forget: Callable[[], None],
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The entry an engine writes holds every decision compiled with its default
+    parameters, so a process that reads it compiles nothing and prints the same bytes;
+    a profile compiles (once) only the decisions whose parameters it moves."""
+    from nbrules import compiler
+
+    first = _cli(["evaluate", str(EXAMPLES[0])], capsys)
+    (entry,) = _entries(cache)
+    hit = BuildStore(cache).get(entry.stem)
+    assert hit is not None and len(hit.build.compiled) == len(hit.build.decisions)
+    forget()
+    compiled: list[str] = []
+    real = compiler.compile_decision
+
+    def counting(decision: Any, params: Any = None) -> Any:
+        compiled.append(decision.id)
+        return real(decision, params)
+
+    monkeypatch.setattr(compiler, "compile_decision", counting)
+    assert _cli(["evaluate", str(EXAMPLES[0])], capsys) == first
+    assert compiled == []
+    assert _cli(["evaluate", str(EXAMPLES[0]), "--profile", "day-547-younger"], capsys)[0] == 0
+    assert sorted(compiled) == ["cog-risk", "inpc", "inrg", "inrgss"]  # the decisions reading the 18-month cut
+
+
+def test_a_build_compiles_a_decision_once_per_set_of_parameters() -> None:
+    build = build_bundled()
+    decision = next(d for d in build.decisions if d.id == "inrg")
+    program = build.program(decision)
+    assert build.program(decision, {}) is program and build.program(decision, None) is program
+    moved = build.program(decision, {"eighteen_months_days": 365})
+    assert moved is not program and moved.params["eighteen_months_days"] == 365
+    assert build.program(decision, {"eighteen_months_days": 365}) is moved
+    assert program.params == decision.param_values()
+
+
 def test_the_library_writes_nothing_unless_given_a_store(cache: Path, rules_dir: Callable[..., Path]) -> None:
     from nbrules.commands import open_engine, validate_rules
 
