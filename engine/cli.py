@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NoReturn, Sequence, TextIO, cast
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence, TextIO, cast
 
 from ._version import __version__
 from .commands import (GuardedStream, RulesHaveErrors, diff_rules, evaluate_batch, open_engine, patient_schema_of,
@@ -43,6 +43,14 @@ class _ListenError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{self.prog}: {message}")
+
+
+class _Unbuilt(_Parser):
+    """Stands in for the parser of a verb this process does not run: its arguments are
+    not added (building the parser of every verb took ~7 ms of a one-shot command)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        return None
 
 
 def _rules_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -480,12 +488,21 @@ def cmd_codes(args: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------
 
 
-def _parser() -> _Parser:
+def _parser(only: str | None = None) -> _Parser:
+    """The CLI's parser; with ``only``, a verb given first on the command line, the
+    parser of that verb alone (the whole parser when no verb has that name)."""
     p = _Parser(prog="nbrules", description="Neuroblastoma staging and risk classification from cited rule files.")
     p.add_argument("--version", action="version", version=f"nbrules {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    built: list[str] = []
 
-    v = sub.add_parser("validate", help="load, validate and check rule files; report every problem")
+    def verb(name: str, **kwargs: Any) -> _Parser:
+        if only is not None and name != only:
+            return _Unbuilt(add_help=False)
+        built.append(name)
+        return sub.add_parser(name, **kwargs)
+
+    v = verb("validate", help="load, validate and check rule files; report every problem")
     _rules_arg(v, positional=True)
     v.add_argument("--format", choices=("text", "json"), default="text")
     v.add_argument("--strict", action="store_true", help="fail on warnings too")
@@ -494,13 +511,13 @@ def _parser() -> _Parser:
                         "changed without raising its version (NB812)")
     v.set_defaults(func=cmd_validate)
 
-    t = sub.add_parser("test", help="run the example cases of every rule file")
+    t = verb("test", help="run the example cases of every rule file")
     _rules_arg(t, positional=True)
     t.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
     _profile_arg(t)
     t.set_defaults(func=cmd_test)
 
-    e = sub.add_parser("evaluate", help="evaluate one patient (JSON file, or - for stdin), or a batch")
+    e = verb("evaluate", help="evaluate one patient (JSON file, or - for stdin), or a batch")
     e.add_argument("file", metavar="FILE|-", nargs="?")
     _rules_arg(e)
     e.add_argument("--format", choices=("json", "text"), default="json")
@@ -530,7 +547,7 @@ def _parser() -> _Parser:
     _profile_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
-    vf = sub.add_parser("verify", help="check every decision over its whole input domain: gaps, overlaps, dead rules")
+    vf = verb("verify", help="check every decision over its whole input domain: gaps, overlaps, dead rules")
     _rules_arg(vf, positional=True)
     vf.add_argument("--all-parameters", action="store_true",
                     help="also verify under each documented alternative value of each parameter, and each profile")
@@ -539,7 +556,7 @@ def _parser() -> _Parser:
     vf.add_argument("-v", "--verbose", action="store_true", help="show information findings (declared gaps) too")
     vf.set_defaults(func=cmd_verify)
 
-    r = sub.add_parser("render", help="write decisions as tables for clinical review")
+    r = verb("render", help="write decisions as tables for clinical review")
     r.add_argument("decision", nargs="?", metavar="DECISION", help="decision id or id@version (default: all)")
     _rules_arg(r)
     r.add_argument("--format", choices=("html", "md"), default="md")
@@ -547,7 +564,7 @@ def _parser() -> _Parser:
     _profile_arg(r)
     r.set_defaults(func=cmd_render)
 
-    df = sub.add_parser("diff", help="what changes between two versions of a decision, or two rules directories")
+    df = verb("diff", help="what changes between two versions of a decision, or two rules directories")
     df.add_argument("old", metavar="OLD", help="decision@version, a rule file (anywhere), or a rules directory")
     df.add_argument("new", metavar="NEW", help="decision@version, a rule file (anywhere), or a rules directory")
     _rules_arg(df)
@@ -559,7 +576,7 @@ def _parser() -> _Parser:
     _profile_arg(df)
     df.set_defaults(func=cmd_diff)
 
-    sv = sub.add_parser("serve", help="run the HTTP service (evaluate, decisions, health, OpenAPI, CDS Hooks)")
+    sv = verb("serve", help="run the HTTP service (evaluate, decisions, health, OpenAPI, CDS Hooks)")
     _rules_arg(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=_int_at_least(0, 65535), default=8000,
@@ -589,27 +606,30 @@ def _parser() -> _Parser:
     _profile_arg(sv)
     sv.set_defaults(func=cmd_serve)
 
-    ini = sub.add_parser("init", help="write an editable copy of the bundled knowledge package into DIR")
+    ini = verb("init", help="write an editable copy of the bundled knowledge package into DIR")
     ini.add_argument("dir", metavar="DIR")
     ini.set_defaults(func=cmd_init)
 
-    dc = sub.add_parser("docs", help="print an editing guide (rule-files, knowledge-package, diagnostics...)")
+    dc = verb("docs", help="print an editing guide (rule-files, knowledge-package, diagnostics...)")
     dc.add_argument("page", nargs="?", metavar="PAGE", help="page name (default: list the pages)")
     dc.set_defaults(func=cmd_docs)
 
-    sc = sub.add_parser("schema", help="print a JSON Schema: patient (generated from facts.yaml), ruleset, facts...")
+    sc = verb("schema", help="print a JSON Schema: patient (generated from facts.yaml), ruleset, facts...")
     sc.add_argument("name", metavar="NAME", help="patient, or a file format: ruleset, package, facts, fhir-mapping")
     _rules_arg(sc)
     sc.set_defaults(func=cmd_schema)
 
-    c = sub.add_parser("codes", help="list every diagnostic code")
+    c = verb("codes", help="list every diagnostic code")
     c.set_defaults(func=cmd_codes)
+    if only is not None and not built:
+        return _parser()
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used as the console script)."""
-    parser = _parser()
+    given = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(given[0] if given and not given[0].startswith("-") else None)
     if argv is None:
         # run as the program: the modules and the parser live as long as the process, so
         # the cyclic collector need not walk them again (about 10 ms of a one-shot evaluate)

@@ -126,3 +126,19 @@ def test_test_command_on_bundled_rules(capsys: pytest.CaptureFixture[str]) -> No
 def test_console_script_is_installed() -> None:
     proc = subprocess.run([sys.executable, "-m", "nbrules.cli", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("nbrules ")
+
+
+def test_a_verb_given_first_builds_only_its_own_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    """A one-shot command builds the parser of its verb alone; a name that is no verb
+    still gets the whole parser's answer, naming every verb."""
+    from nbrules.cli import EXIT_USAGE, _parser
+
+    only = _parser("evaluate")
+    full = _parser()
+    assert only.parse_args(["evaluate", "p.json", "--workers", "2"]) == full.parse_args(
+        ["evaluate", "p.json", "--workers", "2"])
+    assert only.format_usage() == full.format_usage()
+    assert _parser("evalute").format_help() == full.format_help()
+    assert main(["evalute", "p.json"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "invalid choice: 'evalute'" in err and "'evaluate'" in err and "'codes'" in err
