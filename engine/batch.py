@@ -192,10 +192,11 @@ def _widen(conn: Connection) -> None:
             fcntl.fcntl(conn.fileno(), set_size, 1 << 20)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Lines:
     """A chunk's records as they are written: each row's line, and what the writer needs
-    besides, ``heads[i]``: ``(status,)`` or ``(row id, row number, status)``.
+    besides, ``heads[i]``: ``(status,)`` or ``(row id, row number, status)`` (a repeated
+    id's record replaces its row's, :func:`_line_records`).
 
     A forked worker process hands its lines over in shared memory (see :class:`_Worker`):
     one copy of the bytes, and no ~5 KB object per row to pickle and unpickle.
@@ -299,11 +300,11 @@ def _serve(tasks: Connection, results: Connection, spec: EngineSpec, parent: int
 
     Forked, ``engine`` is this process's copy of the parent's (nothing to load, check or
     compile again, and exactly the rules the parent checked), ``shared`` the memory it
-    shares with the parent: a :class:`_Lines` result's text is written in ``slot`` of it
-    and an :class:`_InSlot` sent instead (unless they do not fit).  The lessons are outcomes computed in the
-    other processes (learnt before the chunk) and in this one (sent with its results),
-    so a cell met in one process is seldom met again in the others (only when two meet
-    it before either has told).  Spawned (``engine`` None), the worker builds its engine
+    shares with the parent: a :class:`_Lines` result's lines are written in ``slot`` of
+    it and an :class:`_InSlot` sent instead (unless they do not fit).  The lessons are
+    outcomes computed in the other processes (learnt before the chunk) and in this one
+    (sent with its results), so a cell met in one process is seldom met again in the
+    others (only when two meet it before either has told).  Spawned (``engine`` None), the worker builds its engine
     from ``spec``; results cross the pipe.  Ctrl-C is the parent's to handle (it stops
     its workers): a worker ignores SIGINT."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -355,8 +356,9 @@ class _WorkerTraceback(Exception):
     """A worker process's traceback, chained to the error it raised (NBRULES_DEBUG=1 shows it)."""
 
 
-class _Slot:
-    """A chunk's results, in input order: ready, or awaited from a worker."""
+class _Pending:
+    """A chunk's results, in input order: ready, or awaited from a worker (not to be
+    confused with a worker's *slots* of shared memory)."""
 
     __slots__ = ("value",)
 
@@ -378,15 +380,17 @@ class _Worker:
         # rules this process checked; it hands its results over in shared memory, a
         # slot per chunk sent ahead, each slot free again once its results are taken
         forked = context.get_start_method() == "fork"
-        self.shared = mmap.mmap(-1, DEPTH * SLOT) if forked else None
+        self.shared: mmap.mmap | None = None
         self.slots = list(range(DEPTH))
-        self.process = context.Process(target=_serve, name="nbrules-batch-worker", daemon=True,
-                                       args=(task_end, result_end, spec, os.getpid(), engine if forked else None,
-                                             self.shared, work, args))
         _PARENT_ENDS.extend((self.tasks, self.results))
         try:
+            if forked:
+                self.shared = mmap.mmap(-1, DEPTH * SLOT)
+            self.process = context.Process(target=_serve, name="nbrules-batch-worker", daemon=True,
+                                           args=(task_end, result_end, spec, os.getpid(), engine if forked else None,
+                                                 self.shared, work, args))
             self.process.start()
-        except OSError as exc:  # no process (fork refused: too many processes, no memory)
+        except OSError as exc:  # no process or no shared memory (too many processes, no memory)
             self._forget()
             self.tasks.close()
             self.results.close()
@@ -398,17 +402,17 @@ class _Worker:
             result_end.close()
         _widen(self.tasks)
         _widen(self.results)
-        self.awaited: deque[tuple[_Slot, int | None]] = deque()
+        self.awaited: deque[tuple[_Pending, int | None]] = deque()
 
-    def submit(self, chunk: list[Any], lessons: Lessons) -> _Slot:
-        slot = _Slot()
+    def submit(self, chunk: list[Any], lessons: Lessons) -> _Pending:
+        pending = _Pending()
         at = self.slots.pop() if self.shared is not None and self.slots else None
-        self.awaited.append((slot, at))
+        self.awaited.append((pending, at))
         try:
             self.tasks.send_bytes(pickle.dumps((chunk, lessons, at), _PROTOCOL))
         except OSError:  # it died: the next take says how
             pass
-        return slot
+        return pending
 
     def take(self, block: bool, cells: _Cells) -> None:
         """Fill the awaited slots whose results have come (``block``: wait for one), and
@@ -427,13 +431,13 @@ class _Worker:
                     raise _lost(f"(pid {self.process.pid}) ran out of memory") from _WorkerTraceback(trace)
                 raise exc from _WorkerTraceback(trace)
             value, lessons = message[1]
-            slot, at = self.awaited.popleft()
+            pending, at = self.awaited.popleft()
             if at is not None:
                 if isinstance(value, _InSlot):
                     assert self.shared is not None
                     value = _from_slot(value, self.shared, at)
                 self.slots.append(at)
-            slot.value = value
+            pending.value = value
             cells.taught(self, lessons)
 
     def lost(self) -> WorkerLost:
@@ -572,12 +576,13 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
     this one included (see the comment above); the result of each chunk, in input order.
 
     Chunks balance themselves between fast and slow processes, and only the rows another
-    process evaluates cross a pipe.  At most ``(DEPTH + 1) * workers`` chunks are held:
-    memory stays constant.  ``engine`` (built from ``spec`` when None, and then closed)
+    process evaluates cross a pipe.  At most ``(DEPTH + 1) * workers`` chunks are held,
+    and ``DEPTH + 1`` more read ahead (to know when the input nears its end): memory
+    stays constant.  ``engine`` (built from ``spec`` when None, and then closed)
     is this process's.  Raises what a worker raised, or :class:`WorkerLost` (NB531)
     when one ends before its rows are done.
     """
-    window: deque[tuple[_Slot, _Worker | None]] = deque()
+    window: deque[tuple[_Pending, _Worker | None]] = deque()
     limit = (DEPTH + 1) * workers
     done = False
     forked = multiprocessing.get_context().get_start_method() == "fork"
@@ -600,7 +605,7 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
         for _ in range(workers - 1):
             pool.append(_Worker(spec, engine, work, args))
             cleanup.callback(stop, pool[-1])
-        # only forked workers run this engine's rules (built from its checked rule set)
+        # only forked workers run this engine's rules (their copies of it)
         cells = _Cells(engine, pool, on=forked)
         cleanup.callback(cells.close)
         for chunk, left in _counted(_chunks(items, CHUNK), DEPTH):
@@ -613,7 +618,7 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
             if len(free.awaited) < DEPTH and (left is None or len(free.awaited) < left):
                 window.append((free.submit(chunk, cells.lessons_for(free)), free))
             else:
-                window.append((_Slot(work(chunk, *args, engine)), None))
+                window.append((_Pending(work(chunk, *args, engine)), None))
             while window and (window[0][0].value is not None or len(window) >= limit):
                 yield _settled(window.popleft(), cells)
         while window:
@@ -621,7 +626,7 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
         done = True
 
 
-def _settled(entry: tuple[_Slot, _Worker | None], cells: _Cells) -> Any:
+def _settled(entry: tuple[_Pending, _Worker | None], cells: _Cells) -> Any:
     slot, worker = entry
     while slot.value is None and worker is not None:
         worker.take(True, cells)
@@ -713,10 +718,12 @@ def run_batch(source: str, out: IO[str], fmt: str, spec: EngineSpec, workers: in
     ``workers``: processes that evaluate, this one included.  ``engine`` (built from
     ``spec`` by the caller, and left open; built here when None) evaluates this
     process's rows, so it must be ``spec``'s: an engine of another profile, date or
-    choice of decisions would mix two configurations in one output.  Worker processes
-    build their own, from its checked rule set where they are forked.  Lines are parsed
-    where they are evaluated.  Raises :class:`WorkerLost` (NB531) when a worker ends
-    before its rows are done.
+    choice of decisions would mix two configurations in one output.  A forked worker
+    process evaluates with its copy of ``engine``: no other thread may be using the
+    engine while the batch starts its workers (a lock held at the fork would stay held
+    in the copy; the CLI has no other thread).  A spawned one (macOS, Windows) builds
+    its own from ``spec``.  Lines are parsed where they are evaluated.  Raises
+    :class:`WorkerLost` (NB531) when a worker ends before its rows are done.
     """
     summary = BatchSummary()
     start = time.perf_counter()

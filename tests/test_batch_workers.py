@@ -95,17 +95,20 @@ def test_a_forked_worker_evaluates_with_its_copy_of_this_engine(cohort_file: Pat
         assert _run(cohort_file, 2, spec, engine) == one
 
 
-@pytest.mark.parametrize("slot", [1 << 21, 1024], ids=["in-shared-memory", "through-the-pipe"])
+@pytest.mark.parametrize("slot", [1 << 21, 1024, 0], ids=["in-shared-memory", "through-the-pipe", "some-each-way"])
 def test_a_workers_lines_come_back_unchanged_in_shared_memory_or_through_the_pipe(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slot: int) -> None:
     """A forked worker hands its lines over in shared memory, a slot per chunk; lines
     that do not fit their slot cross the pipe.  Either way the bytes are this process's,
-    ids beyond ASCII (two, three and four UTF-8 bytes) and a lone surrogate included."""
+    ids beyond ASCII (two, three and four UTF-8 bytes) and a lone surrogate included,
+    and the shared memory is given back at the end.  (``some-each-way``: every other
+    chunk's rows carry long ids, and the slot holds the lines of a short chunk only.)"""
     from nbrules import batch
 
-    rows = _cohort(400, seed=5)
+    rows = _cohort(1280, seed=5)
     for i, row in enumerate(rows):
-        row["id"] = ["Zoë", "患者", "🧒", "\ud800"][i % 4] + f"-{i}"
+        pad = "x" * 1500 if (i // batch.CHUNK) % 2 else ""
+        row["id"] = ["Zoë", "患者", "🧒", "\ud800"][i % 4] + f"-{i}" + pad
     path = tmp_path / "cohort.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = EngineSpec(decisions=("inrgss", "inrg"))
@@ -113,42 +116,43 @@ def test_a_workers_lines_come_back_unchanged_in_shared_memory_or_through_the_pip
         one = io.StringIO()
         run_batch(str(path), one, "jsonl", spec, workers=1, engine=engine)
     assert "患者-1" in one.getvalue() and "\\ud800-3" in one.getvalue()
-    taken: list[int] = []
-    real = batch._from_slot
+    if slot == 0:
+        lines = one.getvalue().splitlines()
+        size = [sum(len(line.encode()) for line in lines[i:i + batch.CHUNK]) for i in range(0, len(lines), batch.CHUNK)]
+        slot = max(size[0::2]) + 1  # the short chunks fit, the long ones do not
+        assert slot < min(size[1::2])
+    here = os.getpid()
+    in_slot: list[int] = []
+    evaluated_here: list[int] = []
+    real_from_slot, real_work = batch._from_slot, batch._work_lines
 
     def from_slot(*args: Any) -> Any:
-        taken.append(len(args[0].heads))
-        return real(*args)
+        in_slot.append(len(args[0].heads))
+        return real_from_slot(*args)
+
+    def work_lines(chunk: Any, *args: Any) -> Any:
+        if os.getpid() == here:
+            evaluated_here.append(len(chunk))
+        return real_work(chunk, *args)
+
+    mapped: list[Any] = []
+    real_init = batch._Worker.__init__
+
+    def init(self: Any, *args: Any) -> None:
+        real_init(self, *args)
+        mapped.append(self.shared)
 
     monkeypatch.setattr(batch, "_from_slot", from_slot)
+    monkeypatch.setattr(batch, "_work_lines", work_lines)
+    monkeypatch.setattr(batch._Worker, "__init__", init)
     monkeypatch.setattr(batch, "SLOT", slot)
     with spec.build() as engine:
-        two = io.StringIO()
-        run_batch(str(path), two, "jsonl", spec, workers=2, engine=engine)
-    assert two.getvalue() == one.getvalue()
-    assert (len(taken) > 0) == (slot > 1024)  # 64 lines never fit in 1 KB
-
-
-def test_near_the_end_this_process_keeps_the_chunks_a_worker_would_queue() -> None:
-    """A worker is sent a chunk only while this process has more left than the worker
-    has queued, so neither waits long for the other at the end: the last chunk is
-    always this process's, and of the last few the worker gets at most as many as it
-    could finish meanwhile."""
-    from nbrules.batch import CHUNK, DEPTH, _counted
-
-    assert list(_counted(range(6), 2)) == [(0, None), (1, None), (2, None), (3, 2), (4, 1), (5, 0)]
-    assert list(_counted(range(2), 4)) == [(0, 1), (1, 0)]
-    spec = EngineSpec(decisions=("inrgss",))
-    here = os.getpid()
-    with spec.build() as engine:
-        where = [pid for chunk in _spread(range(CHUNK * 40), 2, spec, engine, _whose) for pid in chunk]
-    assert where[-1] == here
-    tail = where[-DEPTH:]
-    assert tail.count(here) >= DEPTH // 2, tail
-
-
-def _whose(chunk: list[Any], engine: Any) -> list[int]:
-    return [os.getpid()]
+        more = io.StringIO()
+        run_batch(str(path), more, "jsonl", spec, workers=3, engine=engine)
+    assert more.getvalue() == one.getvalue()
+    piped = len(rows) - sum(in_slot) - sum(evaluated_here)
+    assert (sum(in_slot) > 0, piped > 0) == {1 << 21: (True, False), 1024: (False, True)}.get(slot, (True, True))
+    assert len(mapped) == 2 and all(m is not None and m.closed for m in mapped)
 
 
 def test_the_cells_a_worker_met_are_taught_to_this_process(cohort_file: Path) -> None:
@@ -344,3 +348,45 @@ def test_a_worker_that_cannot_be_started_stops_the_run_and_leaves_no_process(
     [first] = started
     assert not first.is_alive() and first.exitcode is not None
     assert gc.get_freeze_count() == 0
+
+
+def test_a_fork_waits_for_a_durable_rules_call_and_the_child_starts_with_the_lock_free() -> None:
+    """A process forked (a batch worker) while another thread is inside durable-rules
+    would inherit its lock held: the fork waits for the call to end, and the child can
+    evaluate."""
+    import threading
+    import time
+
+    from nbrules.backend import engine_lock
+
+    with RuleEngine.default(decisions=("inrgss",)) as engine:
+        inside = threading.Event()
+
+        def hold() -> None:
+            with engine_lock():
+                inside.set()
+                time.sleep(0.3)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        inside.wait()
+        start = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:  # the child: one evaluation, then out
+            try:
+                ok = engine.evaluate({"age_days": 100, "primary_idrfs": [], "metastatic_sites": []}).outputs.get(
+                    "inrgss_stage") == "L1"  # localised, no IDRF, no metastasis: L1
+            finally:
+                os._exit(0 if ok else 1)
+        waited = time.perf_counter() - start
+        deadline = time.monotonic() + 20
+        done, status = os.waitpid(pid, os.WNOHANG)
+        while not done and time.monotonic() < deadline:  # a child stuck on the lock: fail, not hang
+            time.sleep(0.05)
+            done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        holder.join()
+    assert done, "the forked child never got the durable-rules lock"
+    assert waited > 0.1 and os.waitstatus_to_exitcode(status) == 0
