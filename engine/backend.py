@@ -37,6 +37,7 @@ measured in docs/durable-rules.md (architecture.md §7):
 from __future__ import annotations
 
 import json
+import os
 import itertools
 import re
 import threading
@@ -58,6 +59,11 @@ DISCRIMINATOR = "__nb"
 CATCH_ALL = "__seen"
 
 _LOCK = threading.RLock()
+if hasattr(os, "register_at_fork"):
+    # a process forked while another thread is inside durable-rules would inherit the
+    # lock held, and its C state half-changed: a fork waits for the call to end, and
+    # the child starts with the lock free (batch workers are forked)
+    os.register_at_fork(before=_LOCK.acquire, after_in_parent=_LOCK.release, after_in_child=_LOCK.release)
 _SIDS = itertools.count(1)
 _NAMES = itertools.count(1)
 _LIVE: "weakref.WeakSet[EngineRuleset]" = weakref.WeakSet()
