@@ -47,18 +47,22 @@ class RuleSetBuild:
     constraints: ConstraintSet | None = None
     #: The package's shared parameters and profiles (None without a valid parameters.yaml).
     shared: SharedParameters | None = None
-    #: Decisions compiled so far, by decision and parameter overrides (see :meth:`program`):
-    #: at most one per decision and profile, freed with the build, and kept with it in the
-    #: on-disk cache, so a one-shot process does not compile again.
+    #: Decisions compiled so far (see :meth:`program`), by decision and parameter values:
+    #: at most one per decision and profile, freed with the build, and kept with it in
+    #: the on-disk cache, so a one-shot process does not compile again.
     compiled: dict[tuple[Any, ...], Program] = field(default_factory=dict, compare=False, repr=False)
 
     def program(self, decision: Decision, params: Mapping[str, Any] | None = None) -> Program:
-        """``decision`` (one of :attr:`decisions`) compiled with ``params`` (overrides of its
-        parameters, by name): compiled once, then taken from :attr:`compiled` (compiling
-        is a function of the decision's file and the values, nothing else)."""
+        """``decision``, one of :attr:`decisions`, compiled with ``params`` (overrides of
+        its parameters, by name), once per set of parameter values in force.  Compiling
+        also reads what the build fixes (the package's facts, constraints and the other
+        decisions' rules), so the memo is the build's; a decision not of this build (a
+        profiled copy, :meth:`profiled`) is compiled each time."""
         from .compiler import compile_decision
 
-        key = (decision.key, decision.sha256, tuple(sorted((k, repr(v)) for k, v in (params or {}).items())))
+        if not any(d is decision for d in self.decisions):
+            return compile_decision(decision, params)
+        key = (decision.key, tuple(sorted((k, repr(v)) for k, v in decision.param_values(params).items())))
         hit = self.compiled.get(key)
         if hit is None:
             hit = self.compiled.setdefault(key, compile_decision(decision, params))

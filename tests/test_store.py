@@ -300,7 +300,12 @@ def test_a_build_compiles_a_decision_once_per_set_of_parameters() -> None:
     moved = build.program(decision, {"eighteen_months_days": 365})
     assert moved is not program and moved.params["eighteen_months_days"] == 365
     assert build.program(decision, {"eighteen_months_days": 365}) is moved
+    assert build.program(decision, {"eighteen_months_days": 547}) is program  # the value in force already
     assert program.params == decision.param_values()
+    profiled = build.profiled(decision, "day-547-younger")  # a copy, not of this build: not memoised
+    assert build.program(profiled).params["eighteen_months_days"] == profiled.param_values()["eighteen_months_days"] \
+        != program.params["eighteen_months_days"]
+    assert len(build.compiled) == 2
 
 
 def test_the_library_writes_nothing_unless_given_a_store(cache: Path, rules_dir: Callable[..., Path]) -> None:
