@@ -139,6 +139,12 @@ def test_a_verb_given_first_builds_only_its_own_parser(capsys: pytest.CaptureFix
         ["evaluate", "p.json", "--workers", "2"])
     assert only.format_usage() == full.format_usage()
     assert _parser("evalute").format_help() == full.format_help()
+    helps = []
+    for parser in (only, full):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["evaluate", "-h"])
+        helps.append(capsys.readouterr().out)
+    assert helps[0] == helps[1] and "--workers N" in helps[0]
     assert main(["evalute", "p.json"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "invalid choice: 'evalute'" in err and "'evaluate'" in err and "'codes'" in err
