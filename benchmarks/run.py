@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -94,6 +94,19 @@ def latency(engine: RuleEngine, patients: list[dict[str, Any]]) -> tuple[float, 
         engine.evaluate(p)
         times.append(time.perf_counter() - t)
     return percentile(times, 0.5) * 1e6, percentile(times, 0.99) * 1e6
+
+
+def own_tail(fn: Callable[[dict[str, Any]], Any], patients: list[dict[str, Any]], repeats: int = 3) -> float:
+    """p99 in µs over patients of each one's fastest of ``repeats`` calls: the program's
+    own tail (the patients whose evaluation does the most work), without the pauses a
+    shared or virtual machine inflicts on one call in a hundred."""
+    best = [float("inf")] * len(patients)
+    for _ in range(repeats):
+        for i, p in enumerate(patients):
+            t = time.perf_counter()
+            fn(p)
+            best[i] = min(best[i], time.perf_counter() - t)
+    return percentile(best, 0.99) * 1e6
 
 
 def trace_table(engine: RuleEngine) -> dict[tuple[str, str], dict[str, Any]]:
@@ -234,8 +247,11 @@ def main() -> int:
     with RuleEngine.default(decisions=DECISIONS) as cached:
         latency(cached, patients)  # warm the per-cell cache
         warm = latency(cached, patients)
+        tail = own_tail(cached.evaluate, patients[:5000])
     print(f"  single evaluation, Python API: p50 {cold[0]:.0f} us, p99 {cold[1]:.0f} us (cache off: every call runs "
-          f"durable-rules); p50 {warm[0]:.0f} us, p99 {warm[1]:.0f} us (per-cell cache on, the default)")
+          f"durable-rules); p50 {warm[0]:.0f} us, p99 {warm[1]:.0f} us (per-cell cache on, the default); "
+          f"p99 of each patient's fastest of 3 calls {tail:.0f} us (the program's own tail, without the pauses "
+          f"a shared machine puts in about one call in a hundred)")
 
     # 2. batch throughput, and the baseline doing the same job
     with tempfile.TemporaryDirectory() as tmp:
@@ -307,8 +323,8 @@ def main() -> int:
         proc.wait(timeout=30)
     print(f"  HTTP POST /evaluate, 16 clients on loopback: {http['rps']:,.0f} requests/s, p50 {http['p50_ms']:.1f} ms, "
           f"p99 {http['p99_ms']:.1f} ms, {http['errors']} errors")
-    ok_latency = warm[1] < 1000
-    print(f"  goals: p99 single evaluation < 1 ms: {'met' if ok_latency else 'NOT met'} ({warm[1]:.0f} us); "
+    print(f"  goals: complete patient p99 <= 150 us: {'met' if warm[1] <= 150 else 'NOT met'} ({warm[1]:.0f} us; "
+          f"fastest of 3: {tail:.0f} us); "
           f"batch within 1.5x of the same-job baseline: {'met' if ratio <= 1.5 else 'NOT met'} ({ratio:.2f}x); "
           f"2 workers at least 1.7x one: {'met' if two_workers >= 1.7 else 'NOT met'} ({two_workers:.2f}x)")
     return 0

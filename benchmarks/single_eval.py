@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from run import cohort, percentile  # noqa: E402
+from run import cohort, own_tail, percentile  # noqa: E402
 
 from nbrules import RuleEngine  # noqa: E402
 from tests.reference_analysis import ReferenceRunner  # noqa: E402
@@ -58,19 +58,6 @@ def timed(fn: Callable[[dict[str, Any]], Any], patients: list[dict[str, Any]]) -
         fn(p)
         times.append(time.perf_counter() - t)
     return percentile(times, 0.5) * 1e6, percentile(times, 0.99) * 1e6
-
-
-def own_tail(fn: Callable[[dict[str, Any]], Any], patients: list[dict[str, Any]], repeats: int = 3) -> float:
-    """p99 in µs over patients of each one's fastest of ``repeats`` calls: the program's
-    own tail (the patients whose evaluation does the most work), without the pauses a
-    shared or virtual machine inflicts on one call in a hundred."""
-    best = [float("inf")] * len(patients)
-    for _ in range(repeats):
-        for i, p in enumerate(patients):
-            t = time.perf_counter()
-            fn(p)
-            best[i] = min(best[i], time.perf_counter() - t)
-    return percentile(best, 0.99) * 1e6
 
 
 def former_engine() -> RuleEngine:
