@@ -318,8 +318,13 @@ def _serve(tasks: Connection, results: Connection, spec: EngineSpec, parent: int
         while data:
             try:
                 data = tasks.recv_bytes()
-            except BaseException:  # the end of tasks, or anything else: the worker stops
+            except EOFError:  # the parent closed its end: no more tasks
                 data = b""
+            except BaseException:  # out of memory for a chunk, say: this thread can no longer
+                # drain the tasks, and the parent would block sending the next one while
+                # this process blocks sending results; ending the process at once lets the
+                # parent see both pipes end (NB531)
+                os._exit(_READ_FAILED)
             inbox.put(data)
 
     try:
@@ -346,6 +351,8 @@ def _serve(tasks: Connection, results: Connection, spec: EngineSpec, parent: int
 
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+#: The exit status of a worker that could not read its next chunk.
+_READ_FAILED = 75
 #: The parent's ends of the pipes of the worker processes it has now: a worker forked
 #: later inherits them and closes them first thing, so that each pipe's ends are held
 #: only by the two processes it joins (a worker then sees the end of its tasks).
@@ -452,6 +459,8 @@ class _Worker:
                 name = f"signal {-code}"
             how = f"was killed by {name}" + (" (by another process, or the out-of-memory killer)"
                                              if -code == signal.SIGKILL else "")
+        elif code == _READ_FAILED:
+            how = "could not read its next rows (out of memory, most likely)"
         else:
             how = f"exited with status {code}"
         return _lost(f"(pid {self.process.pid}) {how} before its rows were done")
@@ -480,11 +489,11 @@ class _Worker:
 
 
 def _lost(what: str) -> WorkerLost:
-    message = f"a worker process {what}"
-    return WorkerLost(f"nbrules evaluate --batch: stopped, {message}",
-                      [Diagnostic(code="NB531", message=message,
-                                  hint="OUT.partial holds the rows written before; run again, with fewer workers "
-                                       "if memory was short")])
+    """NB531: the error names the worker and what happened to it once, in its diagnostic."""
+    return WorkerLost("nbrules evaluate --batch: stopped, a worker process was lost",
+                      [Diagnostic(code="NB531", message=f"a worker process {what}",
+                                  hint="the rows written before stay (in OUT.partial with --out FILE; on standard "
+                                       "output with --out -); run again, with fewer workers if memory was short")])
 
 
 class _Cells:

@@ -155,6 +155,44 @@ def test_a_workers_lines_come_back_unchanged_in_shared_memory_or_through_the_pip
     assert len(mapped) == 2 and all(m is not None and m.closed for m in mapped)
 
 
+def test_near_the_end_this_process_keeps_the_chunks_a_worker_would_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker is sent a chunk only while this process has more left than the worker
+    has queued, so neither waits long for the other at the end; the last chunk is
+    always this process's."""
+    from nbrules import batch
+    from nbrules.batch import CHUNK, DEPTH, _counted
+
+    assert list(_counted(range(6), 2)) == [(0, None), (1, None), (2, None), (3, 2), (4, 1), (5, 0)]
+    assert list(_counted(range(2), 4)) == [(0, 1), (1, 0)]
+    left: list[int | None] = [None]
+    sent: list[tuple[int | None, int]] = []  # (chunks left after this one, chunks the worker had queued)
+
+    def counted(chunks: Any, horizon: int) -> Any:
+        for chunk, n in _counted(chunks, horizon):
+            left[0] = n
+            yield chunk, n
+
+    real_submit = batch._Worker.submit
+
+    def submit(self: Any, chunk: Any, lessons: Any) -> Any:
+        sent.append((left[0], len(self.awaited)))
+        return real_submit(self, chunk, lessons)
+
+    monkeypatch.setattr(batch, "_counted", counted)
+    monkeypatch.setattr(batch._Worker, "submit", submit)
+    spec = EngineSpec(decisions=("inrgss",))
+    here = os.getpid()
+    with spec.build() as engine:
+        where = [pid for chunk in _spread(range(CHUNK * 40), 2, spec, engine, _whose) for pid in chunk]
+    assert where[-1] == here
+    assert sent and all(n is None or queued < n for n, queued in sent), sent
+    assert any(n is None for n, _ in sent) and max(queued for _, queued in sent) < DEPTH
+
+
+def _whose(chunk: list[Any], engine: Any) -> list[int]:
+    return [os.getpid()]
+
+
 def test_the_cells_a_worker_met_are_taught_to_this_process(cohort_file: Path) -> None:
     """After a 2-worker run, every row's cells are known here, those of the rows the
     worker evaluated included: evaluating them all again runs the engine not once."""
@@ -221,7 +259,7 @@ def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
     with spec.build() as engine:
         with pytest.raises(WorkerLost) as caught:
             list(_spread(range(5000), 2, spec, engine, _dies_in_a_worker))
-    assert "exited with status 3 before its rows were done" in str(caught.value)
+    assert "exited with status 3 before its rows were done" in caught.value.diagnostics[0].message
     assert caught.value.diagnostics[0].code == "NB531" and caught.value.exit_code == 71
 
 
@@ -341,9 +379,10 @@ def test_a_worker_that_cannot_be_started_stops_the_run_and_leaves_no_process(
     monkeypatch.setattr(context.Process, "start", start)
     spec = EngineSpec(decisions=("inrgss",))
     with spec.build() as engine:
-        with pytest.raises(WorkerLost, match="could not be started") as caught:
+        with pytest.raises(WorkerLost) as caught:
             list(_spread(range(5000), 3, spec, engine, _dies_in_a_worker))
         assert caught.value.diagnostics[0].code == "NB531"
+        assert "could not be started" in caught.value.diagnostics[0].message
         assert all(r.journal is None for r in engine.runners)
     [first] = started
     assert not first.is_alive() and first.exitcode is not None
@@ -390,3 +429,39 @@ def test_a_fork_waits_for_a_durable_rules_call_and_the_child_starts_with_the_loc
         holder.join()
     assert done, "the forked child never got the durable-rules lock"
     assert waited > 0.1 and os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_worker_that_cannot_read_its_next_rows_ends_the_run_instead_of_hanging(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker out of memory reading a chunk can no longer drain its tasks: were it to
+    go on, this process could block sending it a chunk while it blocks sending results.
+    It ends at once, and the run stops with NB531 (measured before: a hang)."""
+    import signal
+    from multiprocessing.connection import Connection
+
+    parent = os.getpid()
+    real = Connection.recv_bytes
+    calls = [0]
+
+    def recv_bytes(self: Connection, maxlength: int | None = None) -> bytes:
+        if os.getpid() != parent:
+            calls[0] += 1
+            if calls[0] == 3:
+                raise MemoryError
+        return real(self, maxlength)
+
+    def too_long(signum: int, frame: Any) -> None:
+        raise TimeoutError("the run hung")
+
+    monkeypatch.setattr(Connection, "recv_bytes", recv_bytes)
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(60)
+    try:
+        spec = EngineSpec(decisions=("inrgss",))
+        with spec.build() as engine:
+            with pytest.raises(WorkerLost) as caught:
+                list(_spread(range(5000), 2, spec, engine, _whose))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "could not read its next rows" in caught.value.diagnostics[0].message
