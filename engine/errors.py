@@ -41,7 +41,7 @@ EXIT_CODES: dict[int, tuple[str, tuple[str, ...]]] = {
     EXIT_LISTEN: ("the service cannot listen on the address (port in use, or not permitted)", ("serve",)),
     EXIT_INTERNAL: ("internal error: a defect in nbrules (rerun with NBRULES_DEBUG=1 for the traceback)", ("*",)),
     EXIT_WORKER_LOST: ("a worker process was lost (killed, e.g. by the out-of-memory killer, out of memory, or not "
-                       "started; NB531): OUT.partial holds the rows written before", ("evaluate --batch",)),
+                       "started; NB531): the rows written before stay, in OUT.partial with --out FILE", ("evaluate --batch",)),
 }
 
 
