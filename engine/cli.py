@@ -637,6 +637,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout = sys.stdout
     sys.stdout = cast(TextIO, GuardedStream(stdout, "standard output"))
     try:
+        if given and given[0].startswith("-") and given[0] not in ("-h", "--help", "--version"):
+            # argparse would take the option's value for the verb ("invalid choice: 'rules'")
+            raise _UsageError(f"nbrules: {given[0]}: options go after the command (nbrules COMMAND [options]); "
+                              "see nbrules -h")
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)

@@ -148,3 +148,14 @@ def test_a_verb_given_first_builds_only_its_own_parser(capsys: pytest.CaptureFix
     assert main(["evalute", "p.json"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "invalid choice: 'evalute'" in err and "'evaluate'" in err and "'codes'" in err
+
+
+def test_an_option_before_the_verb_is_refused_plainly(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse alone would read the option's value as the verb ("invalid choice: 'rules'")."""
+    from nbrules.cli import EXIT_USAGE
+
+    assert main(["--rules", "rules", "evaluate", "p.json"]) == EXIT_USAGE
+    assert "nbrules: --rules: options go after the command" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip().startswith("nbrules ")
