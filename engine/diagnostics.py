@@ -347,6 +347,10 @@ def did_you_mean(word: str, candidates: Sequence[str] | Iterable[str]) -> str | 
     lowered = {c.lower(): c for c in pool}
     if word.lower() in lowered:
         return f"did you mean '{lowered[word.lower()]}'?"
+    if len(word) > 3 * max((len(c) for c in pool), default=0):
+        # no misspelling: three times a candidate's length, no ratio can reach 0.6; and
+        # difflib's time grows with the square of it (a 300 KB value in a patient took 2 s)
+        return None
     close = difflib.get_close_matches(word, pool, n=1, cutoff=0.75)
     if not close:
         def prefix(c: str) -> int:

@@ -107,6 +107,26 @@ def test_suggestions_only_for_short_names(engine: RuleEngine) -> None:
     assert "did you mean" not in (hints["/age_days" + "x" * 100] or "")
 
 
+def test_a_long_value_gets_no_suggestion_and_no_string_matching(engine: RuleEngine,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value three times longer than any allowed one cannot be a misspelling: no
+    suggestion is looked for (difflib's time grows with the square of the length: a
+    300 KB value took 2 s, and a batch of such rows minutes)."""
+    import difflib
+
+    hint = engine.check_patient({"mycn_status": "not_amplifed"})[0].hint
+    assert hint == "did you mean 'not_amplified'?"
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("difflib ran on a 300 KB value")
+
+    monkeypatch.setattr(difflib, "get_close_matches", boom)
+    monkeypatch.setattr(difflib, "SequenceMatcher", boom)
+    diags = engine.check_patient({"primary_idrfs": ["x" * 300_000]})
+    assert [(d.code, d.pointer) for d in diags] == [("NB504", "/primary_idrfs/0")]
+    assert "did you mean" not in (diags[0].hint or "")
+
+
 def test_a_list_longer_than_its_value_set_is_one_problem(engine: RuleEngine) -> None:
     diags = engine.check_patient({"metastatic_sites": ["bone"] * 100_000})
     assert [(d.code, d.pointer) for d in diags] == [("NB505", "/metastatic_sites")]
