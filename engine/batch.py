@@ -611,36 +611,39 @@ def _spread(items: Iterable[Any], workers: int, spec: EngineSpec, engine: Evalua
             worker.stop(wait=done)
 
         pool: list[_Worker] = []
-        for _ in range(workers - 1):
-            pool.append(_Worker(spec, engine, work, args))
-            cleanup.callback(stop, pool[-1])
-        # only forked workers run this engine's rules (their copies of it)
-        cells = _Cells(engine, pool, on=forked)
-        cleanup.callback(cells.close)
+        cells: _Cells | None = None
         for chunk, left in _counted(_chunks(items, CHUNK), DEPTH):
+            if cells is None:  # the first chunk: start as many workers as the input can keep busy
+                for _ in range(workers - 1 if left is None else min(workers - 1, left)):
+                    pool.append(_Worker(spec, engine, work, args))
+                    cleanup.callback(stop, pool[-1])
+                # only forked workers run this engine's rules (their copies of it)
+                cells = _Cells(engine, pool, on=forked)
+                cleanup.callback(cells.close)
             for w in pool:
                 w.take(False, cells)
-            free = min(pool, key=lambda w: len(w.awaited))
+            free = min(pool, key=lambda w: len(w.awaited), default=None)
             # near the end, a worker is sent a chunk only while this process has as many
             # left to do as it has queued: all finish about together (measured: this
             # process waited ~30 ms at the end of 20,000 rows for the worker's last chunks)
-            if len(free.awaited) < DEPTH and (left is None or len(free.awaited) < left):
+            if free is not None and len(free.awaited) < DEPTH and (left is None or len(free.awaited) < left):
                 window.append((free.submit(chunk, cells.lessons_for(free)), free))
             else:
                 window.append((_Pending(work(chunk, *args, engine)), None))
             while window and (window[0][0].value is not None or len(window) >= limit):
                 yield _settled(window.popleft(), cells)
         while window:
+            assert cells is not None
             yield _settled(window.popleft(), cells)
         done = True
 
 
 def _settled(entry: tuple[_Pending, _Worker | None], cells: _Cells) -> Any:
-    slot, worker = entry
-    while slot.value is None and worker is not None:
+    pending, worker = entry
+    while pending.value is None and worker is not None:
         worker.take(True, cells)
-    assert slot.value is not None
-    return slot.value
+    assert pending.value is not None
+    return pending.value
 
 
 def _line_records(lines: Iterable[tuple[int, bytes | str | None]], spec: EngineSpec, workers: int, id_column: str,

@@ -465,3 +465,25 @@ def test_a_worker_that_cannot_read_its_next_rows_ends_the_run_instead_of_hanging
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert "could not read its next rows" in caught.value.diagnostics[0].message
+
+
+def test_a_small_input_starts_only_the_workers_it_can_keep_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One chunk is evaluated here, with no worker process; three chunks start at most
+    two workers, whatever --workers says."""
+    from nbrules import batch
+
+    started: list[int] = []
+    real_init = batch._Worker.__init__
+
+    def init(self: Any, *args: Any) -> None:
+        started.append(1)
+        real_init(self, *args)
+
+    monkeypatch.setattr(batch._Worker, "__init__", init)
+    spec = EngineSpec(decisions=("inrgss",))
+    here = os.getpid()
+    with spec.build() as engine:
+        assert [pid for c in _spread(range(3), 4, spec, engine, _whose) for pid in c] == [here]
+        assert started == []
+        chunks = list(_spread(range(3 * batch.CHUNK), 8, spec, engine, _whose))
+    assert len(chunks) == 3 and len(started) == 2
