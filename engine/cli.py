@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence, TextIO, cas
 from ._version import __version__
 from .commands import (GuardedStream, RulesHaveErrors, diff_rules, evaluate_batch, open_engine, patient_schema_of,
                        render_rules, run_rule_cases, validate_rules, verify_rules)
-from .diagnostics import Diagnostic, Severity, count_summary, format_diagnostic, sort_diagnostics
+from .diagnostics import Diagnostic, Severity, count_summary, did_you_mean, format_diagnostic, sort_diagnostics
 from .errors import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_LISTEN, EXIT_OK, EXIT_PATIENT, EXIT_RULES, EXIT_USAGE,
                      NbrulesError, PatientInputError)
 from .patient import DEFAULT_MAX_INPUT, escape_controls
@@ -41,6 +41,9 @@ class _ListenError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    #: The verbs whose parsers were built (set by :func:`_parser` on the top parser).
+    verbs: tuple[str, ...] = ()
+
     def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{self.prog}: {message}")
 
@@ -623,6 +626,7 @@ def _parser(only: str | None = None) -> _Parser:
     c.set_defaults(func=cmd_codes)
     if only is not None and not built:
         return _parser()
+    p.verbs = tuple(built)
     return p
 
 
@@ -641,6 +645,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # argparse would take the option's value for the verb ("invalid choice: 'rules'")
             raise _UsageError(f"nbrules: {given[0]}: options go after the command (nbrules COMMAND [options]); "
                               "see nbrules -h")
+        if given and not given[0].startswith("-") and given[0] not in parser.verbs:
+            close = did_you_mean(given[0], parser.verbs)
+            raise _UsageError(f"nbrules: '{escape_controls(given[0])}' is not a command" + (f"; {close}" if close else "")
+                              + f" (commands: {', '.join(parser.verbs)})")
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)

@@ -147,7 +147,7 @@ def test_a_verb_given_first_builds_only_its_own_parser(capsys: pytest.CaptureFix
     assert helps[0] == helps[1] and "--workers N" in helps[0]
     assert main(["evalute", "p.json"]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert "invalid choice: 'evalute'" in err and "'evaluate'" in err and "'codes'" in err
+    assert "'evalute' is not a command; did you mean 'evaluate'?" in err and "codes" in err
 
 
 def test_an_option_before_the_verb_is_refused_plainly(capsys: pytest.CaptureFixture[str]) -> None:
