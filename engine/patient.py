@@ -54,6 +54,8 @@ MAX_DEPTH = 64
 MAX_PROBLEMS = 50
 #: Longest unknown name that gets a "did you mean" suggestion.
 MAX_SUGGEST = 64
+#: Longest unknown fact name repeated in its problem's pointer; a longer one is located by the record.
+MAX_POINTED_NAME = 1024
 #: Orders of a record's keys whose recipe :meth:`PatientValidator.accept` remembers.
 _RECIPES = 1024
 #: Longest key or value quoted in a message (the pointer stays exact).
@@ -415,8 +417,12 @@ class PatientValidator:
             elif len(diags) < MAX_PROBLEMS:
                 hint = (did_you_mean(name, self.specs) if len(name) <= MAX_SUGGEST else None) \
                     or "the patient facts are declared in facts.yaml of the rules directory"
-                diags.append(Diagnostic(code="NB503", pointer=join_pointer("", name), hint=hint,
-                                        message=f"expected a patient fact, found unknown fact '{shown(name)}'"))
+                # a name too long to repeat whole is located by its record (the output of a
+                # row would otherwise be as large as the row)
+                long = len(name) > MAX_POINTED_NAME
+                diags.append(Diagnostic(code="NB503", pointer="" if long else join_pointer("", name), hint=hint,
+                                        message=f"expected a patient fact, found unknown fact '{shown(name)}'"
+                                                + (f" (a name of {len(name):,} characters)" if long else "")))
             else:
                 more += 1
         # A list longer than its value set cannot be valid: one entry, not one per item.

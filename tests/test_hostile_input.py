@@ -127,6 +127,17 @@ def test_a_long_value_gets_no_suggestion_and_no_string_matching(engine: RuleEngi
     assert "did you mean" not in (diags[0].hint or "")
 
 
+def test_a_huge_unknown_fact_name_is_not_repeated_in_its_problem(engine: RuleEngine) -> None:
+    """A 360 KB name is located by its record, and its message shows a prefix and its
+    length: a batch row's record stays small (it was as large as the row)."""
+    name = "q" * 360_000
+    diags = engine.check_patient({name: 1, "age_dayz": 1})
+    by_code = [(d.code, d.pointer) for d in diags]
+    assert by_code == [("NB503", ""), ("NB503", "/age_dayz")]
+    assert "(a name of 360,000 characters)" in diags[0].message and len(diags[0].message) < 300
+    assert len(json.dumps([d.to_record() for d in diags])) < 2_000
+
+
 def test_a_list_longer_than_its_value_set_is_one_problem(engine: RuleEngine) -> None:
     diags = engine.check_patient({"metastatic_sites": ["bone"] * 100_000})
     assert [(d.code, d.pointer) for d in diags] == [("NB505", "/metastatic_sites")]
