@@ -389,6 +389,7 @@ def test_a_worker_that_cannot_be_started_stops_the_run_and_leaves_no_process(
     assert gc.get_freeze_count() == 0
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # on purpose (3.12+)
 def test_a_fork_waits_for_a_durable_rules_call_and_the_child_starts_with_the_lock_free() -> None:
     """A process forked (a batch worker) while another thread is inside durable-rules
     would inherit its lock held: the fork waits for the call to end, and the child can
