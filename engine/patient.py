@@ -58,7 +58,8 @@ MAX_SUGGEST = 64
 MAX_POINTED_NAME = 1024
 #: Orders of a record's keys whose recipe :meth:`PatientValidator.accept` remembers.
 _RECIPES = 1024
-#: Longest key or value quoted in a message (the pointer stays exact).
+#: Longest key or value quoted in a message (the pointer stays exact, but for an unknown
+#: fact name over MAX_POINTED_NAME).
 _SHOWN = 80
 
 _CODES = {
